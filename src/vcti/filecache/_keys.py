@@ -1,0 +1,51 @@
+"""Validation of model keys, in one place."""
+
+from __future__ import annotations
+
+from .exceptions import KeyValidationError
+
+#: The name the cache keeps for its own files, at the root and inside every model.
+RESERVED = ".filecache"
+
+_MAX_PART_BYTES = 255
+
+
+def validate_key(key: object) -> str:
+    """Return ``key`` if it is a valid model key, else raise.
+
+    A key is a relative, ``/``-separated path: no empty, ``.`` or ``..`` parts, no
+    backslash or NUL, no part that starts with the reserved name.
+
+    Raises:
+        TypeError: ``key`` is not a string.
+        KeyValidationError: ``key`` is not a valid key (also a ``ValueError``).
+    """
+    if not isinstance(key, str):
+        raise TypeError(f"model key must be a str, not {type(key).__name__}")
+    if not key:
+        raise KeyValidationError("model key must not be empty")
+    if "\\" in key or "\x00" in key:
+        raise KeyValidationError(f"model key {key!r} must not contain a backslash or NUL")
+    if key.startswith("/"):
+        raise KeyValidationError(f"model key {key!r} must be relative, not absolute")
+    for part in key.split("/"):
+        if part in ("", ".", ".."):
+            raise KeyValidationError(f"model key {key!r} must not contain empty, '.' or '..' parts")
+        if part.startswith(RESERVED):
+            raise KeyValidationError(f"model key {key!r} uses the reserved name {RESERVED!r}")
+        if len(part.encode("utf-8", "surrogatepass")) > _MAX_PART_BYTES:
+            raise KeyValidationError(
+                f"model key {key!r} has a part longer than {_MAX_PART_BYTES} bytes"
+            )
+    return key
+
+
+def ancestors(key: str) -> list[str]:
+    """Return the proper prefixes of ``key``: ``"a/b/c"`` gives ``["a", "a/b"]``."""
+    parts = key.split("/")
+    return ["/".join(parts[:i]) for i in range(1, len(parts))]
+
+
+def is_nested(inner: str, outer: str) -> bool:
+    """Return True if ``inner`` lies strictly below ``outer``."""
+    return inner.startswith(outer + "/")

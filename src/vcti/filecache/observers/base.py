@@ -1,0 +1,118 @@
+"""Observer hooks, and an observer that writes to stdlib logging."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .._config import CacheManagerConfig
+    from .._entry import CacheSnapshot, EvictionResult
+    from ..storage.base import CacheStorage
+
+
+class CacheObserver:
+    """Receives the events of a cache; every hook is a no-op, override what you need.
+
+    Hooks run synchronously in the thread that caused the event (the caller's thread for
+    ``model()`` and manual ``evict()``, the manager's thread for background cycles), so
+    they should be quick. An exception raised by a hook is caught, logged and passed to
+    the ``on_error`` hook of the other observers with the context ``"observer"``; it never
+    reaches the caller and never stops the manager.
+    """
+
+    def on_attach(self, storage: CacheStorage, config: CacheManagerConfig) -> None:
+        """A FileCache using this observer was opened on ``storage``."""
+
+    def on_manager_start(self, root: str) -> None:
+        """The background manager for ``root`` started."""
+
+    def on_manager_stop(self, root: str) -> None:
+        """The background manager for ``root`` stopped."""
+
+    def on_leader_change(self, is_leader: bool) -> None:
+        """This process became (True) or stopped being (False) the one that scans and evicts."""
+
+    def on_model_open(self, key: str) -> None:
+        """``model(key)`` was entered; the lookup starts."""
+
+    def on_access(self, key: str, hit: bool) -> None:
+        """The lookup of ``key`` found a published model (hit) or will fill it (miss)."""
+
+    def on_fill(self, key: str, duration: float, error: BaseException | None) -> None:
+        """A fill of ``key`` ended: published (``error`` is None) or discarded."""
+
+    def on_model_close(
+        self, key: str, hit: bool, duration: float, error: BaseException | None
+    ) -> None:
+        """The ``model(key)`` context exited after ``duration`` seconds."""
+
+    def on_scan_start(self) -> None:
+        """A scan of the root starts."""
+
+    def on_scan_end(self, snapshot: CacheSnapshot, duration: float) -> None:
+        """A scan ended with ``snapshot`` after ``duration`` seconds."""
+
+    def on_evict_start(self, snapshot: CacheSnapshot, policy: str, trigger: str) -> None:
+        """An eviction run starts (``trigger`` is ``"manual"`` or ``"background"``)."""
+
+    def on_evict(self, path: str) -> None:
+        """The model at ``path`` (full path or URI) was removed."""
+
+    def on_evict_end(self, result: EvictionResult) -> None:
+        """An eviction run ended; ``result`` lists what went."""
+
+    def on_error(self, error: Exception, context: str) -> None:
+        """Something failed in the cache; ``context`` says where (``"scan"``, ``"evict"`` ...)."""
+
+
+class LoggingObserver(CacheObserver):
+    """Writes cache events to a stdlib logger.
+
+    Args:
+        logger: the logger to use; default ``logging.getLogger("vcti.filecache")``.
+        level: the level of routine events; errors are logged at ``ERROR``.
+    """
+
+    def __init__(self, logger: logging.Logger | None = None, level: int = logging.INFO) -> None:
+        self.logger = logger if logger is not None else logging.getLogger("vcti.filecache")
+        self.level = level
+
+    def on_manager_start(self, root: str) -> None:
+        self.logger.log(self.level, "cache manager started for %s", root)
+
+    def on_manager_stop(self, root: str) -> None:
+        self.logger.log(self.level, "cache manager stopped for %s", root)
+
+    def on_fill(self, key: str, duration: float, error: BaseException | None) -> None:
+        if error is None:
+            self.logger.log(self.level, "filled model %s in %.3fs", key, duration)
+        else:
+            self.logger.log(self.level, "fill of model %s failed: %r", key, error)
+
+    def on_scan_end(self, snapshot: CacheSnapshot, duration: float) -> None:
+        self.logger.log(
+            self.level,
+            "scan: %d models, %d of %d bytes, %.3fs",
+            snapshot.entry_count,
+            snapshot.total_size,
+            snapshot.evict_above,
+            duration,
+        )
+
+    def on_evict(self, path: str) -> None:
+        self.logger.log(self.level, "evicted %s", path)
+
+    def on_evict_end(self, result: EvictionResult) -> None:
+        self.logger.log(
+            self.level,
+            "%s eviction (%s): %d models, %d bytes in %.3fs",
+            result.trigger,
+            result.policy,
+            len(result.entries),
+            result.bytes_freed,
+            result.duration,
+        )
+
+    def on_error(self, error: Exception, context: str) -> None:
+        self.logger.error("cache error in %s: %s", context, error, exc_info=error)
