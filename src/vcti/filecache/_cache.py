@@ -238,7 +238,9 @@ class FileCache:
             The removed entries, in eviction order.
         """
         self._check_open()
-        if policy is not None and not isinstance(policy, EvictionPolicy):
+        if policy is not None and (
+            isinstance(policy, type) or not isinstance(policy, EvictionPolicy)
+        ):
             raise TypeError(f"policy must be an EvictionPolicy, not {type(policy).__name__}")
         result = self._manager.evict(
             self._observers, self._config, policy or self._config.policy, "manual"

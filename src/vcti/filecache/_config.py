@@ -58,9 +58,9 @@ class CacheManagerConfig:
                     f"evict_to ({self.evict_to}) must not be greater than "
                     f"evict_above ({self.evict_above})"
                 )
-        if not isinstance(self.policy, EvictionPolicy):
+        if isinstance(self.policy, type) or not isinstance(self.policy, EvictionPolicy):
             raise TypeError(
-                "policy must be an EvictionPolicy (an object with 'name' and 'order'), "
+                "policy must be an EvictionPolicy instance (with 'name' and 'order'), "
                 f"not {type(self.policy).__name__}"
             )
         for name in ("interval", "lock_timeout"):

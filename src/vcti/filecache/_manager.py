@@ -61,6 +61,7 @@ class CacheManager:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._leader: Lock | None = None
+        self._cycles = 0
 
     def __repr__(self) -> str:
         return f"<CacheManager {self.storage.root!r} running={self.is_running}>"
@@ -81,6 +82,11 @@ class CacheManager:
     def is_running(self) -> bool:
         """True while the background thread runs."""
         return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def cycles(self) -> int:
+        """How many cycles (background or ``run_once``) have completed in this process."""
+        return self._cycles
 
     @property
     def is_leader(self) -> bool:
@@ -170,6 +176,8 @@ class CacheManager:
         except Exception as exc:  # the thread must survive anything a cycle raises
             group.error(exc, "cycle")
             return None
+        finally:
+            self._cycles += 1
 
     def _lead(self, group: ObserverGroup) -> bool:
         if self._leader is not None:

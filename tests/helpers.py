@@ -1,0 +1,60 @@
+"""Helpers shared by the test modules."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from vcti.filecache import FileCache
+from vcti.filecache.storage.base import CacheStorage
+from vcti.filecache.testing import MemoryStorage
+
+
+class FakeClock:
+    """A clock that moves only when told to."""
+
+    def __init__(self, start: float = 1_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@dataclass
+class Backend:
+    """A storage and how a user writes and reads model files on it."""
+
+    name: str
+    storage: CacheStorage
+
+    def write(self, path: str, name: str, data: bytes) -> None:
+        if isinstance(self.storage, MemoryStorage):
+            self.storage.write_file(f"{path}/{name}", data)
+        else:
+            (Path(path) / name).write_bytes(data)
+
+    def read(self, path: str, name: str) -> bytes:
+        if isinstance(self.storage, MemoryStorage):
+            return self.storage.read_file(f"{path}/{name}")
+        return (Path(path) / name).read_bytes()
+
+
+def fill(backend: Backend, cache: FileCache, key: str, size: int) -> None:
+    """Create model ``key`` holding ``size`` bytes."""
+    with cache.model(key) as model:
+        assert model.new
+        backend.write(model.path, "data.bin", b"x" * size)
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Poll ``condition`` until it holds; fail after a generous ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met before the deadline")
+        time.sleep(0.01)
