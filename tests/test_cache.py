@@ -22,7 +22,7 @@ from vcti.filecache import (
 from vcti.filecache.testing import MemoryStorage, RecordingObserver
 
 from .conftest import MakeCache
-from .helpers import Backend, FakeClock, fill
+from .helpers import Backend, FakeClock, fill, wait_for
 
 # -- construction and lifecycle ---------------------------------------------------------
 
@@ -448,3 +448,47 @@ def test_empty_parent_folders_are_pruned(tmp_path: Path) -> None:
         assert not (tmp_path / "ab").exists()
         with c.model("ab") as model:  # the old folder is no obstacle to a new model
             assert model.new
+
+
+# -- verify ------------------------------------------------------------------------------
+
+
+def test_verify_reports_and_repairs_drift(tmp_path: Path) -> None:
+    config = CacheManagerConfig(evict_above=10**6, interval=3600)
+    with FileCache(root=tmp_path, config=config) as cache:
+        wait_for(lambda: cache.manager.cycles >= 1)  # its sweep must not race the test
+        for key in ("a", "b", "c"):
+            with cache.model(key) as model:
+                Path(model.path, "data.bin").write_bytes(b"x" * 10)
+        assert cache.verify().ok
+        internal = tmp_path / "a" / ".filecache"
+        (internal / "meta.json").write_text("garbage")
+        (internal / "meta.json.1234.tmp").write_text("half a record")
+        (tmp_path / "b" / ".filecache" / "pin.lock").unlink()
+        (tmp_path / "c" / "inner" / ".filecache").mkdir(parents=True)
+        (tmp_path / ".filecache" / "staging" / "ffff.0").mkdir()
+        (tmp_path / ".filecache" / "trash" / "0").mkdir()
+
+        report = cache.verify()
+        assert not report.ok
+        assert not report.repaired
+        text = "\n".join(report.problems)
+        for needle in (
+            "leftover delete",
+            "leftover fill",
+            "model 'a': unreadable metadata",
+            "model 'a': leftover .filecache/meta.json.1234.tmp",
+            "model 'b': missing .filecache/pin.lock",
+            "model 'c' contains another model folder",
+        ):
+            assert needle in text, needle
+        assert len(report.problems) == 6
+        assert cache.verify().problems == report.problems  # a check alone changes nothing
+
+        repaired = cache.verify(repair=True)
+        assert repaired.repaired
+        assert repaired.problems == report.problems
+        remaining = cache.verify().problems
+        assert len(remaining) == 1  # nested models are reported, never deleted
+        assert "contains another model folder" in remaining[0]
+        assert sorted(e.key for e in repaired.snapshot.entries) == ["a", "b", "c"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ._cache import FileCache, ModelDir
 from ._config import CacheManagerConfig
-from ._entry import CacheEntry, CacheSnapshot, EvictionResult
+from ._entry import CacheEntry, CacheSnapshot, EvictionResult, VerifyReport
 from ._manager import CacheManager
 from .exceptions import (
     CacheClosedError,
@@ -45,5 +45,6 @@ __all__ = [
     "MetadataError",
     "ModelDir",
     "SizedLruPolicy",
+    "VerifyReport",
     "__version__",
 ]

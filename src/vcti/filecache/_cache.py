@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from types import TracebackType
 
 from ._config import CacheManagerConfig
-from ._entry import CacheEntry, CacheSnapshot
+from ._entry import CacheEntry, CacheSnapshot, VerifyReport
 from ._keys import validate_key
 from ._manager import CacheManager, _Lease
 from ._meta import Meta
@@ -246,6 +246,17 @@ class FileCache:
             self._observers, self._config, policy or self._config.policy, "manual"
         )
         return list(result.entries)
+
+    def verify(self, repair: bool = False) -> VerifyReport:
+        """Check that the cache's bookkeeping agrees with what is stored, like ``fsck``.
+
+        Finds unreadable or missing metadata, leftovers of interrupted fills and deletes,
+        missing lock files and models nested in models. With ``repair``, fixes what can be
+        fixed without losing user data (metadata is rebuilt with defaults, leftovers are
+        deleted); nested models are only reported.
+        """
+        self._check_open()
+        return self._manager.verify(self._observers, self._config, repair)
 
     # -- properties ---------------------------------------------------------------------
 

@@ -112,3 +112,23 @@ class EvictionResult:
     duration: float
     target: int
     skipped_pinned: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """What ``FileCache.verify()`` found (and, with ``repair``, fixed).
+
+    Attributes:
+        problems: one line per problem found, before any repair.
+        repaired: True if the check ran with ``repair=True``.
+        snapshot: a scan taken after the check (and the repairs).
+    """
+
+    problems: tuple[str, ...]
+    repaired: bool
+    snapshot: CacheSnapshot
+
+    @property
+    def ok(self) -> bool:
+        """True if nothing was found."""
+        return not self.problems

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import threading
 import time
 import weakref
@@ -10,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
-from ._entry import CacheEntry, CacheSnapshot, EvictionResult
+from ._entry import CacheEntry, CacheSnapshot, EvictionResult, VerifyReport
 from ._keys import ancestors, is_nested
 from ._meta import Meta
 from ._observers import ObserverGroup
@@ -168,6 +169,7 @@ class CacheManager:
             self._flush(group)
             if not self._lead(group):
                 return None
+            self._sweep(group)
             snapshot = self.scan(group, config)
             if not snapshot.is_over_limit:
                 return snapshot
@@ -178,6 +180,12 @@ class CacheManager:
             return None
         finally:
             self._cycles += 1
+
+    def _sweep(self, group: ObserverGroup) -> None:
+        try:
+            self.storage.sweep()
+        except OSError as exc:
+            group.error(exc, "sweep")
 
     def _lead(self, group: ObserverGroup) -> bool:
         if self._leader is not None:
@@ -195,8 +203,8 @@ class CacheManager:
     def _resign(self, group: ObserverGroup) -> None:
         leader, self._leader = self._leader, None
         if leader is not None:
+            group.emit("on_leader_change", False)  # before the release: never two leaders
             leader.release()
-            group.emit("on_leader_change", False)
 
     # -- pins and fills -----------------------------------------------------------------
 
@@ -346,8 +354,14 @@ class CacheManager:
 
     # -- scans --------------------------------------------------------------------------
 
-    def scan(self, group: ObserverGroup, config: CacheManagerConfig) -> CacheSnapshot:
-        """Walk the root once and return what is there."""
+    def scan(
+        self, group: ObserverGroup, config: CacheManagerConfig, *, repair: bool = True
+    ) -> CacheSnapshot:
+        """Walk the root once and return what is there.
+
+        With ``repair`` (the default), unreadable metadata is reported and rebuilt on
+        storage; without it, defaults are used in the snapshot only.
+        """
         group.emit("on_scan_start")
         started = time.perf_counter()
         entries: list[CacheEntry] = []
@@ -355,7 +369,7 @@ class CacheManager:
             with self._cond:
                 pending = dict(self._pending)
             for key in list(self.storage.iter_models(onerror=lambda e: group.error(e, "scan"))):
-                entry = self._scan_one(key, pending.get(key), group, config)
+                entry = self._scan_one(key, pending.get(key), group, config, repair)
                 if entry is not None:
                     entries.append(entry)
             try:
@@ -379,10 +393,11 @@ class CacheManager:
         pending: tuple[int, float] | None,
         group: ObserverGroup,
         config: CacheManagerConfig,
+        repair: bool,
     ) -> CacheEntry | None:
         try:
             size = self.storage.model_size(key)
-            meta = self._load_meta(key, group, config.clock)
+            meta = self._load_meta(key, group, config.clock, repair)
         except FileNotFoundError:
             return None  # evicted or deleted during the scan
         except OSError as exc:
@@ -392,7 +407,9 @@ class CacheManager:
             meta = meta.add(*pending)
         return CacheEntry(key, size, meta.access_count, meta.last_access, meta.created)
 
-    def _load_meta(self, key: str, group: ObserverGroup, clock: Callable[[], float]) -> Meta:
+    def _load_meta(
+        self, key: str, group: ObserverGroup, clock: Callable[[], float], repair: bool
+    ) -> Meta:
         try:
             return Meta.decode(self.storage.read_meta(key))
         except MetadataError as exc:
@@ -401,11 +418,20 @@ class CacheManager:
             if not self.storage.is_model(key):
                 raise
             problem = MetadataError("metadata file is missing")
-        error = MetadataError(f"model {key!r}: {problem}; rebuilt with defaults")
-        group.error(error, "metadata")
-        repaired: list[Meta] = []
+        if not repair:
+            now = clock()
+            return Meta(0, now, now)
+        group.error(MetadataError(f"model {key!r}: {problem}; rebuilt with defaults"), "metadata")
+        return self._rebuild_meta(key, clock)
 
-        def repair(raw: bytes | None) -> bytes:
+    def _rebuild_meta(self, key: str, clock: Callable[[], float]) -> Meta:
+        """Replace unreadable metadata with defaults (count 0, times now); return the result.
+
+        A record that another process repaired in the meantime is kept as it is.
+        """
+        result: list[Meta] = []
+
+        def rebuild(raw: bytes | None) -> bytes:
             try:
                 meta = Meta.decode(raw) if raw is not None else None
             except MetadataError:
@@ -413,11 +439,32 @@ class CacheManager:
             if meta is None:
                 now = clock()
                 meta = Meta(0, now, now)
-            repaired.append(meta)
+            result.append(meta)
             return meta.encode()
 
-        self.storage.update_meta(key, repair)
-        return repaired[-1]
+        self.storage.update_meta(key, rebuild)
+        return result[-1]
+
+    def verify(
+        self, group: ObserverGroup, config: CacheManagerConfig, repair: bool
+    ) -> VerifyReport:
+        """Check metadata and the backend's bookkeeping against what is stored."""
+        with self._io_lock:
+            problems = self.storage.verify(repair)
+            for key in list(self.storage.iter_models()):
+                try:
+                    Meta.decode(self.storage.read_meta(key))
+                    continue
+                except MetadataError as exc:
+                    problems.append(f"model {key!r}: {exc}")
+                except FileNotFoundError:
+                    if not self.storage.is_model(key):
+                        continue
+                    problems.append(f"model {key!r}: metadata file is missing")
+                if repair:
+                    with contextlib.suppress(FileNotFoundError):
+                        self._rebuild_meta(key, config.clock)
+        return VerifyReport(tuple(problems), repair, self.scan(group, config, repair=False))
 
     # -- eviction -----------------------------------------------------------------------
 

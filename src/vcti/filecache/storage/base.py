@@ -41,6 +41,22 @@ class CacheStorage(Protocol):
         """Create the root's layout if needed and reclaim leftovers nobody holds."""
         ...
 
+    def sweep(self) -> int:
+        """Reclaim leftovers of interrupted fills and deletes that nobody holds.
+
+        Returns:
+            The bytes reclaimed.
+        """
+        ...
+
+    def verify(self, repair: bool) -> list[str]:
+        """Check the backend's own bookkeeping (not the metadata records) for drift.
+
+        Returns one line per problem found; with ``repair``, fixes what can be fixed
+        without losing user data.
+        """
+        ...
+
     def iter_models(
         self, prefix: str = "", onerror: Callable[[OSError], None] | None = None
     ) -> Iterator[str]:

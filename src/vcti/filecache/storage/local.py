@@ -157,6 +157,51 @@ class LocalStorage:
                 lock.release()
         return freed
 
+    def verify(self, repair: bool) -> list[str]:
+        problems: list[str] = []
+        for name in self._listdir(self._trash):
+            problems.append(f"leftover delete: {os.path.join(self._trash, name)}")
+        for name in self._listdir(self._staging):
+            lock = self._try_lock(self._bucket_lock_path(name.partition(".")[0]))
+            if lock is not None:
+                lock.release()
+                problems.append(f"leftover fill: {os.path.join(self._staging, name)}")
+        if repair:
+            self.sweep()
+        for key in self.iter_models():
+            internal = os.path.join(self.path(key), RESERVED)
+            for name in (_PIN, _META_LOCK):
+                if not os.path.isfile(os.path.join(internal, name)):
+                    problems.append(f"model {key!r}: missing {RESERVED}/{name}")
+                    if repair:
+                        with contextlib.suppress(FileNotFoundError):
+                            os.close(os.open(os.path.join(internal, name), os.O_CREAT, 0o644))
+            for name in self._listdir(internal):
+                if name.endswith(".tmp"):
+                    problems.append(f"model {key!r}: leftover {RESERVED}/{name}")
+                    if repair:
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(os.path.join(internal, name))
+            inner = next(self._nested_markers(self.path(key)), None)
+            if inner is not None:
+                problems.append(f"model {key!r} contains another model folder at {inner}")
+        return problems
+
+    @staticmethod
+    def _nested_markers(top: str) -> Iterator[str]:
+        stack = [top]
+        while stack:
+            folder = stack.pop()
+            try:
+                entries = list(os.scandir(folder))
+            except OSError:
+                continue
+            for entry in entries:
+                if entry.name == RESERVED and folder != top:
+                    yield folder
+                elif entry.name != RESERVED and entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+
     # -- reading ----------------------------------------------------------------------
 
     def iter_models(

@@ -46,9 +46,17 @@ class MemoryStorage:
         return f"{self.root}/{key}"
 
     def open(self) -> None:
+        # Memory lives and dies with this process, and the first cache opens before any fill
+        # starts: every staged fill here is a leftover.
         with self._lock:
             for staged in list(self._staged):
                 self.discard(staged)
+
+    def sweep(self) -> int:
+        return 0  # every staged fill belongs to a live thread of this process
+
+    def verify(self, repair: bool) -> list[str]:
+        return []
 
     # -- files (what a user does with open() on a local path) ---------------------------
 
