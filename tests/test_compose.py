@@ -1,0 +1,266 @@
+"""Checks of the docker-compose demo stack (docker-compose.yml at the repository top level).
+
+No Docker engine is needed: the file is validated against the Compose specification's JSON
+schema (shared schemas folder next to the repository; skipped with a message only when that
+folder is absent) and by ``docker-compose config -q`` (Debian package ``docker-compose``;
+missing, the test fails).
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import re
+import shutil
+import subprocess
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMAS = Path(__file__).resolve().parents[2] / "shared" / "schemas"
+COMPOSE = REPO / "docker-compose.yml"
+PROMETHEUS_DIR = REPO / "dashboards" / "prometheus"
+GRAFANA_DIR = REPO / "dashboards" / "grafana"
+
+REQUIRED_SERVICES = {"demo", "prometheus", "grafana", "jaeger", "minio", "minio-init"}
+# service -> container ports it must publish (on 127.0.0.1).
+REQUIRED_PORTS = {
+    "demo": {8000},
+    "prometheus": {9090},
+    "grafana": {3000},
+    "jaeger": {16686, 4318},
+    "minio": {9000, 9001},
+}
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
+    return data
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, Any]:
+    services: dict[str, Any] = compose["services"]
+    return services
+
+
+def _command_text(service: dict[str, Any], key: str = "command") -> str:
+    value = service.get(key, "")
+    return " ".join(value) if isinstance(value, list) else str(value)
+
+
+def _bind_mounts(service: dict[str, Any]) -> list[tuple[Path, PurePosixPath]]:
+    """(host path, container path) of the service's bind mounts; named volumes are left out."""
+    mounts = []
+    for volume in service.get("volumes", []):
+        if isinstance(volume, dict):
+            if volume.get("type") != "bind":
+                continue
+            source, target = volume["source"], volume["target"]
+        else:
+            source, target = volume.split(":")[:2]
+        if not source.startswith((".", "/")):
+            continue  # a named volume
+        mounts.append(((REPO / source).resolve(), PurePosixPath(target)))
+    return mounts
+
+
+def _container_path(service: dict[str, Any], host_path: Path) -> PurePosixPath | None:
+    """Where ``host_path`` appears in the container, through the most specific bind mount."""
+    best: tuple[int, PurePosixPath] | None = None
+    host_path = host_path.resolve()
+    for source, target in _bind_mounts(service):
+        if host_path == source or source in host_path.parents:
+            inside = target.joinpath(*host_path.relative_to(source).parts)
+            if best is None or len(source.parts) > best[0]:
+                best = (len(source.parts), inside)
+    return None if best is None else best[1]
+
+
+def _published_ports(service: dict[str, Any]) -> list[tuple[str | None, int]]:
+    """(host ip, container port) for each published port."""
+    out: list[tuple[str | None, int]] = []
+    for port in service.get("ports", []):
+        if isinstance(port, dict):
+            out.append((port.get("host_ip"), int(port["target"])))
+            continue
+        spec = str(port).split("/")[0]
+        match = re.fullmatch(r"(?:(\[[^\]]+\]|[^:]+):)?(?:(\d+(?:-\d+)?):)?(\d+(?:-\d+)?)", spec)
+        assert match, f"cannot parse port {port!r}"
+        host_ip, host_port, container_port = match.groups()
+        if host_port is None and host_ip is not None and host_ip.isdigit():
+            host_ip = None  # "HOST:CONTAINER" form: no ip
+        out.append((host_ip, int(container_port.split("-")[0])))
+    return out
+
+
+# ------------------------------------------------------------------------ validation
+
+
+def test_compose_validates_against_the_compose_spec(compose: dict[str, Any]) -> None:
+    if not SCHEMAS.is_dir():
+        pytest.skip(
+            f"shared schemas folder {SCHEMAS} is absent: the Compose specification schema "
+            "is not available in this checkout, so schema validation cannot run"
+        )
+    from jsonschema import Draft7Validator
+
+    schema = json.loads((SCHEMAS / "compose-spec.json").read_text(encoding="utf-8"))
+    errors = list(Draft7Validator(schema).iter_errors(compose))
+    messages = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors]
+    assert not messages, "docker-compose.yml does not validate:\n" + "\n".join(messages)
+
+
+def test_docker_compose_config(tmp_path: Path) -> None:
+    docker_compose = shutil.which("docker-compose")
+    if docker_compose is None:
+        pytest.fail(
+            "docker-compose not found on PATH: install Debian's docker-compose package "
+            "(apt-get install docker-compose) to check docker-compose.yml"
+        )
+    result = subprocess.run(
+        [docker_compose, "-f", str(COMPOSE), "config", "-q"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        # No Docker engine here: keep docker-compose from looking for one or for a
+        # user's configuration.
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_no_top_level_name(compose: dict[str, Any]) -> None:
+    # Debian's docker-compose (1.29) rejects it; the project name comes from the folder.
+    assert "name" not in compose
+
+
+# -------------------------------------------------------------------------- services
+
+
+def test_required_services(services: dict[str, Any]) -> None:
+    missing = REQUIRED_SERVICES - set(services)
+    assert not missing, f"missing services: {sorted(missing)}"
+    images = {name: service.get("image", "") for name, service in services.items()}
+    assert images["demo"] == "python:3.12-slim"
+    assert re.match(r"(docker\.io/)?prom/prometheus(:|$)", images["prometheus"])
+    assert re.match(r"(docker\.io/)?grafana/grafana(:|$)", images["grafana"])
+    assert re.match(r"(docker\.io/)?jaegertracing/all-in-one(:|$)", images["jaeger"])
+    assert re.match(r"([a-z.]+/)?minio/minio(:|$)", images["minio"])
+    assert re.match(r"([a-z.]+/)?minio/mc(:|$)", images["minio-init"])
+
+
+def test_every_port_is_bound_to_localhost(services: dict[str, Any]) -> None:
+    for name, service in services.items():
+        for host_ip, container_port in _published_ports(service):
+            assert host_ip == "127.0.0.1", f"{name} publishes {container_port} on {host_ip}"
+        assert "network_mode" not in service or service["network_mode"] != "host", name
+
+
+def test_required_ports_are_published(services: dict[str, Any]) -> None:
+    for name, ports in REQUIRED_PORTS.items():
+        published = {port for _, port in _published_ports(services[name])}
+        assert ports <= published, f"{name} publishes {published}, needs {ports}"
+
+
+def test_demo_service(services: dict[str, Any]) -> None:
+    demo = services["demo"]
+    assert "build" not in demo
+    command = _command_text(demo)
+    assert "pip install" in command
+    assert re.search(r"filecache demo\b.*--host 0\.0\.0\.0", command), command
+    # Listens on the port Prometheus scrapes (default 8000 when --port is not given).
+    port = re.search(r"--port[ =](\d+)", command)
+    assert (int(port.group(1)) if port else 8000) == 8000
+    assert (REPO.resolve(), PurePosixPath("/src")) in _bind_mounts(demo)
+    assert any(v.endswith(":ro") for v in demo["volumes"] if isinstance(v, str))
+    environment = demo["environment"]
+    assert environment["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://jaeger:4318"
+
+
+def test_jaeger_accepts_otlp(services: dict[str, Any]) -> None:
+    assert str(services["jaeger"]["environment"]["COLLECTOR_OTLP_ENABLED"]).lower() == "true"
+
+
+def test_minio_has_a_console_and_the_bucket_is_created(services: dict[str, Any]) -> None:
+    assert "--console-address" in _command_text(services["minio"])
+    init = services["minio-init"]
+    script = _command_text(init, "entrypoint") + " " + _command_text(init)
+    assert re.search(r"mc mb\b.*\bsim-cache\b", script), script
+    assert "minio" in init.get("depends_on", [])
+    assert init.get("restart", "no") == "no", "minio-init is a one-shot job"
+
+
+# ------------------------------------------------------------------------ prometheus
+
+
+def test_prometheus_mounts_its_config_and_alerts(services: dict[str, Any]) -> None:
+    prometheus = services["prometheus"]
+    config_inside = _container_path(prometheus, PROMETHEUS_DIR / "prometheus.yml")
+    alerts_inside = _container_path(prometheus, PROMETHEUS_DIR / "alerts.yml")
+    assert config_inside is not None, "prometheus.yml is not mounted into prometheus"
+    assert alerts_inside is not None, "alerts.yml is not mounted into prometheus"
+    flag = re.search(r"--config\.file[ =](\S+)", _command_text(prometheus))
+    # prom/prometheus's default command reads /etc/prometheus/prometheus.yml.
+    config_file = flag.group(1) if flag else "/etc/prometheus/prometheus.yml"
+    assert str(config_inside) == config_file
+    # rule_files are resolved relative to the configuration file.
+    config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text(encoding="utf-8"))
+    rule_paths = {
+        posixpath.normpath(posixpath.join(posixpath.dirname(config_file), rule))
+        for rule in config["rule_files"]
+    }
+    assert str(alerts_inside) in rule_paths
+
+
+def test_prometheus_scrapes_the_demo_service(services: dict[str, Any]) -> None:
+    config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text(encoding="utf-8"))
+    targets = {
+        target
+        for job in config["scrape_configs"]
+        for static in job.get("static_configs", [])
+        for target in static["targets"]
+    }
+    assert "demo:8000" in targets
+    assert "demo" in services
+
+
+# --------------------------------------------------------------------------- grafana
+
+
+def test_grafana_mounts_provisioning_and_the_dashboard(services: dict[str, Any]) -> None:
+    grafana = services["grafana"]
+    provisioning = GRAFANA_DIR / "provisioning"
+    for kind, file in (("datasources", "prometheus.yml"), ("dashboards", "filecache.yml")):
+        inside = _container_path(grafana, provisioning / kind / file)
+        assert inside == PurePosixPath("/etc/grafana/provisioning", kind, file), (
+            f"{kind} provisioning is mounted at {inside}"
+        )
+    dashboard_inside = _container_path(grafana, GRAFANA_DIR / "filecache.json")
+    assert dashboard_inside is not None, "filecache.json is not mounted into grafana"
+    providers = yaml.safe_load((provisioning / "dashboards" / "filecache.yml").read_text())
+    paths = {PurePosixPath(p["options"]["path"]) for p in providers["providers"]}
+    assert dashboard_inside.parent in paths, (
+        f"the dashboard is mounted at {dashboard_inside}, the provider reads {paths}"
+    )
+
+
+def test_grafana_anonymous_admin(services: dict[str, Any]) -> None:
+    environment = services["grafana"]["environment"]
+    assert str(environment["GF_AUTH_ANONYMOUS_ENABLED"]).lower() == "true"
+    assert environment["GF_AUTH_ANONYMOUS_ORG_ROLE"] == "Admin"
+
+
+def test_grafana_datasource_points_at_the_prometheus_service(services: dict[str, Any]) -> None:
+    provisioned = yaml.safe_load(
+        (GRAFANA_DIR / "provisioning" / "datasources" / "prometheus.yml").read_text()
+    )
+    urls = {d["url"] for d in provisioned["datasources"] if d["type"] == "prometheus"}
+    assert urls == {"http://prometheus:9090"}
+    assert 9090 in {port for _, port in _published_ports(services["prometheus"])}
