@@ -61,7 +61,12 @@ def test_background_eviction_within_one_interval(backend: Backend, clock: FakeCl
         for key in ("a", "b", "c", "d"):
             fill(backend, cache, key, 100)
             clock.advance(1)
-        wait_for(lambda: len(list(backend.storage.iter_models())) == 2)
+
+        def evicted() -> list[str]:
+            results = [args[0] for args in recorder.calls("on_evict_end")]
+            return [e.key for r in results for e in r.entries]
+
+        wait_for(lambda: len(evicted()) == 2)
         assert sorted(backend.storage.iter_models()) == ["c", "d"]
         results = [args[0] for args in recorder.calls("on_evict_end")]
         assert [e.key for r in results for e in r.entries] == ["a", "b"]

@@ -487,13 +487,12 @@ class CacheManager:
             started = time.perf_counter()
             evicted: list[CacheEntry] = []
             skipped: list[str] = []
+            policy_error: Exception | None = None
             try:
                 ordered = _checked_order(policy, snapshot)
             except Exception as exc:
                 group.error(exc, "policy")
-                ordered = []
-                if trigger == "manual":
-                    raise
+                ordered, policy_error = [], exc
             total = snapshot.total_size
             for entry in ordered:
                 if total <= config.target:
@@ -517,6 +516,8 @@ class CacheManager:
                 skipped_pinned=tuple(skipped),
             )
             group.emit("on_evict_end", result)
+            if policy_error is not None and trigger == "manual":
+                raise policy_error  # the caller's own policy: tell the caller
             return result
 
     def _evict_one(self, key: str, group: ObserverGroup) -> bool | None:

@@ -11,6 +11,10 @@ if TYPE_CHECKING:
     from ..storage.base import CacheStorage
 
 
+#: Every ``context`` the core passes to ``on_error``.
+ERROR_CONTEXTS = ("cycle", "evict", "leader", "metadata", "observer", "policy", "scan", "sweep")
+
+
 class CacheObserver:
     """Receives the events of a cache; every hook is a no-op, override what you need.
 

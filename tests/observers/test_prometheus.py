@@ -1,0 +1,555 @@
+"""PrometheusObserver and start_metrics_server, checked through real scrapes."""
+
+from __future__ import annotations
+
+import os
+import queue
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
+
+from vcti.filecache import (
+    CacheManagerConfig,
+    CacheObserver,
+    FileCache,
+    LocalStorage,
+    __version__,
+)
+from vcti.filecache.observers import PrometheusObserver, start_metrics_server
+from vcti.filecache.observers.base import ERROR_CONTEXTS
+
+T0 = 1_700_000_000.0
+
+GAUGES = [
+    "filecache_size_bytes",
+    "filecache_limit_bytes",
+    "filecache_overage_bytes",
+    "filecache_entries",
+    "filecache_pinned_entries",
+    "filecache_staging_bytes",
+    "filecache_scan_interval_seconds",
+    "filecache_last_scan_success_timestamp_seconds",
+    "filecache_manager_leader",
+]
+COUNTERS = [
+    "filecache_lookups_total",
+    "filecache_hits_total",
+    "filecache_fills_total",
+    "filecache_fill_failures_total",
+    "filecache_scans_total",
+]
+POLICY_COUNTERS = ["filecache_evictions_total", "filecache_evicted_bytes_total"]
+HISTOGRAMS = [
+    "filecache_scan_duration_seconds",
+    "filecache_eviction_duration_seconds",
+    "filecache_fill_duration_seconds",
+    "filecache_evicted_entry_idle_seconds",
+]
+
+
+@dataclass
+class Scrape:
+    """One exposition, parsed."""
+
+    text: str
+
+    @property
+    def samples(self) -> list[Sample]:
+        return [s for f in text_string_to_metric_families(self.text) for s in f.samples]
+
+    def series(self, name: str, **labels: str) -> list[Sample]:
+        """Samples called ``name`` whose labels include ``labels``."""
+        return [
+            s
+            for s in self.samples
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+        ]
+
+    def get(self, name: str, **labels: str) -> float:
+        """The value of the one sample called ``name`` with ``labels``."""
+        found = self.series(name, **labels)
+        assert len(found) == 1, f"{name}{labels}: {found}"
+        return found[0].value
+
+
+def promtool_check(text: str) -> None:
+    """``promtool check metrics`` must accept ``text`` without a word."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("promtool is not installed: the exposition cannot be linted", pytrace=False)
+    result = subprocess.run(
+        [promtool, "check", "metrics"],
+        input=text.encode(),
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (0, b"", b""), text
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[CollectorRegistry], Callable[[], Scrape]]]:
+    """``serve(registry)`` starts a metrics server on a free port; returns a scraper."""
+    servers = []
+
+    def start(registry: CollectorRegistry) -> Callable[[], Scrape]:
+        server, thread = start_metrics_server(0, registry=registry)
+        servers.append((server, thread))
+        host, port = server.server_address[:2]
+        assert host == "127.0.0.1"
+
+        def scrape() -> Scrape:
+            url = f"http://127.0.0.1:{port}/metrics"
+            with urllib.request.urlopen(url, timeout=30) as response:
+                assert response.status == 200
+                return Scrape(response.read().decode())
+
+        return scrape
+
+    yield start
+    for server, thread in servers:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=30)
+
+
+def test_every_series_reads_zero_once_attached(tmp_path: Path, registry, serve):
+    observer = PrometheusObserver(registry=registry)
+    storage = LocalStorage(tmp_path)
+    observer.on_attach(storage, CacheManagerConfig(evict_above=5000, interval=30))
+    scrape = serve(registry)()
+    cache = storage.root
+
+    expected = dict.fromkeys(GAUGES + COUNTERS, 0.0)
+    expected["filecache_limit_bytes"] = 5000.0
+    expected["filecache_scan_interval_seconds"] = 30.0
+    for name, value in expected.items():
+        assert scrape.get(name, cache=cache) == value, name
+    for name in POLICY_COUNTERS:
+        assert scrape.get(name, cache=cache, policy="lru") == 0.0
+    for name in HISTOGRAMS:
+        assert scrape.get(f"{name}_count", cache=cache) == 0.0
+        assert scrape.get(f"{name}_bucket", cache=cache, le="+Inf") == 0.0
+    errors = scrape.series("filecache_errors_total", cache=cache)
+    assert {s.labels["context"]: s.value for s in errors} == dict.fromkeys(ERROR_CONTEXTS, 0.0)
+    assert scrape.get("filecache_build_info") == 1.0
+    assert scrape.series("filecache_build_info")[0].labels == {
+        "cache": cache,
+        "version": __version__,
+        "storage": "LocalStorage",
+        "policy": "lru",
+    }
+    assert not [s for s in scrape.samples if s.name.endswith("_created")]
+    promtool_check(scrape.text)
+
+
+def test_scripted_sequence(registry, serve, script):
+    scrape_now = serve(registry)
+    scrapes: dict[str, Scrape] = {}
+
+    def checkpoint(name, cache):
+        scrapes[name] = scrape_now()
+
+    run = script([PrometheusObserver(registry=registry)], checkpoint)
+    assert list(scrapes) == ["started", "pinned", "staging", "evicted", "scan_error", "closed"]
+    for scrape in scrapes.values():
+        promtool_check(scrape.text)
+        assert not [s for s in scrape.samples if s.name.endswith("_created")]
+        assert {s.labels["cache"] for s in scrape.samples} == {run.root}
+
+    def metric(name: str) -> str:
+        full = f"filecache_{name}"
+        if full in GAUGES or name.endswith(("_count", "_sum")):
+            return full
+        return f"{full}_total"
+
+    def check(point: str, **expected: float) -> None:
+        scrape = scrapes[point]
+        for name, value in expected.items():
+            labels = {"policy": "lru"} if name in ("evictions", "evicted_bytes") else {}
+            found = scrape.get(metric(name), cache=run.root, **labels)
+            assert found == pytest.approx(value), (point, name)
+
+    check(
+        "started",
+        size_bytes=0,
+        entries=0,
+        overage_bytes=0,
+        pinned_entries=0,
+        staging_bytes=0,
+        limit_bytes=2500,
+        scan_interval_seconds=3600,
+        manager_leader=1,
+        last_scan_success_timestamp_seconds=T0,
+        scans=1,
+        lookups=0,
+        hits=0,
+        fills=0,
+        fill_failures=0,
+        evictions=0,
+        evicted_bytes=0,
+        scan_duration_seconds_count=1,
+    )
+    check(
+        "pinned",
+        lookups=3,
+        hits=1,
+        fills=2,
+        scans=2,
+        size_bytes=2000,
+        entries=2,
+        pinned_entries=1,
+        staging_bytes=0,
+        overage_bytes=0,
+        last_scan_success_timestamp_seconds=T0 + 200,
+        fill_duration_seconds_count=2,
+    )
+    check(
+        "staging",
+        lookups=6,
+        hits=2,
+        fills=3,
+        fill_failures=1,
+        scans=3,
+        size_bytes=3000,
+        entries=2,
+        staging_bytes=1000,
+        overage_bytes=500,
+        pinned_entries=0,
+        last_scan_success_timestamp_seconds=T0 + 300,
+        fill_duration_seconds_count=2,
+    )
+    check(
+        "evicted",
+        fills=4,
+        fill_failures=1,
+        fill_duration_seconds_count=3,
+        scans=4,
+        evictions=1,
+        evicted_bytes=1000,
+        # The eviction left 2 models: the gauges show it before the next scan.
+        size_bytes=2000,
+        entries=2,
+        overage_bytes=0,
+        staging_bytes=0,
+        last_scan_success_timestamp_seconds=T0 + 1300,
+        eviction_duration_seconds_count=1,
+        evicted_entry_idle_seconds_count=1,
+        evicted_entry_idle_seconds_sum=1200,
+    )
+    evicted = scrapes["evicted"]
+    idle_buckets = {
+        s.labels["le"]: s.value
+        for s in evicted.series("filecache_evicted_entry_idle_seconds_bucket", cache=run.root)
+    }
+    assert (idle_buckets["900.0"], idle_buckets["1800.0"], idle_buckets["+Inf"]) == (0, 1, 1)
+    assert sum(s.value for s in evicted.series("filecache_errors_total")) == 0
+    check(
+        "scan_error",
+        scans=5,
+        size_bytes=1000,
+        entries=1,
+        # That scan had an error: the last success stays the one before.
+        last_scan_success_timestamp_seconds=T0 + 1300,
+        scan_duration_seconds_count=5,
+    )
+    errors = scrapes["scan_error"].series("filecache_errors_total", cache=run.root)
+    assert sum(s.value for s in errors) == 1
+    assert scrapes["scan_error"].get("filecache_errors_total", context="scan") == 1
+    check("closed", manager_leader=0, lookups=6, hits=2, evictions=1, scans=5)
+    info = scrapes["closed"].series("filecache_build_info")
+    assert [(s.labels, s.value) for s in info] == [
+        (
+            {
+                "cache": run.root,
+                "version": __version__,
+                "storage": "FlakyStorage",
+                "policy": "lru",
+            },
+            1.0,
+        )
+    ]
+
+
+def test_caches_and_registries_share_a_process(tmp_path: Path, open_cache, serve):
+    first, second = CollectorRegistry(), CollectorRegistry()
+    a = open_cache([PrometheusObserver(registry=first)])
+    b = open_cache([PrometheusObserver(registry=first, cache_name="models-b")])
+    c = open_cache([PrometheusObserver(registry=second)])
+    # A second cache on a's root, with its own observer: they share the series.
+    also_a = FileCache(
+        root=a.storage.root,
+        config=CacheManagerConfig(evict_above=2500, observer=PrometheusObserver(registry=first)),
+    )
+    with also_a:
+        for cache, count in ((a, 1), (b, 2), (c, 3), (also_a, 4)):
+            for i in range(count):
+                with cache.model(f"m{i}"):
+                    pass
+    in_first = serve(first)()
+    in_second = serve(second)()
+    lookups = {s.labels["cache"]: s.value for s in in_first.series("filecache_lookups_total")}
+    assert lookups == {a.storage.root: 5, "models-b": 2}
+    lookups = {s.labels["cache"]: s.value for s in in_second.series("filecache_lookups_total")}
+    assert lookups == {c.storage.root: 3}
+    assert len(in_first.series("filecache_size_bytes")) == 2
+    assert len(in_second.series("filecache_size_bytes")) == 1
+    promtool_check(in_first.text)
+    promtool_check(in_second.text)
+
+
+def test_default_registry_and_headline_config(tmp_path: Path):
+    from prometheus_client import REGISTRY
+    from structlog.testing import capture_logs
+
+    from vcti.filecache.observers import OpenTelemetryObserver, StructlogObserver
+
+    config = CacheManagerConfig(
+        evict_above=50 * 1024**3,
+        observer=[PrometheusObserver(), OpenTelemetryObserver(), StructlogObserver()],
+    )
+    with capture_logs() as logs, FileCache(root=tmp_path, config=config) as cache, cache.model("m"):
+        pass
+    assert [e["key"] for e in logs if e["event"] == "filecache.model.opened"] == ["m"]
+    scrape = Scrape(generate_latest(REGISTRY).decode())
+    assert scrape.get("filecache_lookups_total", cache=str(tmp_path)) == 1
+    assert scrape.get("filecache_limit_bytes", cache=str(tmp_path)) == 50 * 1024**3
+
+
+def test_an_observer_failure_is_counted(open_cache, registry):
+    class Broken(CacheObserver):
+        def on_access(self, key, hit):
+            raise RuntimeError("broken observer")
+
+    cache = open_cache([Broken(), PrometheusObserver(registry=registry)])
+    with cache.model("m"):
+        pass
+    scrape = Scrape(generate_latest(registry).decode())
+    assert scrape.get("filecache_errors_total", cache=cache.storage.root, context="observer") == 1
+    assert scrape.get("filecache_lookups_total", cache=cache.storage.root) == 1
+
+
+def test_background_eviction(open_cache, registry):
+    cache = open_cache([PrometheusObserver(registry=registry)], evict_above=1500)
+    for key in ("a", "b"):
+        with cache.model(key) as m:
+            Path(m.path, "data.bin").write_bytes(b"x" * 1000)
+    assert cache.manager.run_once() is not None
+    scrape = Scrape(generate_latest(registry).decode())
+    root = cache.storage.root
+    assert scrape.get("filecache_evictions_total", cache=root, policy="lru") == 1
+    assert scrape.get("filecache_evicted_bytes_total", cache=root, policy="lru") == 1000
+    assert scrape.get("filecache_size_bytes", cache=root) == 1000
+    assert scrape.get("filecache_entries", cache=root) == 1
+
+
+def test_background_thread_updates_the_metrics(open_cache, registry):
+    cache = open_cache([PrometheusObserver(registry=registry)], evict_above=1500, interval=0.05)
+    for key in ("a", "b"):
+        with cache.model(key) as m:
+            Path(m.path, "data.bin").write_bytes(b"x" * 1000)
+    root = cache.storage.root
+    deadline = time.monotonic() + 60
+    while True:
+        scrape = Scrape(generate_latest(registry).decode())
+        if scrape.get("filecache_evictions_total", cache=root, policy="lru") >= 1:
+            break
+        assert time.monotonic() < deadline, "the background thread did not evict"
+        time.sleep(0.01)
+    assert scrape.get("filecache_evicted_bytes_total", cache=root, policy="lru") == 1000
+    assert scrape.get("filecache_manager_leader", cache=root) == 1
+
+
+def test_hooks_before_attach_do_nothing(registry):
+    from vcti.filecache import CacheSnapshot, EvictionResult
+
+    observer = PrometheusObserver(registry=registry)
+    snapshot = CacheSnapshot.build([], evict_above=1, taken_at=T0)
+    observer.on_leader_change(True)
+    observer.on_access("m", True)
+    observer.on_fill("m", 1.0, None)
+    observer.on_scan_start()
+    observer.on_scan_end(snapshot, 0.1)
+    observer.on_evict_start(snapshot, "lru", "manual")
+    observer.on_evict_end(EvictionResult((), 0, "lru", "manual", T0, 0.1, 1))
+    observer.on_error(OSError("x"), "scan")
+    assert generate_latest(registry) == b""
+
+
+# -- multiprocess mode ---------------------------------------------------------------------
+
+WORKER = """
+import sys
+from pathlib import Path
+
+from vcti.filecache import CacheManagerConfig, FileCache
+from vcti.filecache.observers import PrometheusObserver, start_metrics_server
+
+name, serve, roots = sys.argv[1], sys.argv[2] == "serve", sys.argv[3:]
+caches = [
+    FileCache(
+        root=root,
+        config=CacheManagerConfig(
+            evict_above=10**9, interval=3600, observer=PrometheusObserver()
+        ),
+    ).open()
+    for root in roots
+]
+for cache in caches:
+    for i in range(2):
+        with cache.model(f"{name}/m{i}") as m:
+            Path(m.path, "data.bin").write_bytes(b"x" * 100)
+    with cache.model(f"{name}/m0"):
+        pass
+if serve:
+    server, thread = start_metrics_server(0)
+    print("port", server.server_port, flush=True)
+print("filled", flush=True)
+assert sys.stdin.readline() == "scan\\n"
+for cache in caches:
+    cache.snapshot()
+print("scanned", flush=True)
+assert sys.stdin.readline() == "close\\n"
+for cache in caches:
+    cache.close()
+print("closed", flush=True)
+"""
+
+
+class Worker:
+    """A worker process running WORKER, driven line by line."""
+
+    def __init__(self, args: list[str], env: dict[str, str], stderr: Path) -> None:
+        self.stderr_path = stderr
+        self._stderr: IO[str] = stderr.open("w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", WORKER, *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            text=True,
+            env=env,
+        )
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._lines.put(line.strip())
+        self._lines.put(None)
+
+    def expect(self, word: str) -> str:
+        line = self._lines.get(timeout=120)
+        assert line is not None, f"worker died: {self.stderr_path.read_text()}"
+        assert line.split()[0] == word, line
+        return line
+
+    def send(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=60)
+        self._reader.join(timeout=60)
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if stream is not None:
+                stream.close()
+        self._stderr.close()
+
+
+def assert_merged(exposition: Scrape, roots: list[str]) -> None:
+    """One series per cache (no pid label), the counters summed over the 3 workers."""
+    promtool_check(exposition.text)
+    assert not [s for s in exposition.samples if s.name.endswith("_created")]
+    assert not [s for s in exposition.samples if "pid" in s.labels]
+    for name in GAUGES:
+        series = exposition.series(name)
+        assert sorted(s.labels["cache"] for s in series) == roots, name
+    for root in roots:
+        assert exposition.get("filecache_size_bytes", cache=root) == 600
+        assert exposition.get("filecache_entries", cache=root) == 6
+        assert exposition.get("filecache_manager_leader", cache=root) == 1
+        assert exposition.get("filecache_limit_bytes", cache=root) == 10**9
+        assert exposition.get("filecache_lookups_total", cache=root) == 9
+        assert exposition.get("filecache_hits_total", cache=root) == 3
+        assert exposition.get("filecache_fills_total", cache=root) == 6
+        assert exposition.get("filecache_fill_duration_seconds_count", cache=root) == 6
+        assert exposition.get("filecache_build_info", cache=root) == 1
+
+
+def test_multiprocess_mode(tmp_path: Path):
+    multiproc_dir = tmp_path / "multiproc"
+    multiproc_dir.mkdir()
+    roots = [str(tmp_path / "cache-one"), str(tmp_path / "cache-two")]
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(multiproc_dir)}
+    workers = [
+        Worker([f"w{i}", "serve" if i == 0 else "-", *roots], env, tmp_path / f"w{i}.err")
+        for i in range(3)
+    ]
+    try:
+        port = int(workers[0].expect("port").split()[1])
+        for worker in workers:
+            worker.expect("filled")
+        for worker in workers:  # every model is there now: every scan sees 600 bytes
+            worker.send("scan")
+        for worker in workers:
+            worker.expect("scanned")
+
+        def collect() -> Scrape:
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry, path=str(multiproc_dir))
+            return Scrape(generate_latest(registry).decode())
+
+        deadline = time.monotonic() + 60
+        scrape = collect()
+        while sum(s.value for s in scrape.series("filecache_manager_leader")) != 2:
+            assert time.monotonic() < deadline, "no leader for both caches"
+            time.sleep(0.05)
+            scrape = collect()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as response:
+            served = Scrape(response.read().decode())
+
+        assert_merged(scrape, roots)
+        assert_merged(served, roots)
+
+        for worker in workers:
+            worker.send("close")
+        for worker in workers:
+            worker.expect("closed")
+        after = collect()
+        for root in roots:
+            assert after.get("filecache_manager_leader", cache=root) == 0
+            assert after.get("filecache_lookups_total", cache=root) == 9
+        # What the process manager does when a worker exits: "live" gauges go with it,
+        # the last measurements and the counters stay.
+        for worker in workers:
+            mark_process_dead(worker.proc.pid, path=str(multiproc_dir))
+        dead = collect()
+        assert dead.series("filecache_manager_leader") == []
+        assert dead.series("filecache_build_info") == []
+        for root in roots:
+            assert dead.get("filecache_size_bytes", cache=root) == 600
+            assert dead.get("filecache_lookups_total", cache=root) == 9
+    finally:
+        for worker in workers:
+            worker.stop()
+    for worker in workers:
+        assert worker.proc.returncode == 0, worker.stderr_path.read_text()
