@@ -1,0 +1,8 @@
+"""``python -m vcti.filecache``: the ``filecache`` command."""
+
+from __future__ import annotations
+
+from .cli import main
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,223 @@
+"""What every subcommand shares: errors, the root check, read-only scans and output."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from .._config import CacheManagerConfig
+from .._entry import CacheEntry, CacheSnapshot, EvictionResult
+from .._keys import RESERVED
+from .._manager import CacheManager
+from .._observers import ObserverGroup
+from .._sizes import format_size, parse_size
+from ..observers.base import CacheObserver
+from ..policies import EvictionPolicy, LfuPolicy, LruPolicy, SizedLruPolicy
+from ..storage.local import LocalStorage, _tree_size
+
+if TYPE_CHECKING:
+    Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
+
+EXIT_OK = 0
+EXIT_FAILURE = 1  # a runtime error: ROOT missing or not a cache root, I/O errors
+EXIT_USAGE = 2  # bad arguments
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports `filecache ls ROOT | head`
+
+#: A limit no cache reaches: scans made with it never count anything as over the limit.
+NO_LIMIT = 2**63 - 1
+
+#: The manager's cycle interval for the commands that open a FileCache: its background
+#: thread runs one cycle when the cache opens and never another before the command ends.
+ONE_DAY = 86_400.0
+
+#: The files that mark a model directory (see storage/local.py); a root never has them.
+_MODEL_MARKERS = ("meta.json", "pin.lock")
+
+POLICIES: dict[str, Callable[[], EvictionPolicy]] = {
+    "lru": LruPolicy,
+    "lfu": LfuPolicy,
+    "sized-lru": SizedLruPolicy,
+}
+
+
+class CommandError(Exception):
+    """A failure to report as one line on stderr, with the exit status to return.
+
+    Args:
+        message: what went wrong, without the ``filecache: error:`` prefix.
+        status: the exit status (:data:`EXIT_FAILURE` unless the arguments are at fault).
+    """
+
+    def __init__(self, message: str, status: int = EXIT_FAILURE) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def size_argument(text: str) -> int:
+    """Parse a SIZE argument for argparse; a bad size becomes a usage error."""
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_root_argument(parser: argparse.ArgumentParser) -> None:
+    """Add the positional ROOT argument every subcommand takes."""
+    parser.add_argument(
+        "root", metavar="ROOT", help=f"the cache root: a directory with a {RESERVED}/ folder"
+    )
+
+
+def add_json_argument(parser: argparse.ArgumentParser) -> None:
+    """Add ``--json``."""
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON document on stdout instead of text"
+    )
+
+
+def check_root(path: str) -> str:
+    """Return the absolute path of the cache root ``path``, or raise without touching it.
+
+    This runs before any FileCache is opened, because opening one creates the cache
+    layout: a typo must not turn a foreign directory into a cache root.
+
+    Raises:
+        CommandError: ``path`` is empty, missing, not a directory, not a cache root, or
+            a model directory inside a cache root.
+    """
+    if not path:
+        raise CommandError("ROOT must not be empty", EXIT_USAGE)
+    root = os.path.abspath(path)
+    if not os.path.exists(root):
+        raise CommandError(f"{path}: no such directory")
+    if not os.path.isdir(root):
+        raise CommandError(f"{path}: not a directory")
+    internal = os.path.join(root, RESERVED)
+    if not os.path.isdir(internal):
+        raise CommandError(f"{path}: not a cache root (it has no {RESERVED}/ folder)")
+    if any(os.path.exists(os.path.join(internal, name)) for name in _MODEL_MARKERS):
+        raise CommandError(f"{path}: a model directory, not a cache root")
+    return root
+
+
+class Recorder(CacheObserver):
+    """Collects what the library reports while a command runs: eviction runs and errors.
+
+    Hooks may run in the manager's background thread, hence the lock.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.results: list[EvictionResult] = []
+        self.errors: list[tuple[str, Exception]] = []
+
+    def on_evict_end(self, result: EvictionResult) -> None:
+        """Keep the result of every eviction run, manual or background."""
+        with self._lock:
+            self.results.append(result)
+
+    def on_error(self, error: Exception, context: str) -> None:
+        """Keep the error, to report it as a warning when the command ends."""
+        with self._lock:
+            self.errors.append((context, error))
+
+    def report_errors(self) -> bool:
+        """Print each recorded error as a warning on stderr.
+
+        Returns:
+            True if any error was more than a repaired metadata file (the library
+            rebuilds those and carries on).
+        """
+        with self._lock:
+            errors = list(self.errors)
+            self.errors.clear()
+        for context, error in errors:
+            warn(f"{context}: {error}")
+        return any(context != "metadata" for context, _ in errors)
+
+
+def scan(root: str, observer: CacheObserver, evict_above: int = NO_LIMIT) -> CacheSnapshot:
+    """Scan the cache root once with the library's scan, read-only.
+
+    Unlike ``FileCache.open()`` this starts no manager thread, sweeps no leftovers and
+    writes nothing: a model with unreadable metadata is shown with defaults (no accesses,
+    times now) and left as it is.
+
+    Args:
+        root: a path accepted by :func:`check_root`.
+        observer: receives the scan's errors.
+        evict_above: the limit the snapshot's ``overage`` and ``is_over_limit`` use.
+    """
+    config = CacheManagerConfig(evict_above=evict_above, interval=ONE_DAY, observer=observer)
+    manager = CacheManager.for_storage(LocalStorage(root))
+    return manager.scan(ObserverGroup(config.observers), config, repair=False)
+
+
+def trash_size(root: str) -> int:
+    """Bytes under ``ROOT/.filecache/trash``: evicted models not yet deleted (0 if none)."""
+    try:
+        return _tree_size(os.path.join(root, RESERVED, "trash"))
+    except FileNotFoundError:
+        return 0
+
+
+def entry_json(entry: CacheEntry) -> dict[str, Any]:
+    """Return ``entry`` as a JSON object (times in epoch seconds)."""
+    return {
+        "key": entry.key,
+        "size": entry.size,
+        "access_count": entry.access_count,
+        "last_access": entry.last_access,
+        "created": entry.created,
+    }
+
+
+def print_json(document: dict[str, Any]) -> None:
+    """Print ``document`` on stdout as one indented JSON document."""
+    _write(json.dumps(document, indent=2) + "\n")
+
+
+def print_lines(lines: Sequence[str]) -> None:
+    """Print ``lines`` on stdout."""
+    _write("".join(f"{line}\n" for line in lines))
+
+
+def _write(text: str) -> None:
+    # Flush now, inside main(), so that a closed pipe is reported there and not by the
+    # interpreter's final flush.
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def format_time(epoch: float) -> str:
+    """Return ``epoch`` as local time, ``2024-05-01 12:00:00``."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
+
+
+def format_bytes(size: int) -> str:
+    """Return ``size`` human-readable and exact: ``1.5 MiB (1572864 bytes)``."""
+    return f"{format_size(size)} ({size} bytes)"
+
+
+def format_count(count: int) -> str:
+    """Return ``1 model`` or ``N models``."""
+    return f"{count} model" if count == 1 else f"{count} models"
+
+
+def entry_lines(entries: Sequence[CacheEntry], column: Callable[[CacheEntry], str]) -> list[str]:
+    """Return one indented line per entry: ``column(entry)`` right-aligned, then the key."""
+    cells = [column(entry) for entry in entries]
+    width = max((len(cell) for cell in cells), default=0)
+    return [f"  {cell:>{width}}  {entry.key}" for cell, entry in zip(cells, entries, strict=True)]
+
+
+def warn(message: str) -> None:
+    """Print ``filecache: warning: MESSAGE`` on stderr."""
+    sys.stderr.write(f"filecache: warning: {message}\n")

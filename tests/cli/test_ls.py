@@ -1,0 +1,105 @@
+"""``filecache ls ROOT``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from .helpers import BASE, MODELS, TOTAL, Runner, build_cache, local_time, snapshot_tree
+
+BY_KEY = {m.key: m for m in MODELS}
+
+ORDERS = {
+    # last access: mesh 2000, step9 4600, tail 40000, run1 50001, run2 60000
+    "lru": ["fuselage/mesh", "engine/cfd/step9", "tail", "wing/run1", "wing/run2"],
+    # accesses: mesh 1; tail 2 and run2 2 (tail older); step9 3 and run1 3 (step9 older)
+    "lfu": ["fuselage/mesh", "tail", "wing/run2", "engine/cfd/step9", "wing/run1"],
+    "size": ["engine/cfd/step9", "fuselage/mesh", "wing/run2", "wing/run1", "tail"],
+    "age": ["wing/run1", "wing/run2", "fuselage/mesh", "tail", "engine/cfd/step9"],
+}
+
+
+def test_the_orders_under_test_differ() -> None:
+    assert len({tuple(order) for order in ORDERS.values()}) == len(ORDERS)
+
+
+@pytest.mark.parametrize("sort", list(ORDERS))
+def test_ls_json_sort_orders(cli: Runner, cache_root: Path, sort: str) -> None:
+    result = cli("ls", cache_root, "--sort", sort, "--json")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    doc = json.loads(result.stdout)
+    assert list(doc) == ["root", "sort", "entry_count", "total_size", "entries"]
+    assert doc["root"] == str(cache_root)
+    assert doc["sort"] == sort
+    assert doc["entry_count"] == 5
+    assert doc["total_size"] == TOTAL
+    assert [e["key"] for e in doc["entries"]] == ORDERS[sort]
+
+
+def test_ls_json_entries(cli: Runner, cache_root: Path) -> None:
+    doc = json.loads(cli("ls", cache_root, "--json").stdout)
+    assert doc["sort"] == "lru"  # the default
+    for entry in doc["entries"]:
+        model = BY_KEY[entry["key"]]
+        assert entry == {
+            "key": model.key,
+            "size": model.size,
+            "access_count": model.access_count,
+            "last_access": model.last_access,
+            "created": BASE + model.created,
+        }
+
+
+@pytest.mark.parametrize("sort", list(ORDERS))
+def test_ls_text(cli: Runner, cache_root: Path, sort: str) -> None:
+    result = cli("ls", cache_root, "--sort", sort)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    header, *rows = result.stdout.splitlines()
+    assert header.split() == ["KEY", "SIZE", "ACCESSES", "LAST", "ACCESS", "CREATED"]
+    assert [row.split()[0] for row in rows] == ORDERS[sort]
+    for row in rows:
+        key, size, unit, count, *times = row.split()
+        model = BY_KEY[key]
+        assert (
+            f"{size} {unit}"
+            == {
+                300 * 1024: "300.0 KiB",
+                700 * 1024: "700.0 KiB",
+                1536 * 1024: "1.5 MiB",
+                100 * 1024: "100.0 KiB",
+                2048 * 1024: "2.0 MiB",
+            }[model.size]
+        )
+        assert int(count) == model.access_count
+        assert " ".join(times[:2]) == local_time(model.last_access)
+        assert " ".join(times[2:]) == local_time(BASE + model.created)
+
+
+def test_ls_text_columns_line_up(cli: Runner, cache_root: Path) -> None:
+    lines = cli("ls", cache_root).stdout.splitlines()
+    header = lines[0]
+    for column in ("LAST ACCESS", "CREATED"):
+        start = header.index(column)
+        assert all(line[start : start + 4].startswith("20") for line in lines[1:])
+    size_end = header.index("SIZE") + len("SIZE")
+    assert all(
+        line[size_end - 3 : size_end] == "KiB" or line[size_end - 3 : size_end] == "MiB"
+        for line in lines[1:]
+    )
+
+
+def test_ls_of_an_empty_cache(cli: Runner, tmp_path: Path) -> None:
+    root = build_cache(tmp_path / "cache", [])
+    assert cli("ls", root).stdout.splitlines() == ["KEY  SIZE  ACCESSES  LAST ACCESS  CREATED"]
+    assert json.loads(cli("ls", root, "--json").stdout)["entries"] == []
+
+
+def test_ls_changes_nothing(cli: Runner, cache_root: Path) -> None:
+    before = snapshot_tree(cache_root)
+    for sort in ORDERS:
+        assert cli("ls", cache_root, "--sort", sort).returncode == 0
+    assert snapshot_tree(cache_root) == before

@@ -1,0 +1,214 @@
+"""The command as a whole: help, version, entry points, Ctrl-C, closed pipes, warnings."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from vcti.filecache import LocalStorage, LockTimeoutError, __version__
+from vcti.filecache.cli import main
+
+from .helpers import SCRIPT, Runner, snapshot_tree
+
+
+def test_the_console_script_is_installed() -> None:
+    assert SCRIPT.is_file(), "run: pip install -e . (pyproject.toml declares the script)"
+    assert os.access(SCRIPT, os.X_OK)
+
+
+def test_help_lists_the_commands_and_exit_statuses(cli: Runner) -> None:
+    result = cli("--help")
+    assert result.returncode == 0
+    assert result.stderr == ""
+    assert result.stdout.startswith("usage: filecache ")
+    for word in ("stats", "ls", "evict", "exit status:", "130  interrupted"):
+        assert word in result.stdout
+
+
+@pytest.mark.parametrize("command", ["stats", "evict"])
+def test_help_documents_the_size_units(cli: Runner, command: str) -> None:
+    result = cli(command, "--help")
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())  # undo the wrapping
+    assert "K, M, G, T, P and KiB, MiB, GiB, TiB, PiB are powers of 1024" in text
+    assert "KB, MB, GB, TB, PB are powers of 1000" in text
+
+
+def test_help_of_ls_lists_the_orders(cli: Runner) -> None:
+    text = " ".join(cli("ls", "--help").stdout.split())
+    for order in ("lru: least recently used first", "lfu: least used first", "size: largest"):
+        assert order in text
+
+
+def test_version(cli: Runner) -> None:
+    result = cli("--version")
+    assert (result.returncode, result.stdout) == (0, f"filecache {__version__}\n")
+
+
+_INTERRUPT = textwrap.dedent(
+    """
+    import os, signal, sys, time
+    from vcti.filecache import FileCache
+    from vcti.filecache.cli import _stats, main
+
+    def interrupt(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C sends
+        time.sleep(30)
+
+    if sys.argv[1] == "stats":
+        _stats.scan = interrupt
+    else:
+        FileCache.evict = interrupt
+    sys.exit(main(sys.argv[1:]))
+    """
+)
+
+
+@pytest.mark.parametrize(
+    "args", [["stats", "--json"], ["evict", "--evict-above", "1M"]], ids=["stats", "evict"]
+)
+def test_ctrl_c_exits_130_without_a_traceback(cache_root: Path, args: list[str]) -> None:
+    command, *options = args
+    result = subprocess.run(
+        [sys.executable, "-c", _INTERRUPT, command, str(cache_root), *options],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+    )
+    assert result.returncode == 130
+    assert result.stderr == "filecache: error: interrupted\n"
+    assert result.stdout == ""
+
+
+def test_a_closed_pipe_exits_quietly(cache_root: Path) -> None:
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first write, like `| head -0`
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "vcti.filecache", "ls", str(cache_root)],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert result.returncode == 141
+    assert result.stderr == ""
+
+
+def test_reading_commands_leave_broken_metadata_alone(cli: Runner, cache_root: Path) -> None:
+    meta = cache_root / "tail" / ".filecache" / "meta.json"
+    meta.write_text("{not json")
+    before = snapshot_tree(cache_root)
+    for args in (["stats", "--json"], ["ls", "--json"], ["evict", "--evict-above=1M", "--dry-run"]):
+        result = cli(args[0], cache_root, *args[1:])
+        assert (result.returncode, result.stderr) == (0, "")
+    entries = json.loads(cli("ls", cache_root, "--json").stdout)["entries"]
+    assert [e["access_count"] for e in entries if e["key"] == "tail"] == [0]  # the defaults
+    assert snapshot_tree(cache_root) == before
+    assert meta.read_text() == "{not json"
+
+
+def test_evict_repairs_broken_metadata_with_a_warning(cli: Runner, cache_root: Path) -> None:
+    (cache_root / "tail" / ".filecache" / "meta.json").write_text("{not json")
+    result = cli("evict", cache_root, "--evict-above", "3M", "--json")
+    assert result.returncode == 0  # a repaired metadata file is not a failure
+    removed = [e["key"] for e in json.loads(result.stdout)["removed"]]
+    assert removed == ["fuselage/mesh", "engine/cfd/step9"]
+    lines = result.stderr.splitlines()
+    assert lines
+    for line in lines:
+        assert line.startswith("filecache: warning: metadata: model 'tail': ")
+        assert line.endswith("rebuilt with defaults")
+    repaired = cli("stats", cache_root)
+    assert (repaired.returncode, repaired.stderr) == (0, "")
+
+
+# -- in process: main() itself ----------------------------------------------------------
+
+
+def test_main_returns_the_exit_status(
+    cache_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["ls", str(cache_root), "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["entries"]) == 5
+    assert main(["--help"]) == 0
+    assert "usage: filecache" in capsys.readouterr().out
+    assert main(["evict", str(cache_root)]) == 2
+    assert capsys.readouterr().err.startswith("filecache: error: ")
+    assert main(["stats", str(tmp_path / "missing")]) == 1
+    assert "no such directory" in capsys.readouterr().err
+
+
+def test_main_reads_sys_argv_by_default(
+    cache_root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(
+        sys, "argv", ["filecache", "evict", str(cache_root), "--evict-above", "-2G"]
+    )
+    assert main() == 2
+    assert capsys.readouterr().err == (
+        "filecache: error: argument --evict-above: size must not be negative: '-2G'\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("error", "message"),
+    [
+        (
+            PermissionError(13, "Permission denied", "/srv/cache/x"),
+            "/srv/cache/x: Permission denied",
+        ),
+        (OSError(5, "Input/output error"), "Input/output error"),
+        (
+            LockTimeoutError("another process has been filling 'x'"),
+            "another process has been filling 'x'",
+        ),
+    ],
+)
+def test_runtime_errors_are_one_line(
+    cache_root: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    error: Exception,
+    message: str,
+) -> None:
+    def fail(*args: object, **kwargs: object) -> None:
+        raise error
+
+    monkeypatch.setattr("vcti.filecache.cli._ls.scan", fail)
+    assert main(["ls", str(cache_root)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == f"filecache: error: {message}\n"
+
+
+def test_a_model_that_cannot_be_removed_is_a_warning_and_status_1(
+    cache_root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def refuse(self: LocalStorage, key: str) -> bool:
+        raise PermissionError(13, "Permission denied", self.path(key))
+
+    monkeypatch.setattr(LocalStorage, "remove", refuse)
+    before = snapshot_tree(cache_root)
+    assert main(["evict", str(cache_root), "--evict-above", "3M"]) == 1
+    captured = capsys.readouterr()
+    warnings = captured.err.splitlines()
+    assert warnings
+    assert all(line.startswith("filecache: warning: evict: ") for line in warnings)
+    assert "removed:  0 models, 0 B (0 bytes)" in captured.out.splitlines()
+    assert any(
+        line.startswith("kept:     5 models (open, or see the warnings above): fuselage/mesh")
+        for line in captured.out.splitlines()
+    )
+    models = {p: v for p, v in snapshot_tree(cache_root).items() if "/.filecache" not in p}
+    assert models == {p: v for p, v in before.items() if "/.filecache" not in p}
