@@ -6,6 +6,9 @@ Run it as ``filecache`` (the console script) or ``python -m vcti.filecache``::
     filecache ls ROOT [--sort lru|lfu|size|age] [--json]
     filecache evict ROOT --evict-above SIZE [--evict-to SIZE] [--policy lru|lfu|sized-lru]
                     [--dry-run] [--json]
+    filecache verify ROOT [--repair] [--json]
+    filecache exporter ROOT [--port 9464] [--evict-above SIZE | --no-evict]
+    filecache demo [--port 8000] [--duration SECONDS] ...
 
 Each subcommand lives in its own module with a ``register(subparsers)`` function that
 adds its parser and sets ``run``; adding one is one module and one line in
@@ -23,7 +26,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from .. import __version__
 from ..exceptions import FileCacheError
-from . import _evict, _ls, _stats
+from . import _demo, _evict, _exporter, _ls, _stats, _verify
 from ._common import (
     EXIT_BROKEN_PIPE,
     EXIT_FAILURE,
@@ -42,9 +45,12 @@ _NEGATIVE = re.compile(r"-[0-9.]")
 
 #: The subcommands, in the order ``--help`` lists them.
 COMMANDS: tuple[Callable[[Subparsers], None], ...] = (
+    _demo.register,
     _stats.register,
     _ls.register,
     _evict.register,
+    _verify.register,
+    _exporter.register,
 )
 
 _EPILOG = """\

@@ -1,0 +1,92 @@
+"""``filecache exporter``: a sidecar that manages a root and serves its metrics."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from .helpers import Runner, assert_one_line_error, snapshot_tree
+
+
+def start(root: Path, *args: str) -> tuple[subprocess.Popen[str], int]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vcti.filecache", "exporter", str(root), "--port", "0", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    match = re.search(r"http://[^:]+:(\d+)/metrics", line)
+    assert match, line + proc.stderr.read() if proc.stderr else line
+    return proc, int(match.group(1))
+
+
+def metrics(port: int) -> dict[tuple[str, str], float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, sample.labels.get("policy", "")): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def poll(port: int, condition: str, check, timeout: float = 30.0) -> dict[tuple[str, str], float]:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while True:
+        values = metrics(port)
+        if check(values):
+            return values
+        assert time.monotonic() < deadline, f"{condition}: {values}"
+        time.sleep(0.1)
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+
+
+def test_the_exporter_evicts_and_exports(cache_root: Path) -> None:
+    proc, port = start(cache_root, "--evict-above", "2M", "--interval", "0.2")
+    try:
+        values = poll(
+            port, "an eviction", lambda v: v.get(("filecache_evictions_total", "lru"), 0) > 0
+        )
+        assert values[("filecache_manager_leader", "")] == 1
+        assert values[("filecache_limit_bytes", "")] == 2 * 1024**2
+        values = poll(
+            port,
+            "within the limit",
+            lambda v: 0 < v[("filecache_size_bytes", "")] <= 2 * 1024**2,
+        )
+    finally:
+        stop(proc)
+
+
+def test_no_evict_only_measures(cache_root: Path) -> None:
+    before = snapshot_tree(cache_root)
+    proc, port = start(cache_root, "--no-evict", "--evict-above", "1K", "--interval", "0.2")
+    try:
+        values = poll(port, "two scans", lambda v: v[("filecache_scans_total", "")] >= 2)
+        assert values[("filecache_overage_bytes", "")] > 0
+        assert values.get(("filecache_evictions_total", "none"), 0) == 0
+    finally:
+        stop(proc)
+    assert {k for k in snapshot_tree(cache_root) if "meta" not in k} == {
+        k for k in before if "meta" not in k
+    }
+
+
+def test_a_limit_is_required(cli: Runner, cache_root: Path) -> None:
+    assert_one_line_error(cli("exporter", cache_root), 2, "--evict-above")
+    assert_one_line_error(cli("exporter", cache_root, "--no-evict", "--port", "70000"), 2, "port")

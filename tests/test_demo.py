@@ -1,0 +1,322 @@
+"""The demo server, run as a user runs it, scraped by a real Prometheus server.
+
+The Prometheus part checks the operator kit against live data: every PromQL target of
+every dashboard panel returns data, and the alert rules load and evaluate.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+DASHBOARD = REPO / "dashboards" / "grafana" / "filecache.json"
+PROMETHEUS_DIR = REPO / "dashboards" / "prometheus"
+
+
+@dataclass
+class Demo:
+    proc: subprocess.Popen[str]
+    port: int
+    work: Path
+
+    def get(self, path: str) -> tuple[int, dict[str, str], bytes]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=30) as r:
+                return r.status, dict(r.headers), r.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, dict(exc.headers), exc.read()
+
+
+def start_demo(work: Path, *extra: str) -> Demo:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "vcti.filecache",
+            "demo",
+            "--root",
+            str(work),
+            "--port",
+            "0",
+            "--evict-above",
+            "3M",
+            "--models",
+            "80",
+            "--field-size",
+            "128K",
+            "--parse-cost",
+            "0.002",
+            "--clients",
+            "3",
+            "--interval",
+            "0.5",
+            "--tracing",
+            "console",
+            "--no-progress",
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    for _ in range(10):
+        line = proc.stderr.readline()
+        match = re.search(r"filecache demo on http://127\.0\.0\.1:(\d+)", line)
+        if match:
+            return Demo(proc, int(match.group(1)), work)
+    proc.kill()
+    raise AssertionError(f"the demo did not start: {line}{proc.communicate()[1]}")
+
+
+def poll(what: str, check: Callable[[], Any], timeout: float = 60.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    demo = start_demo(tmp_path_factory.mktemp("demo"), "--duration", "600")
+    try:
+        yield demo
+    finally:
+        demo.proc.send_signal(signal.SIGINT)
+        demo.proc.communicate(timeout=60)
+
+
+def metric(demo: Demo, name: str) -> float:
+    _, _, body = demo.get("/metrics")
+    values = [
+        float(line.split()[-1])
+        for line in body.decode().splitlines()
+        if line.startswith(name + "{") or line.startswith(name + " ")
+    ]
+    return sum(values)
+
+
+def test_the_demo_serves_models_and_caches_them(demo: Demo) -> None:
+    status, headers, body = demo.get("/models/7/summary")
+    assert status == 200
+    summary = json.loads(body)
+    assert summary["source"] == "model_00007.sim"
+    assert summary["nodes"] > 0
+    status, headers, body = demo.get("/models/7/field")
+    assert status == 200
+    assert headers["X-Cache"] == "hit"  # the summary request filled the model
+    assert len(body) == 128 * 1024
+    assert demo.get("/models/80/summary")[0] == 404  # outside the working set
+    assert demo.get("/nothing")[0] == 404
+    assert demo.get("/healthz")[0] == 200
+
+
+def test_the_load_fills_hits_and_evicts(demo: Demo) -> None:
+    poll("evictions", lambda: metric(demo, "filecache_evictions_total") > 5)
+    assert metric(demo, "filecache_hits_total") > 0
+    assert metric(demo, "filecache_fills_total") > 0
+    assert metric(demo, "filecache_errors_total") == 0
+    assert metric(demo, "filecache_limit_bytes") == 3 * 1024**2
+
+
+def test_the_demo_writes_json_events_and_spans(demo: Demo) -> None:
+    poll("evictions", lambda: metric(demo, "filecache_evictions_total") > 0)
+    events = [json.loads(line) for line in (demo.work / "events.jsonl").read_text().splitlines()]
+    names = {event["event"] for event in events}
+    assert {"filecache.manager.started", "filecache.scan.completed"} <= names
+    poll("an eviction event", lambda: "filecache.entry.evicted" in _event_names(demo))
+    spans = poll("spans", (demo.work / "spans.jsonl").read_text)
+    assert '"name": "filecache.model"' in spans
+    assert '"name": "GET /models/{id}/summary"' in spans
+
+
+def _event_names(demo: Demo) -> set[str]:
+    lines = (demo.work / "events.jsonl").read_text().splitlines()
+    return {json.loads(line)["event"] for line in lines}
+
+
+def test_ctrl_c_stops_the_demo_cleanly(tmp_path: Path) -> None:
+    demo = start_demo(tmp_path)
+    poll("a request", lambda: demo.get("/models/1/summary")[0] == 200)
+    demo.proc.send_signal(signal.SIGINT)
+    _, err = demo.proc.communicate(timeout=60)
+    assert demo.proc.returncode == 0, err
+    assert "Traceback" not in err
+    assert "interrupted, stopping" in err
+    assert re.search(r"requests +\d+ \| hit ratio", err)
+
+
+def test_duration_stops_the_demo(tmp_path: Path) -> None:
+    demo = start_demo(tmp_path, "--duration", "2")
+    _, err = demo.proc.communicate(timeout=60)
+    assert demo.proc.returncode == 0, err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["--port", "70000"], {}, "not a port number"),
+        (["--evict-above", "lots"], {}, "--evict-above"),
+        (["--interval", "0"], {}, "--interval"),
+        (["--policy", "mru"], {}, "--policy"),
+        ([], {"FILECACHE_DEMO_PORT": "eighty"}, "FILECACHE_DEMO_PORT"),
+    ],
+)
+def test_bad_settings(args: list[str], env: dict[str, str], message: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "vcti.filecache", "demo", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert message in result.stderr
+
+
+# -- a real Prometheus server -----------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Prometheus:
+    def __init__(self, port: int) -> None:
+        self.url = f"http://127.0.0.1:{port}"
+
+    def api(self, path: str, **params: str) -> Any:
+        query = urllib.parse.urlencode(params)
+        with urllib.request.urlopen(f"{self.url}{path}?{query}", timeout=30) as response:
+            document = json.loads(response.read())
+        assert document["status"] == "success", document
+        return document["data"]
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        data = self.api("/api/v1/query", query=expr)
+        return list(data["result"])
+
+
+@pytest.fixture(scope="module")
+def prometheus(demo: Demo, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
+    binary = shutil.which("prometheus")
+    if binary is None:
+        pytest.fail("the prometheus server is not installed (apt-get install prometheus)")
+    work = tmp_path_factory.mktemp("prometheus")
+    config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
+    config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
+    config["rule_files"] = [str(PROMETHEUS_DIR / "alerts.yml")]
+    port = free_port()
+    for job in config["scrape_configs"]:
+        target = (
+            f"127.0.0.1:{demo.port}" if job["job_name"] == "filecache-demo" else f"127.0.0.1:{port}"
+        )
+        job["static_configs"] = [{"targets": [target]}]
+    (work / "prometheus.yml").write_text(yaml.safe_dump(config))
+    proc = subprocess.Popen(
+        [
+            binary,
+            f"--config.file={work / 'prometheus.yml'}",
+            f"--storage.tsdb.path={work / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    server = Prometheus(port)
+    try:
+        poll("Prometheus to answer", lambda: _ready(server), timeout=60)
+        yield server
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=60)
+
+
+def _ready(server: Prometheus) -> bool:
+    try:
+        return bool(server.query("up"))
+    except (OSError, AssertionError):
+        return False
+
+
+def panel_targets() -> list[tuple[str, str]]:
+    dashboard = json.loads(DASHBOARD.read_text())
+    return [
+        (panel["title"], target["expr"])
+        for panel in dashboard["panels"]
+        for target in panel.get("targets", [])
+    ]
+
+
+def test_every_dashboard_panel_has_data(prometheus: Prometheus, demo: Demo) -> None:
+    # Wait for enough scrapes, with evictions in the most recent ones.
+    poll(
+        "a few scrapes",
+        lambda: prometheus.query("count_over_time(filecache_scans_total[1m]) >= 5"),
+        timeout=90,
+    )
+    poll(
+        "recent evictions",
+        lambda: prometheus.query("increase(filecache_evictions_total[10s]) > 0"),
+        timeout=90,
+    )
+    targets = panel_targets()
+    assert len(targets) >= 20
+    empty = []
+    for title, expr in targets:
+        promql = expr.replace("$__rate_interval", "15s").replace("$cache", ".*")
+        result = prometheus.query(promql)
+        if not result:
+            empty.append(f"{title}: {promql}")
+        for series in result:
+            assert series["metric"].get("cache", "demo") == "demo", (title, series)
+    assert empty == []
+
+
+def test_the_alert_rules_load_and_evaluate(prometheus: Prometheus) -> None:
+    names = {
+        rule["alert"]
+        for group in yaml.safe_load((PROMETHEUS_DIR / "alerts.yml").read_text())["groups"]
+        for rule in group["rules"]
+    }
+
+    def evaluated() -> list[dict[str, Any]] | None:
+        rules = [
+            rule for group in prometheus.api("/api/v1/rules")["groups"] for rule in group["rules"]
+        ]
+        return rules if rules and all(r.get("health") == "ok" for r in rules) else None
+
+    rules = poll("every rule evaluated", evaluated)
+    assert {rule["name"] for rule in rules} == names
+    # A healthy demo fires nothing but, at most, the warnings of a deliberately tiny cache.
+    firing = {r["name"] for r in rules if r["state"] == "firing"}
+    assert firing <= {"FileCacheOverLimit", "FileCacheThrashing"}, firing
