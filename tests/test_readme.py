@@ -30,3 +30,13 @@ def test_readme_block_runs(index: int, tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 0, f"README block {index} failed:\n{BLOCKS[index]}\n{result.stderr}"
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    commands = re.search(r"^```sh\n(.*?)^```", README.read_text(), flags=re.S | re.M)
+    assert commands is not None
+    lines = [line for line in commands.group(1).splitlines() if not line.startswith("#")]
+    assert len(lines) == 2  # the main job, then the tests
+    ci = (README.parent / ".ci" / "run").read_text().splitlines()
+    assert lines[1] in ci
+    assert "filecache demo" in lines[0]
