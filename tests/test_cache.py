@@ -492,3 +492,65 @@ def test_verify_reports_and_repairs_drift(tmp_path: Path) -> None:
         assert len(remaining) == 1  # nested models are reported, never deleted
         assert "contains another model folder" in remaining[0]
         assert sorted(e.key for e in repaired.snapshot.entries) == ["a", "b", "c"]
+
+
+# -- steady-state scans ------------------------------------------------------------------
+
+
+class CountingStorage(LocalStorage):
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.sized: list[str] = []
+        self.read: list[str] = []
+
+    def model_size(self, key: str) -> int:
+        self.sized.append(key)
+        return super().model_size(key)
+
+    def read_meta(self, key: str) -> bytes:
+        self.read.append(key)
+        return super().read_meta(key)
+
+
+def test_an_unchanged_model_is_not_walked_again(tmp_path: Path) -> None:
+    storage = CountingStorage(tmp_path)
+    config = CacheManagerConfig(evict_above=10**9, interval=3600, full_scan_every=3)
+    with FileCache(storage=storage, config=config) as cache:
+        wait_for(lambda: cache.manager.cycles >= 1)
+        for key in ("a", "b"):
+            with cache.model(key) as model:
+                Path(model.path, "data.bin").write_bytes(b"x" * 10)
+        cache.manager.run_once()  # the first scan after the start cycle measures
+        storage.sized.clear()
+        storage.read.clear()
+        with cache.model("a"):
+            pass
+        snapshot = cache.manager.run_once()  # a's accesses are written: only a's meta is read
+        assert snapshot is not None
+        assert storage.sized == []
+        assert storage.read == ["a"]
+        assert {e.key: e.access_count for e in snapshot.entries} == {"a": 2, "b": 1}
+
+        with cache.model("b") as model:  # a file added: b is measured again
+            Path(model.path, "more.bin").write_bytes(b"y" * 5)
+        storage.sized.clear()
+        assert {e.key: e.size for e in cache.entries()} == {"a": 10, "b": 15}
+        assert storage.sized == ["b"]
+
+        Path(storage.path("a"), "data.bin").write_bytes(b"z" * 30)  # rewritten in place
+        assert {e.key: e.size for e in cache.entries()}["a"] == 10  # stamps miss this...
+        storage.sized.clear()
+        cache.manager.run_once()  # ...the periodic full scan does not
+        assert sorted(storage.sized) == ["a", "b"]
+        assert {e.key: e.size for e in cache.entries()}["a"] == 30
+
+
+def test_accesses_written_by_another_process_are_seen(tmp_path: Path) -> None:
+    config = CacheManagerConfig(evict_above=10**9, interval=3600)
+    with FileCache(root=tmp_path, config=config) as cache:
+        with cache.model("m"):
+            pass
+        assert cache.entries()[0].access_count == 1
+        other = LocalStorage(tmp_path)  # what a flush in another process does
+        other.update_meta("m", lambda raw: raw.replace(b'"access_count":1', b'"access_count":9'))
+        assert cache.entries()[0].access_count == 9

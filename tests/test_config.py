@@ -59,3 +59,11 @@ def test_frozen() -> None:
 def test_invalid(kwargs: dict[str, object], error: type[Exception], match: str) -> None:
     with pytest.raises(error, match=match):
         CacheManagerConfig(**kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("value", "error"), [(0, ValueError), (-1, ValueError), (1.5, TypeError), (True, TypeError)]
+)
+def test_full_scan_every(value: object, error: type[Exception]) -> None:
+    with pytest.raises(error, match="full_scan_every"):
+        CacheManagerConfig(evict_above=1, full_scan_every=value)  # type: ignore[arg-type]

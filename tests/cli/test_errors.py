@@ -42,7 +42,7 @@ BAD_ARGUMENTS = [
     (["ls", "{root}", "--sort", "newest"], "invalid choice: 'newest'"),
     (["ls"], "the following arguments are required: ROOT"),
     ([], "the following arguments are required: COMMAND"),
-    (["verify", "{root}"], "invalid choice: 'verify'"),
+    (["fsck", "{root}"], "invalid choice: 'fsck'"),
     (["--evict-above", "1M"], "argument COMMAND: invalid choice: '1M'"),
 ]
 

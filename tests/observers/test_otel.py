@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -56,10 +55,10 @@ class BrokenWalk(LocalStorage):
 
     broken = False
 
-    def iter_models(self, prefix="", onerror=None) -> Iterator[str]:
+    def iter_stamped_models(self, prefix="", onerror=None):
         if self.broken:
             raise RuntimeError("walk failed")
-        return super().iter_models(prefix, onerror)
+        return super().iter_stamped_models(prefix, onerror)
 
 
 def ticking_clock():

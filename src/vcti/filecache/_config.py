@@ -33,6 +33,11 @@ class CacheManagerConfig:
             value frees some headroom at each eviction.
         lock_timeout: seconds to wait for another process's fill of the same model
             before taking it over or giving up.
+        full_scan_every: every how many background cycles the scan measures every model
+            (1: always). In between, a model whose backend stamps did not change keeps
+            its last size and metadata, so an unchanged cache costs two ``stat`` calls a
+            model; the full scan catches what stamps miss (a file rewritten in place, a
+            change in a subfolder of a model).
         clock: returns epoch seconds; used for access times (tests pass a fake clock).
 
     Raises:
@@ -47,6 +52,7 @@ class CacheManagerConfig:
     observer: CacheObserver | Sequence[CacheObserver] | None = None
     evict_to: int | None = None
     lock_timeout: float = 600.0
+    full_scan_every: int = 10
     clock: Callable[[], float] = field(default=time.time, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -69,6 +75,10 @@ class CacheManagerConfig:
                 raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
             if not value > 0 or not math.isfinite(value):
                 raise ValueError(f"{name} must be a positive finite number of seconds, got {value}")
+        if isinstance(self.full_scan_every, bool) or not isinstance(self.full_scan_every, int):
+            raise TypeError("full_scan_every must be an int number of cycles")
+        if self.full_scan_every < 1:
+            raise ValueError(f"full_scan_every must be at least 1, got {self.full_scan_every}")
         if not callable(self.clock):
             raise TypeError("clock must be callable")
         object.__setattr__(self, "observer", self._normalize_observers(self.observer))

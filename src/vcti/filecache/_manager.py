@@ -7,7 +7,7 @@ import contextlib
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
@@ -22,6 +22,10 @@ if TYPE_CHECKING:
     from ._config import CacheManagerConfig
     from .policies.base import EvictionPolicy
     from .storage.base import CacheStorage, Lock
+
+
+#: What a scan remembers of a model: data stamp, size, metadata stamp, metadata.
+_Known = tuple[Hashable, int, Hashable, Meta]
 
 
 @dataclass
@@ -63,6 +67,8 @@ class CacheManager:
         self._stop = threading.Event()
         self._leader: Lock | None = None
         self._cycles = 0
+        self._known: dict[str, _Known] = {}
+        self._background_scans = 0
 
     def __repr__(self) -> str:
         return f"<CacheManager {self.storage.root!r} running={self.is_running}>"
@@ -170,7 +176,9 @@ class CacheManager:
             if not self._lead(group):
                 return None
             self._sweep(group)
-            snapshot = self.scan(group, config)
+            full = self._background_scans % config.full_scan_every == 0
+            self._background_scans += 1
+            snapshot = self.scan(group, config, full=full)
             if not snapshot.is_over_limit:
                 return snapshot
             result = self.evict(group, config, config.policy, trigger, snapshot=snapshot)
@@ -355,23 +363,58 @@ class CacheManager:
     # -- scans --------------------------------------------------------------------------
 
     def scan(
-        self, group: ObserverGroup, config: CacheManagerConfig, *, repair: bool = True
+        self,
+        group: ObserverGroup,
+        config: CacheManagerConfig,
+        *,
+        repair: bool = True,
+        full: bool = False,
     ) -> CacheSnapshot:
         """Walk the root once and return what is there.
 
-        With ``repair`` (the default), unreadable metadata is reported and rebuilt on
-        storage; without it, defaults are used in the snapshot only.
+        Args:
+            group: the observers to report to.
+            config: the limit and clock of the snapshot.
+            repair: report unreadable metadata and rebuild it on storage; without it,
+                defaults are used in the snapshot only, and nothing is remembered.
+            full: measure every model. Otherwise, where the backend offers stamps, a
+                model whose stamps did not change since the last scan keeps its last size
+                and metadata (accesses of this process are added in any case).
         """
         group.emit("on_scan_start")
         started = time.perf_counter()
         entries: list[CacheEntry] = []
+        remember = repair
+        known = self._known if remember and not full else {}
+        seen: dict[str, _Known] = {}
         with self._io_lock:
             with self._cond:
                 pending = dict(self._pending)
-            for key in list(self.storage.iter_models(onerror=lambda e: group.error(e, "scan"))):
-                entry = self._scan_one(key, pending.get(key), group, config, repair)
-                if entry is not None:
-                    entries.append(entry)
+            for key, data_stamp, meta_stamp in self._stamped(group):
+                previous = known.get(key)
+                try:
+                    if previous is not None and data_stamp == previous[0]:
+                        size = previous[1]
+                    else:
+                        size = self.storage.model_size(key)
+                    if previous is not None and meta_stamp == previous[2]:
+                        meta = previous[3]
+                    else:
+                        meta = self._load_meta(key, group, config.clock, repair)
+                except FileNotFoundError:
+                    continue  # evicted or deleted during the scan
+                except OSError as exc:
+                    group.error(exc, "scan")
+                    continue
+                if data_stamp is not None:
+                    seen[key] = (data_stamp, size, meta_stamp, meta)
+                if key in pending:
+                    meta = meta.add(*pending[key])
+                entries.append(
+                    CacheEntry(key, size, meta.access_count, meta.last_access, meta.created)
+                )
+            if remember:
+                self._known = seen
             try:
                 staging = self.storage.staging_size()
             except OSError as exc:
@@ -387,25 +430,18 @@ class CacheManager:
         group.emit("on_scan_end", snapshot, time.perf_counter() - started)
         return snapshot
 
-    def _scan_one(
-        self,
-        key: str,
-        pending: tuple[int, float] | None,
-        group: ObserverGroup,
-        config: CacheManagerConfig,
-        repair: bool,
-    ) -> CacheEntry | None:
-        try:
-            size = self.storage.model_size(key)
-            meta = self._load_meta(key, group, config.clock, repair)
-        except FileNotFoundError:
-            return None  # evicted or deleted during the scan
-        except OSError as exc:
-            group.error(exc, "scan")
-            return None
-        if pending is not None:
-            meta = meta.add(*pending)
-        return CacheEntry(key, size, meta.access_count, meta.last_access, meta.created)
+    def _stamped(self, group: ObserverGroup) -> Iterator[tuple[str, Hashable, Hashable]]:
+        """Every model with its stamps; ``(key, None, None)`` from backends without them."""
+
+        def onerror(error: OSError) -> None:
+            group.error(error, "scan")
+
+        stamped = getattr(self.storage, "iter_stamped_models", None)
+        if stamped is not None:
+            yield from stamped(onerror=onerror)
+            return
+        for key in list(self.storage.iter_models(onerror=onerror)):
+            yield key, None, None
 
     def _load_meta(
         self, key: str, group: ObserverGroup, clock: Callable[[], float], repair: bool

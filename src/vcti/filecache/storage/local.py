@@ -22,10 +22,11 @@ import fcntl
 import hashlib
 import os
 import shutil
+import stat
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 
 from .._keys import RESERVED
 from ..exceptions import LockTimeoutError
@@ -207,8 +208,28 @@ class LocalStorage:
     def iter_models(
         self, prefix: str = "", onerror: Callable[[OSError], None] | None = None
     ) -> Iterator[str]:
-        start = self.path(prefix) if prefix else self._root
-        stack = [start]
+        for key, _, _ in self.iter_stamped_models(prefix, onerror):
+            yield key
+
+    def iter_stamped_models(
+        self, prefix: str = "", onerror: Callable[[OSError], None] | None = None
+    ) -> Iterator[tuple[str, Hashable, Hashable]]:
+        """Yield ``(key, data_stamp, meta_stamp)`` for every published model.
+
+        The stamps are cheap to read (two ``stat`` calls a model, no walk inside it):
+        ``data_stamp`` changes when files are added to, removed from or renamed in the
+        model's top folder, ``meta_stamp`` when its metadata is replaced. An in-place
+        rewrite, or a change in a subfolder, changes neither: the manager's periodic full
+        scan catches those.
+        """
+        if prefix:
+            stamps = self._stamps(self.path(prefix), onerror)
+            if stamps is not None:
+                yield prefix, *stamps
+                return
+            stack = [self.path(prefix)]
+        else:
+            stack = [self._root]
         while stack:
             folder = stack.pop()
             try:
@@ -220,22 +241,38 @@ class LocalStorage:
                     onerror(exc)
                 continue
             subfolders: list[str] = []
-            is_model = False
             with entries:
                 for entry in entries:
                     try:
-                        if not entry.is_dir(follow_symlinks=False):
+                        if entry.name == RESERVED or not entry.is_dir(follow_symlinks=False):
                             continue
                     except OSError:
                         continue
-                    if entry.name == RESERVED:
-                        is_model = folder != self._root
-                    else:
+                    stamps = self._stamps(entry.path, onerror)
+                    if stamps is None:
                         subfolders.append(entry.path)
-            if is_model:
-                yield os.path.relpath(folder, self._root).replace(os.sep, "/")
-            else:
-                stack.extend(sorted(subfolders, reverse=True))
+                    else:
+                        key = os.path.relpath(entry.path, self._root).replace(os.sep, "/")
+                        yield key, *stamps
+            stack.extend(sorted(subfolders, reverse=True))
+
+    @staticmethod
+    def _stamps(
+        folder: str, onerror: Callable[[OSError], None] | None
+    ) -> tuple[Hashable, Hashable] | None:
+        """The stamps of the model at ``folder``, or None if ``folder`` is not a model."""
+        try:
+            inner = os.stat(os.path.join(folder, RESERVED), follow_symlinks=False)
+            if not stat.S_ISDIR(inner.st_mode):
+                return None
+            outer = os.stat(folder, follow_symlinks=False)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            if onerror is not None:
+                onerror(exc)
+            return None
+        return (outer.st_ino, outer.st_mtime_ns), (inner.st_ino, inner.st_mtime_ns)
 
     def is_model(self, key: str) -> bool:
         return os.path.isfile(os.path.join(self.path(key), RESERVED, _PIN))
