@@ -393,11 +393,19 @@ class CacheManager:
             for key, data_stamp, meta_stamp in self._stamped(group):
                 previous = known.get(key)
                 try:
-                    if previous is not None and data_stamp == previous[0]:
+                    if (
+                        previous is not None
+                        and data_stamp is not None
+                        and data_stamp == previous[0]
+                    ):
                         size = previous[1]
                     else:
                         size = self.storage.model_size(key)
-                    if previous is not None and meta_stamp == previous[2]:
+                    if (
+                        previous is not None
+                        and meta_stamp is not None
+                        and meta_stamp == previous[2]
+                    ):
                         meta = previous[3]
                     else:
                         meta = self._load_meta(key, group, config.clock, repair)

@@ -221,7 +221,7 @@ class LocalStorage:
 
         The stamps are cheap to read (two ``stat`` calls a model, no walk inside it):
         ``data_stamp`` changes when files are added to, removed from or renamed in the
-        model's top folder, ``meta_stamp`` when its metadata is replaced. An in-place
+        model's top folder, ``meta_stamp`` with every write of its metadata. An in-place
         rewrite, or a change in a subfolder, changes neither: the manager's periodic full
         scan catches those.
         """
@@ -263,11 +263,23 @@ class LocalStorage:
     def _stamps(
         folder: str, onerror: Callable[[OSError], None] | None
     ) -> tuple[Hashable, Hashable] | None:
-        """The stamps of the model at ``folder``, or None if ``folder`` is not a model."""
+        """The stamps of the model at ``folder``, or None if ``folder`` is not a model.
+
+        Metadata is only ever replaced (a new file renamed over the old one), so the
+        identity of ``meta.json`` changes with every write, however close together;
+        timestamps alone could miss two writes within one clock tick of the filesystem.
+        """
         try:
-            inner = os.stat(f"{folder}/{RESERVED}", follow_symlinks=False)
-            if not stat.S_ISDIR(inner.st_mode):
-                return None
+            try:
+                meta = os.stat(f"{folder}/{RESERVED}/{_META}", follow_symlinks=False)
+                meta_stamp: Hashable = (meta.st_ino, meta.st_mtime_ns, meta.st_size)
+            except FileNotFoundError:
+                # No metadata: still a model if the marker folder exists (the scan
+                # rebuilds the metadata); a stamp of None is never equal to a known one.
+                inner = os.stat(f"{folder}/{RESERVED}", follow_symlinks=False)
+                if not stat.S_ISDIR(inner.st_mode):
+                    return None
+                meta_stamp = None
             outer = os.stat(folder, follow_symlinks=False)
         except (FileNotFoundError, NotADirectoryError):
             return None
@@ -275,7 +287,7 @@ class LocalStorage:
             if onerror is not None:
                 onerror(exc)
             return None
-        return (outer.st_ino, outer.st_mtime_ns), (inner.st_ino, inner.st_mtime_ns)
+        return (outer.st_ino, outer.st_mtime_ns), meta_stamp
 
     def is_model(self, key: str) -> bool:
         return os.path.isfile(os.path.join(self.path(key), RESERVED, _PIN))
