@@ -554,3 +554,45 @@ def test_accesses_written_by_another_process_are_seen(tmp_path: Path) -> None:
         other = LocalStorage(tmp_path)  # what a flush in another process does
         other.update_meta("m", lambda raw: raw.replace(b'"access_count":1', b'"access_count":9'))
         assert cache.entries()[0].access_count == 9
+
+
+def test_nothing_changed_means_no_walk(tmp_path: Path) -> None:
+    walks: list[str] = []
+
+    class Watched(LocalStorage):
+        def iter_stamped_models(self, prefix="", onerror=None):  # type: ignore[no-untyped-def]
+            walks.append(prefix)
+            return super().iter_stamped_models(prefix, onerror)
+
+    storage = Watched(tmp_path)
+    config = CacheManagerConfig(evict_above=10**9, interval=3600, full_scan_every=100)
+    with FileCache(storage=storage, config=config) as cache:
+        wait_for(lambda: cache.manager.cycles >= 1)
+        with cache.model("m") as model:
+            Path(model.path, "data.bin").write_bytes(b"x" * 10)
+        cache.entries()
+        walks.clear()
+        generation = storage.generation()
+        assert [e.size for e in cache.entries()] == [10]
+        assert walks == []  # no process changed anything: the last scan still holds
+        with cache.model("m") as model:  # a hit that adds a file is announced on close
+            Path(model.path, "more.bin").write_bytes(b"y" * 5)
+        assert storage.generation() != generation
+        assert [e.size for e in cache.entries()] == [15]
+        assert walks == [""]
+
+
+def test_the_generation_file_is_renewed_when_large(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path)
+    storage.open()
+    assert storage.generation() is None
+    storage._bump()
+    first = storage.generation()
+    assert first is not None
+    with open(tmp_path / ".filecache" / "generation", "ab") as f:
+        f.write(b"." * (1 << 20))
+    storage.sweep()
+    renewed = storage.generation()
+    assert renewed is not None
+    assert renewed != first
+    assert (tmp_path / ".filecache" / "generation").stat().st_size == 0

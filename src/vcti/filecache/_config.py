@@ -34,10 +34,12 @@ class CacheManagerConfig:
         lock_timeout: seconds to wait for another process's fill of the same model
             before taking it over or giving up.
         full_scan_every: every how many background cycles the scan measures every model
-            (1: always). In between, a model whose backend stamps did not change keeps
-            its last size and metadata, so an unchanged cache costs two ``stat`` calls a
-            model; the full scan catches what stamps miss (a file rewritten in place, a
-            change in a subfolder of a model).
+            (1: always; the default, 60, is hourly at the default interval). In between,
+            a scan skips what did not change: nothing at all when the backend's generation
+            says no process changed the cache through the library, else every model whose
+            stamps did not change. The full scan catches what these miss (a file rewritten
+            in place, a change in a subfolder of a model, changes made behind the
+            library's back).
         clock: returns epoch seconds; used for access times (tests pass a fake clock).
 
     Raises:
@@ -52,7 +54,7 @@ class CacheManagerConfig:
     observer: CacheObserver | Sequence[CacheObserver] | None = None
     evict_to: int | None = None
     lock_timeout: float = 600.0
-    full_scan_every: int = 10
+    full_scan_every: int = 60
     clock: Callable[[], float] = field(default=time.time, repr=False, compare=False)
 
     def __post_init__(self) -> None:

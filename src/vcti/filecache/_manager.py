@@ -66,8 +66,10 @@ class CacheManager:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._leader: Lock | None = None
+        self._lead_lock = threading.Lock()
         self._cycles = 0
         self._known: dict[str, _Known] = {}
+        self._generation: Hashable = None
         self._background_scans = 0
 
     def __repr__(self) -> str:
@@ -196,20 +198,24 @@ class CacheManager:
             group.error(exc, "sweep")
 
     def _lead(self, group: ObserverGroup) -> bool:
-        if self._leader is not None:
-            return True
-        try:
-            self._leader = self.storage.try_lead()
-        except OSError as exc:
-            group.error(exc, "leader")
-            return False
-        if self._leader is None:
-            return False
+        # One attempt at a time: two threads of this process trying at once would each
+        # open the lock file, and the second would fail against the first.
+        with self._lead_lock:
+            if self._leader is not None:
+                return True
+            try:
+                self._leader = self.storage.try_lead()
+            except OSError as exc:
+                group.error(exc, "leader")
+                return False
+            if self._leader is None:
+                return False
         group.emit("on_leader_change", True)
         return True
 
     def _resign(self, group: ObserverGroup) -> None:
-        leader, self._leader = self._leader, None
+        with self._lead_lock:
+            leader, self._leader = self._leader, None
         if leader is not None:
             group.emit("on_leader_change", False)  # before the release: never two leaders
             leader.release()
@@ -390,7 +396,8 @@ class CacheManager:
         with self._io_lock:
             with self._cond:
                 pending = dict(self._pending)
-            for key, data_stamp, meta_stamp in self._stamped(group):
+            generation = self._generation_now()
+            for key, data_stamp, meta_stamp in self._models(group, known, generation):
                 previous = known.get(key)
                 try:
                     if (
@@ -423,6 +430,7 @@ class CacheManager:
                 )
             if remember:
                 self._known = seen
+                self._generation = generation
             try:
                 staging = self.storage.staging_size()
             except OSError as exc:
@@ -437,6 +445,26 @@ class CacheManager:
         )
         group.emit("on_scan_end", snapshot, time.perf_counter() - started)
         return snapshot
+
+    def _models(
+        self, group: ObserverGroup, known: dict[str, _Known], generation: Hashable
+    ) -> list[tuple[str, Hashable, Hashable]]:
+        """The models to scan with their stamps: from the backend, or from the last scan
+        when the backend's generation says nothing changed since (in any process)."""
+        if known and generation is not None and generation == self._generation:
+            return [(key, k[0], k[2]) for key, k in known.items()]
+        return list(self._stamped(group))
+
+    def _generation_now(self) -> Hashable:
+        """The backend's change counter (None where it has none, or on failure)."""
+        generation = getattr(self.storage, "generation", None)
+        if generation is None:
+            return None
+        try:
+            value: Hashable = generation()
+        except OSError:
+            return None
+        return value
 
     def _stamped(self, group: ObserverGroup) -> Iterator[tuple[str, Hashable, Hashable]]:
         """Every model with its stamps; ``(key, None, None)`` from backends without them."""

@@ -35,6 +35,8 @@ _META = "meta.json"
 _PIN = "pin.lock"
 _META_LOCK = "meta.lock"
 _FILL_BUCKETS_HEX = 4  # 65,536 fill-lock files at most; a collision only serialises two fills
+_GENERATION = "generation"
+_GENERATION_ROTATE = 1 << 20  # bytes: one per change, so a fresh file every million changes
 
 
 class _FdLock:
@@ -49,6 +51,35 @@ class _FdLock:
         fd, self._fd = self._fd, -1
         if fd >= 0:
             os.close(fd)  # closing the descriptor drops its flock
+
+
+class _PinLock(_FdLock):
+    """A pin that, when released, tells the storage if the model's top folder changed.
+
+    A user may add files to a published model inside a ``model()`` context; the
+    generation bump lets steady-state scans know that this model needs measuring.
+    """
+
+    __slots__ = ("_folder", "_stamp", "_storage")
+
+    def __init__(self, fd: int, storage: LocalStorage, folder: str) -> None:
+        super().__init__(fd)
+        self._storage = storage
+        self._folder = folder
+        self._stamp = _folder_stamp(folder)
+
+    def release(self) -> None:
+        if self._fd >= 0 and _folder_stamp(self._folder) != self._stamp:
+            self._storage._bump()
+        super().release()
+
+
+def _folder_stamp(folder: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(folder, follow_symlinks=False)
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns
 
 
 def _same_file(fd: int, path: str) -> bool:
@@ -120,6 +151,7 @@ class LocalStorage:
         self._staging = os.path.join(self._internal, "staging")
         self._trash = os.path.join(self._internal, "trash")
         self._locks = os.path.join(self._internal, "locks")
+        self._generation = os.path.join(self._internal, _GENERATION)
 
     def __repr__(self) -> str:
         return f"LocalStorage({self._root!r})"
@@ -139,8 +171,43 @@ class LocalStorage:
             os.makedirs(folder, exist_ok=True)
         self.sweep()
 
+    def generation(self) -> Hashable:
+        """A value that changes whenever any process changes the cache through the library.
+
+        Publishing, removing, writing metadata and leaving a ``model()`` context in which
+        the model's top folder changed each append one byte to ``.filecache/generation``;
+        the value is that file's identity and size. None when the file is missing. Changes
+        made behind the library's back do not count: the manager's full scans see them.
+        """
+        try:
+            st = os.stat(self._generation)
+        except OSError:
+            return None
+        return st.st_ino, st.st_size
+
+    def _bump(self) -> None:
+        try:
+            fd = os.open(self._generation, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC)
+            try:
+                os.write(fd, b".")
+            finally:
+                os.close(fd)
+        except OSError:
+            # The change itself is done; if it cannot be announced, make the generation
+            # unknown, which makes every scan walk, until the next bump recreates the file.
+            with contextlib.suppress(OSError):
+                os.unlink(self._generation)
+
     def sweep(self) -> int:
-        """Delete staging and trash leftovers that no live process holds; return their bytes."""
+        """Delete staging and trash leftovers that no live process holds; return their bytes.
+
+        It also starts a fresh generation file once the old one is large. (A bump that
+        lands in the old file after the swap is one whose change happened before the
+        swap, which the scan that follows the sweep sees.)
+        """
+        with contextlib.suppress(OSError):
+            if os.stat(self._generation).st_size > _GENERATION_ROTATE:
+                self._write_atomic(self._generation, b"")
         freed = 0
         for name in self._listdir(self._trash):
             leftover = os.path.join(self._trash, name)
@@ -325,10 +392,11 @@ class LocalStorage:
             self._write_atomic(target, update(current))
         finally:
             os.close(fd)
+        self._bump()
 
     # -- locks ------------------------------------------------------------------------
 
-    def pin(self, key: str) -> _FdLock | None:
+    def pin(self, key: str) -> _PinLock | None:
         pin_path = os.path.join(self.path(key), RESERVED, _PIN)
         try:
             fd = os.open(pin_path, os.O_RDONLY | os.O_CLOEXEC)
@@ -338,7 +406,7 @@ class LocalStorage:
             # Blocks only while an evictor holds the exclusive lock, which lasts one rename.
             fcntl.flock(fd, fcntl.LOCK_SH)
             if _same_file(fd, pin_path):
-                return _FdLock(fd)
+                return _PinLock(fd, self, self.path(key))
         except BaseException:
             os.close(fd)
             raise
@@ -383,6 +451,7 @@ class LocalStorage:
             os.makedirs(os.path.dirname(dest), exist_ok=True)
             try:
                 os.rename(staged, dest)  # replaces an empty folder, fails on anything else
+                self._bump()
                 return
             except FileNotFoundError:
                 continue  # an evictor pruned the empty parent in between; make it again
@@ -415,6 +484,7 @@ class LocalStorage:
             os.rename(folder, trash)
         finally:
             os.close(fd)
+        self._bump()
         _rmtree(trash)
         self._prune_parents(folder)
         return True
