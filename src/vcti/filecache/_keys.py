@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from .exceptions import KeyValidationError
 
 #: The name the cache keeps for its own files, at the root and inside every model.
@@ -22,6 +24,11 @@ def validate_key(key: object) -> str:
     """
     if not isinstance(key, str):
         raise TypeError(f"model key must be a str, not {type(key).__name__}")
+    return _validate(key)
+
+
+@functools.lru_cache(maxsize=65_536)  # the hit path opens the same keys again and again
+def _validate(key: str) -> str:
     if not key:
         raise KeyValidationError("model key must not be empty")
     if "\\" in key or "\x00" in key:

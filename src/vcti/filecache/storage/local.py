@@ -397,7 +397,8 @@ class LocalStorage:
     # -- locks ------------------------------------------------------------------------
 
     def pin(self, key: str) -> _PinLock | None:
-        pin_path = os.path.join(self.path(key), RESERVED, _PIN)
+        folder = self.path(key)
+        pin_path = f"{folder}/{RESERVED}/{_PIN}"
         try:
             fd = os.open(pin_path, os.O_RDONLY | os.O_CLOEXEC)
         except (FileNotFoundError, NotADirectoryError):
@@ -406,7 +407,7 @@ class LocalStorage:
             # Blocks only while an evictor holds the exclusive lock, which lasts one rename.
             fcntl.flock(fd, fcntl.LOCK_SH)
             if _same_file(fd, pin_path):
-                return _PinLock(fd, self, self.path(key))
+                return _PinLock(fd, self, folder)
         except BaseException:
             os.close(fd)
             raise
