@@ -223,3 +223,28 @@ def test_many_models_in_one_folder(tmp_path: Path) -> None:
         assert len(removed) == 1000
         assert len(os.listdir(storage.path("flat"))) == 3000
         assert recorder.errors() == []
+
+
+def test_an_unexpected_metadata_failure_keeps_the_counts(tmp_path: Path) -> None:
+    class Buggy(FaultyStorage):
+        broken = True
+
+        def update_meta(self, key: str, update: Callable[[bytes | None], bytes]) -> None:
+            if self.broken:
+                raise RuntimeError("backend bug")
+            super().update_meta(key, update)
+
+    recorder = RecordingObserver()
+    storage = Buggy(tmp_path / "cache")
+    config = CacheManagerConfig(evict_above=10**9, interval=3600, observer=recorder)
+    with FileCache(storage=storage, config=config) as cache:
+        with cache.model("m"):
+            pass
+        for _ in range(3):
+            with cache.model("m"):
+                pass
+        cache.manager.flush()
+        assert [(type(e), c) for e, c in recorder.errors()] == [(RuntimeError, "metadata")]
+        storage.broken = False
+        cache.manager.flush()
+        assert cache.entries()[0].access_count == 4

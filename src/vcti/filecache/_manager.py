@@ -354,7 +354,7 @@ class CacheManager:
                     self.storage.update_meta(key, _adder(count, last, group, key))
                 except FileNotFoundError:
                     continue  # evicted since: its accesses go with it
-                except OSError as exc:
+                except Exception as exc:  # a failing backend must not lose the counts
                     group.error(exc, "metadata")
                     with self._cond:  # keep them for the next cycle
                         old_count, old_last = self._pending.get(key, (0, last))
