@@ -38,8 +38,8 @@ def burn(seconds: float) -> None:
         digest = hashlib.sha256(digest).digest()
 
 
-def extract(source: Path, target: Path, *, cost: float, field_bytes: int) -> None:
-    """Parse ``source`` and write the derived files into the model directory ``target``.
+def extract(source: Path, *, cost: float, field_bytes: int) -> dict[str, bytes]:
+    """Parse ``source`` and return the derived files of its model, by name.
 
     ``summary.json`` holds statistics; ``field.bin`` holds a resampled field of
     ``field_bytes`` bytes (the large artefact a viewer would stream).
@@ -59,5 +59,4 @@ def extract(source: Path, target: Path, *, cost: float, field_bytes: int) -> Non
     }
     samples = max(1, field_bytes // 8)
     field = array("d", (values[i * count // samples] for i in range(samples)))
-    (target / "field.bin").write_bytes(field.tobytes())
-    (target / "summary.json").write_text(json.dumps(summary, indent=2))
+    return {"field.bin": field.tobytes(), "summary.json": json.dumps(summary, indent=2).encode()}

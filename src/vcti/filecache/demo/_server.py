@@ -73,6 +73,23 @@ class DemoStats(CacheObserver):
             self.errors += 1
 
 
+class LocalFiles:
+    """Model files on a local filesystem: ``ModelDir.path`` is a directory."""
+
+    def write(self, folder: str, name: str, data: bytes) -> None:
+        """Write one file of a model."""
+        Path(folder, name).write_bytes(data)
+
+    def read(self, folder: str, name: str) -> bytes:
+        """Read one file of a model."""
+        return Path(folder, name).read_bytes()
+
+
+def files_for(storage: object) -> LocalFiles:
+    """How the demo reads and writes model files on ``storage``."""
+    return LocalFiles()
+
+
 def model_key(model_id: int) -> str:
     """The cache key of a model: spread over folders, as real servers do."""
     return f"models/{model_id // 100:04d}/model_{model_id:05d}"
@@ -92,6 +109,7 @@ class DemoApp:
         self.log = structlog.get_logger("vcti.filecache.demo")
         self.requests = 0
         self._lock = threading.Lock()
+        self.files = files_for(cache.storage)
 
     def handle(self, path: str) -> tuple[int, str, bytes, dict[str, str]]:
         """Answer one GET: (status, content type, body, extra headers)."""
@@ -122,17 +140,15 @@ class DemoApp:
 
     def _serve(self, model_id: int, kind: str) -> tuple[bytes, bool]:
         with self.cache.model(model_key(model_id)) as model:
-            target = Path(model.path)
             if model.new:
                 source = input_path(self.inputs, model_id)
-                extract(
-                    source,
-                    target,
-                    cost=self.settings.parse_cost,
-                    field_bytes=self.settings.field_bytes,
+                derived = extract(
+                    source, cost=self.settings.parse_cost, field_bytes=self.settings.field_bytes
                 )
+                for name, data in derived.items():
+                    self.files.write(model.path, name, data)
             name = "summary.json" if kind == "summary" else "field.bin"
-            return (target / name).read_bytes(), not model.new
+            return self.files.read(model.path, name), not model.new
 
 
 def _handler(app: DemoApp) -> type[BaseHTTPRequestHandler]:
