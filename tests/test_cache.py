@@ -576,11 +576,13 @@ def test_nothing_changed_means_no_walk(tmp_path: Path) -> None:
         generation = storage.generation()
         assert [e.size for e in cache.entries()] == [10]
         assert walks == []  # no process changed anything: the last scan still holds
-        with cache.model("m") as model:  # a hit that adds a file is announced on close
+        with cache.model("m") as model:  # a hit that adds a file
             Path(model.path, "more.bin").write_bytes(b"y" * 5)
-        assert storage.generation() != generation
+        # Its access is not written yet: the scan walks, and measures what changed.
         assert [e.size for e in cache.entries()] == [15]
         assert walks == [""]
+        cache.manager.flush()  # writing the access announces the change to every process
+        assert storage.generation() != generation
 
 
 def test_the_generation_file_is_renewed_when_large(tmp_path: Path) -> None:

@@ -70,6 +70,7 @@ class CacheManager:
         self._cycles = 0
         self._known: dict[str, _Known] = {}
         self._generation: Hashable = None
+        self._entries: tuple[CacheEntry, ...] = ()
         self._background_scans = 0
 
     def __repr__(self) -> str:
@@ -389,48 +390,26 @@ class CacheManager:
         """
         group.emit("on_scan_start")
         started = time.perf_counter()
-        entries: list[CacheEntry] = []
         remember = repair
-        known = self._known if remember and not full else {}
-        seen: dict[str, _Known] = {}
         with self._io_lock:
             with self._cond:
                 pending = dict(self._pending)
             generation = self._generation_now()
-            for key, data_stamp, meta_stamp in self._models(group, known, generation):
-                previous = known.get(key)
-                try:
-                    if (
-                        previous is not None
-                        and data_stamp is not None
-                        and data_stamp == previous[0]
-                    ):
-                        size = previous[1]
-                    else:
-                        size = self.storage.model_size(key)
-                    if (
-                        previous is not None
-                        and meta_stamp is not None
-                        and meta_stamp == previous[2]
-                    ):
-                        meta = previous[3]
-                    else:
-                        meta = self._load_meta(key, group, config.clock, repair)
-                except FileNotFoundError:
-                    continue  # evicted or deleted during the scan
-                except OSError as exc:
-                    group.error(exc, "scan")
-                    continue
-                if data_stamp is not None:
-                    seen[key] = (data_stamp, size, meta_stamp, meta)
-                if key in pending:
-                    meta = meta.add(*pending[key])
-                entries.append(
-                    CacheEntry(key, size, meta.access_count, meta.last_access, meta.created)
-                )
-            if remember:
-                self._known = seen
-                self._generation = generation
+            if (
+                remember
+                and not full
+                and not pending
+                and generation is not None
+                and generation == self._generation
+            ):
+                # No process changed the cache through the library since the last scan,
+                # and this one has no accesses to add: the last scan still holds.
+                entries = self._entries
+            else:
+                entries = self._walk(group, config, pending, repair, full=full)
+                if remember:
+                    self._generation = generation
+                    self._entries = entries
             try:
                 staging = self.storage.staging_size()
             except OSError as exc:
@@ -446,14 +425,44 @@ class CacheManager:
         group.emit("on_scan_end", snapshot, time.perf_counter() - started)
         return snapshot
 
-    def _models(
-        self, group: ObserverGroup, known: dict[str, _Known], generation: Hashable
-    ) -> list[tuple[str, Hashable, Hashable]]:
-        """The models to scan with their stamps: from the backend, or from the last scan
-        when the backend's generation says nothing changed since (in any process)."""
-        if known and generation is not None and generation == self._generation:
-            return [(key, k[0], k[2]) for key, k in known.items()]
-        return list(self._stamped(group))
+    def _walk(
+        self,
+        group: ObserverGroup,
+        config: CacheManagerConfig,
+        pending: dict[str, tuple[int, float]],
+        repair: bool,
+        *,
+        full: bool,
+    ) -> tuple[CacheEntry, ...]:
+        """Every model with its size and metadata, measuring only those whose stamps
+        changed since the last scan (all of them when ``full``)."""
+        known = self._known if repair and not full else {}
+        seen: dict[str, _Known] = {}
+        entries: list[CacheEntry] = []
+        for key, data_stamp, meta_stamp in self._stamped(group):
+            previous = known.get(key)
+            try:
+                if previous is not None and data_stamp is not None and data_stamp == previous[0]:
+                    size = previous[1]
+                else:
+                    size = self.storage.model_size(key)
+                if previous is not None and meta_stamp is not None and meta_stamp == previous[2]:
+                    meta = previous[3]
+                else:
+                    meta = self._load_meta(key, group, config.clock, repair)
+            except FileNotFoundError:
+                continue  # evicted or deleted during the scan
+            except OSError as exc:
+                group.error(exc, "scan")
+                continue
+            if data_stamp is not None:
+                seen[key] = (data_stamp, size, meta_stamp, meta)
+            if key in pending:
+                meta = meta.add(*pending[key])
+            entries.append(CacheEntry(key, size, meta.access_count, meta.last_access, meta.created))
+        if repair:
+            self._known = seen
+        return tuple(entries)
 
     def _generation_now(self) -> Hashable:
         """The backend's change counter (None where it has none, or on failure)."""

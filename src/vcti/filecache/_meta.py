@@ -11,7 +11,7 @@ from .exceptions import MetadataError
 _VERSION = 1
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Meta:
     """What the cache remembers about a model between scans and restarts."""
 

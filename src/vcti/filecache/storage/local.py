@@ -53,35 +53,6 @@ class _FdLock:
             os.close(fd)  # closing the descriptor drops its flock
 
 
-class _PinLock(_FdLock):
-    """A pin that, when released, tells the storage if the model's top folder changed.
-
-    A user may add files to a published model inside a ``model()`` context; the
-    generation bump lets steady-state scans know that this model needs measuring.
-    """
-
-    __slots__ = ("_folder", "_stamp", "_storage")
-
-    def __init__(self, fd: int, storage: LocalStorage, folder: str) -> None:
-        super().__init__(fd)
-        self._storage = storage
-        self._folder = folder
-        self._stamp = _folder_stamp(folder)
-
-    def release(self) -> None:
-        if self._fd >= 0 and _folder_stamp(self._folder) != self._stamp:
-            self._storage._bump()
-        super().release()
-
-
-def _folder_stamp(folder: str) -> tuple[int, int] | None:
-    try:
-        st = os.stat(folder, follow_symlinks=False)
-    except OSError:
-        return None
-    return st.st_ino, st.st_mtime_ns
-
-
 def _same_file(fd: int, path: str) -> bool:
     try:
         st = os.stat(path, follow_symlinks=False)
@@ -174,8 +145,9 @@ class LocalStorage:
     def generation(self) -> Hashable:
         """A value that changes whenever any process changes the cache through the library.
 
-        Publishing, removing, writing metadata and leaving a ``model()`` context in which
-        the model's top folder changed each append one byte to ``.filecache/generation``;
+        Publishing, removing and writing metadata (which every ``model()`` context leads
+        to, through the written-behind access) each append one byte to
+        ``.filecache/generation``;
         the value is that file's identity and size. None when the file is missing. Changes
         made behind the library's back do not count: the manager's full scans see them.
         """
@@ -339,7 +311,7 @@ class LocalStorage:
         try:
             try:
                 meta = os.stat(f"{folder}/{RESERVED}/{_META}", follow_symlinks=False)
-                meta_stamp: Hashable = (meta.st_ino, meta.st_mtime_ns, meta.st_size)
+                meta_stamp: Hashable = hash((meta.st_ino, meta.st_mtime_ns, meta.st_size))
             except FileNotFoundError:
                 # No metadata: still a model if the marker folder exists (the scan
                 # rebuilds the metadata); a stamp of None is never equal to a known one.
@@ -354,7 +326,8 @@ class LocalStorage:
             if onerror is not None:
                 onerror(exc)
             return None
-        return (outer.st_ino, outer.st_mtime_ns), meta_stamp
+        # One int a stamp rather than a tuple of large ints: a scan keeps one per model.
+        return hash((outer.st_ino, outer.st_mtime_ns)), meta_stamp
 
     def is_model(self, key: str) -> bool:
         return os.path.isfile(os.path.join(self.path(key), RESERVED, _PIN))
@@ -396,7 +369,7 @@ class LocalStorage:
 
     # -- locks ------------------------------------------------------------------------
 
-    def pin(self, key: str) -> _PinLock | None:
+    def pin(self, key: str) -> _FdLock | None:
         folder = self.path(key)
         pin_path = f"{folder}/{RESERVED}/{_PIN}"
         try:
@@ -407,7 +380,7 @@ class LocalStorage:
             # Blocks only while an evictor holds the exclusive lock, which lasts one rename.
             fcntl.flock(fd, fcntl.LOCK_SH)
             if _same_file(fd, pin_path):
-                return _PinLock(fd, self, folder)
+                return _FdLock(fd)
         except BaseException:
             os.close(fd)
             raise
