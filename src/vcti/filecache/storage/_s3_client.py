@@ -1,0 +1,249 @@
+"""The S3 requests S3Storage makes: each counted, each failure turned into an OSError."""
+
+from __future__ import annotations
+
+import errno
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    NoCredentialsError,
+    PartialCredentialsError,
+    ReadTimeoutError,
+)
+from botocore.exceptions import ConnectionError as BotoConnectionError
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+T = TypeVar("T")
+
+#: DeleteObjects takes at most this many keys.
+DELETE_BATCH = 1000
+
+_NOT_FOUND = frozenset({"404", "NoSuchKey", "NotFound", "NoSuchBucket"})
+_DENIED = frozenset(
+    {
+        "403",
+        "AccessDenied",
+        "AllAccessDisabled",
+        "ExpiredToken",
+        "Forbidden",
+        "InvalidAccessKeyId",
+        "InvalidToken",
+        "SignatureDoesNotMatch",
+    }
+)
+# 412: a condition did not hold; 409: a concurrent conditional write to the same key won.
+_CONDITION = frozenset({"412", "PreconditionFailed", "409", "ConditionalRequestConflict"})
+
+
+class ConditionFailedError(OSError):
+    """A conditional write or delete lost: the object changed, appeared or vanished.
+
+    ``retried`` is True when botocore had sent the request more than once: then an
+    earlier attempt may have succeeded, and the condition failed on our own write.
+    """
+
+    retried = False
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """One object of a listing."""
+
+    key: str
+    size: int
+    etag: str
+    modified: datetime | None
+
+
+def wrap_error(exc: Exception, op: str, uri: str) -> OSError:
+    """Return the ``OSError`` that stands for a botocore error of request ``op`` on ``uri``."""
+    if isinstance(exc, ClientError):
+        error: Any = exc.response.get("Error", {})
+        code = str(error.get("Code", ""))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        message = error.get("Message") or code
+        text = f"S3 {op} failed: {code} (HTTP {status}): {message}"
+        if code in _CONDITION or status in (409, 412):
+            failed = ConditionFailedError(errno.EEXIST, text, uri)
+            failed.retried = bool(exc.response.get("ResponseMetadata", {}).get("RetryAttempts"))
+            return failed
+        if code == "NoSuchBucket":
+            return FileNotFoundError(errno.ENOENT, f"{text} (does the bucket exist?)", uri)
+        if code in _NOT_FOUND or status == 404:
+            return FileNotFoundError(errno.ENOENT, text, uri)
+        if code in _DENIED or status == 403:
+            return PermissionError(errno.EACCES, text, uri)
+        return OSError(errno.EIO, text, uri)
+    text = f"S3 {op} failed: {exc}"
+    if isinstance(exc, (ConnectTimeoutError, ReadTimeoutError)):
+        return TimeoutError(errno.ETIMEDOUT, text, uri)
+    if isinstance(exc, BotoConnectionError):
+        return ConnectionError(errno.ECONNREFUSED, text, uri)
+    if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
+        return PermissionError(errno.EACCES, f"{text} (configure AWS credentials)", uri)
+    return OSError(errno.EIO, text, uri)
+
+
+class S3Calls:
+    """The few S3 requests the backend needs, on one bucket.
+
+    Every HTTP request sent on behalf of the backend (retries included) is counted by
+    operation with a ``before-send`` event hook; requests the user sends with the same
+    client are not counted.
+    """
+
+    def __init__(self, client: S3Client, bucket: str) -> None:
+        self.client = client
+        self.bucket = bucket
+        self._counts: Counter[str] = Counter()
+        self._counts_lock = threading.Lock()
+        self._ours = threading.local()
+        client.meta.events.register(
+            "before-send.s3", self._count, unique_id=f"vcti-filecache-count-{uuid.uuid4().hex}"
+        )
+
+    def _count(self, event_name: str = "", **kwargs: Any) -> None:
+        if getattr(self._ours, "active", False):
+            with self._counts_lock:
+                self._counts[event_name.rpartition(".")[2]] += 1
+
+    def counts(self) -> dict[str, int]:
+        """Return the requests sent so far, by S3 operation."""
+        with self._counts_lock:
+            return dict(sorted(self._counts.items()))
+
+    def uri(self, key: str) -> str:
+        """Return the ``s3://`` URI of object ``key``."""
+        return f"s3://{self.bucket}/{key}"
+
+    def _run(self, op: str, key: str, call: Callable[[], T]) -> T:
+        self._ours.active = True
+        try:
+            return call()
+        except (ClientError, BotoCoreError) as exc:
+            raise wrap_error(exc, op, self.uri(key)) from exc
+        finally:
+            self._ours.active = False
+
+    # -- requests -------------------------------------------------------------------------
+
+    def head_bucket(self) -> None:
+        """Check that the bucket exists and is reachable."""
+        self._run("HeadBucket", "", lambda: self.client.head_bucket(Bucket=self.bucket))
+
+    def head(self, key: str) -> str:
+        """Return the ETag of object ``key``."""
+        return self._run(
+            "HeadObject", key, lambda: self.client.head_object(Bucket=self.bucket, Key=key)
+        )["ETag"]
+
+    def get(self, key: str) -> tuple[bytes, str]:
+        """Return the body and ETag of object ``key``."""
+
+        def call() -> tuple[bytes, str]:
+            response = self.client.get_object(Bucket=self.bucket, Key=key)
+            with response["Body"] as body:
+                return body.read(), response["ETag"]
+
+        return self._run("GetObject", key, call)
+
+    def put(
+        self, key: str, body: bytes, *, if_match: str | None = None, create: bool = False
+    ) -> str:
+        """Write object ``key``; return its new ETag.
+
+        Args:
+            if_match: write only if the object still has this ETag.
+            create: write only if the object does not exist.
+
+        Raises:
+            ConditionFailedError: the condition did not hold.
+            FileNotFoundError: ``if_match`` was given and the object is gone.
+        """
+        extra: dict[str, str] = {}
+        if if_match is not None:
+            extra["IfMatch"] = if_match
+        if create:
+            extra["IfNoneMatch"] = "*"
+        return self._run(
+            "PutObject",
+            key,
+            lambda: self.client.put_object(Bucket=self.bucket, Key=key, Body=body, **extra),  # type: ignore[arg-type]
+        )["ETag"]
+
+    def copy(self, source: str, key: str) -> str:
+        """Copy object ``source`` to ``key``; return the copy's ETag.
+
+        Raises:
+            FileNotFoundError: ``source`` does not exist.
+        """
+        response = self._run(
+            "CopyObject",
+            source,
+            lambda: self.client.copy_object(
+                Bucket=self.bucket, Key=key, CopySource={"Bucket": self.bucket, "Key": source}
+            ),
+        )
+        return response["CopyObjectResult"].get("ETag", "")
+
+    def delete(self, key: str, *, if_match: str | None = None) -> None:
+        """Delete object ``key`` (only if it still has ETag ``if_match``, when given)."""
+        extra: dict[str, str] = {} if if_match is None else {"IfMatch": if_match}
+        self._run(
+            "DeleteObject",
+            key,
+            lambda: self.client.delete_object(Bucket=self.bucket, Key=key, **extra),  # type: ignore[arg-type]
+        )
+
+    def delete_batch(self, keys: list[str]) -> list[tuple[str, str]]:
+        """Delete up to 1,000 objects in one request; return ``(key, error)`` for failures."""
+        assert 0 < len(keys) <= DELETE_BATCH
+        response = self._run(
+            "DeleteObjects",
+            keys[0],
+            lambda: self.client.delete_objects(
+                Bucket=self.bucket,
+                Delete={"Objects": [{"Key": k} for k in keys], "Quiet": True},
+            ),
+        )
+        return [
+            (str(e.get("Key", "")), f"{e.get('Code', '')}: {e.get('Message', '')}")
+            for e in response.get("Errors", [])
+        ]
+
+    def list(self, prefix: str, *, limit: int | None = None) -> Iterator[ObjectInfo]:
+        """Yield the objects whose key starts with ``prefix``, 1,000 per request."""
+        token: str | None = None
+        seen = 0
+        while True:
+            args: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
+            if limit is not None:
+                args["MaxKeys"] = min(1000, limit - seen)
+            if token is not None:
+                args["ContinuationToken"] = token
+            page = self._run("ListObjectsV2", prefix, partial(self.client.list_objects_v2, **args))
+            for item in page.get("Contents", []):
+                seen += 1
+                yield ObjectInfo(
+                    item["Key"],
+                    int(item.get("Size", 0)),
+                    item.get("ETag", ""),
+                    item.get("LastModified"),
+                )
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or token is None:
+                return
+            if limit is not None and seen >= limit:
+                return

@@ -1,0 +1,115 @@
+"""S3Storage against a local S3 endpoint (moto's server): the shared contract, then S3 specifics."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from botocore.config import Config
+
+from vcti.filecache.storage.base import CacheStorage
+from vcti.filecache.storage.s3 import S3Storage
+from vcti.filecache.testing import StorageContract
+
+from .conftest import S3Env
+
+
+class TestS3Storage(StorageContract):
+    @pytest.fixture(autouse=True)
+    def _bucket(self, s3: S3Env) -> None:
+        self.s3 = s3
+
+    def make_storage(self, tmp_path: Path) -> CacheStorage:
+        storage: CacheStorage = self.s3.storage()
+        return storage
+
+    def write_file(self, storage: CacheStorage, folder: str, name: str, data: bytes) -> None:
+        self.s3.put(folder, name, data)
+
+
+# -- packaging and construction ---------------------------------------------------------
+
+
+def run_python(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_importing_the_package_does_not_import_boto3() -> None:
+    result = run_python(
+        "import sys, vcti.filecache, vcti.filecache.storage\n"
+        "assert 'boto3' not in sys.modules and 'botocore' not in sys.modules\n"
+        "from vcti.filecache.storage import S3Storage\n"
+        "assert 'boto3' in sys.modules and S3Storage.__module__ == 'vcti.filecache.storage.s3'\n"
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_without_boto3_the_error_names_the_extra() -> None:
+    result = run_python(
+        "import sys\n"
+        "sys.modules['boto3'] = None  # as if it were not installed\n"
+        "try:\n"
+        "    from vcti.filecache.storage import S3Storage\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    assert result.returncode == 0, result.stderr
+    assert "pip install 'vcti-file-cache[s3]'" in result.stdout
+
+
+def test_a_given_client_is_used_as_it_is(s3: S3Env) -> None:
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=s3.url)
+    storage = s3.storage(client=client)
+    assert storage.client is client
+    assert storage.root == f"s3://{s3.bucket}/cache"
+    assert storage.path("a/b") == f"s3://{s3.bucket}/cache/a/b"
+    storage.open()
+    client.put_object(Bucket=s3.bucket, Key="mine.txt", Body=b"not counted")
+    assert storage.request_counts == {"HeadBucket": 1, "ListObjectsV2": 1}
+    with pytest.raises(TypeError, match="either client"):
+        S3Storage(s3.bucket, client=client, endpoint_url=s3.url)
+
+
+def test_a_session_and_a_config_make_the_client(s3: S3Env) -> None:
+    import boto3
+
+    session = boto3.session.Session(region_name="eu-west-1")
+    storage = S3Storage(
+        s3.bucket, session=session, endpoint_url=s3.url, config=Config(retries={"max_attempts": 7})
+    )
+    config = storage.client.meta.config
+    assert config.retries == {"mode": "standard", "total_max_attempts": 8}  # 7 retries
+    assert storage.client.meta.region_name == "eu-west-1"
+    assert S3Storage(s3.bucket, endpoint_url=s3.url).client.meta.config.retries == {
+        "mode": "standard",
+        "total_max_attempts": 5,
+    }
+    assert S3Storage(s3.bucket, prefix="", endpoint_url=s3.url).root == f"s3://{s3.bucket}"
+    assert S3Storage(s3.bucket, prefix="x/y", endpoint_url=s3.url).prefix == "x/y/"
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"bucket": ""},
+        {"bucket": "a/b"},
+        {"prefix": "/abs"},
+        {"prefix": "a//b"},
+        {"lease_ttl": 0},
+        {"lease_ttl": float("inf")},
+        {"delete_delay": -1},
+        {"host_id": "a/b"},
+    ],
+)
+def test_bad_settings_are_refused(kwargs: dict[str, Any]) -> None:
+    name = next(iter(kwargs))
+    kwargs.setdefault("bucket", "bucket")
+    with pytest.raises(ValueError, match=name):
+        S3Storage(**kwargs, endpoint_url="http://127.0.0.1:9")

@@ -1,0 +1,175 @@
+"""FileCache on S3Storage: fills, hits, failed fills, eviction order, pins and verify."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from vcti.filecache import CacheManagerConfig, FileCache, LruPolicy
+from vcti.filecache.testing import RecordingObserver
+
+from ..helpers import FakeClock, wait_for
+from .conftest import S3Env
+
+MakeCache = Callable[..., FileCache]
+
+
+@pytest.fixture
+def make_cache(s3: S3Env) -> Iterator[MakeCache]:
+    """Open FileCaches on S3 storages of the test bucket; all are closed at teardown."""
+    opened: list[FileCache] = []
+
+    def make(storage: Any = None, evict_above: int = 10**9, **kwargs: Any) -> FileCache:
+        kwargs.setdefault("interval", 3600.0)
+        config = CacheManagerConfig(evict_above=evict_above, **kwargs)
+        cache = FileCache(storage=storage or s3.storage(), config=config).open()
+        opened.append(cache)
+        wait_for(lambda: cache.manager.cycles >= 1)
+        return cache
+
+    yield make
+    for cache in reversed(opened):
+        cache.close()
+
+
+def fill(s3: S3Env, cache: FileCache, key: str, size: int, files: int = 1) -> None:
+    with cache.model(key) as model:
+        assert model.new
+        for n in range(files):
+            s3.put(model.path, f"part-{n}.bin", b"x" * (size // files))
+
+
+def test_fill_then_hit(s3: S3Env, make_cache: MakeCache) -> None:
+    cache = make_cache()
+    with cache.model("runs/a/m1") as model:
+        assert model.new
+        assert model.path == f"s3://{s3.bucket}/cache/runs/a/m1"
+        assert not model.exists
+        s3.put(model.path, "mesh.vtu", b"m" * 300)
+        s3.put(model.path, "fields/p.bin", b"p" * 20)
+    with cache.model("runs/a/m1") as model:
+        assert not model.new
+        assert model.exists
+        assert s3.get(model.path, "mesh.vtu") == b"m" * 300
+    (entry,) = cache.entries()
+    assert (entry.key, entry.size, entry.access_count) == ("runs/a/m1", 320, 2)
+    cache.manager.flush()
+    (entry,) = cache.entries()
+    assert entry.access_count == 2
+    assert cache.total_size == 320
+
+
+def test_a_failed_fill_leaves_nothing_visible(s3: S3Env, make_cache: MakeCache) -> None:
+    recorder = RecordingObserver()
+    cache = make_cache(observer=recorder)
+
+    def failing_fill() -> None:
+        with cache.model("m") as model:
+            s3.put(model.path, "partial.bin", b"x" * 100)
+            raise RuntimeError("solver crashed")
+
+    with pytest.raises(RuntimeError, match="solver crashed"):
+        failing_fill()
+    assert cache.entries() == []
+    assert not cache.storage.is_model("m")
+    assert s3.object_keys("cache/m/") == []
+    assert cache.snapshot().staging_size == 0
+    assert recorder.errors() == []
+    with cache.model("m") as model:  # the next opener fills it afresh
+        assert model.new
+        s3.put(model.path, "data.bin", b"y" * 10)
+    assert [e.size for e in cache.entries()] == [10]
+
+
+def test_eviction_follows_the_policy(s3: S3Env, make_cache: MakeCache) -> None:
+    clock = FakeClock()
+    recorder = RecordingObserver()
+    cache = make_cache(evict_above=250, clock=clock, policy=LruPolicy(), observer=recorder)
+    for key in ("a", "b", "c"):
+        fill(s3, cache, key, 100, files=3)
+        clock.advance(10)
+    with cache.model("a"):
+        pass
+    cache.manager.flush()
+    assert [e.key for e in cache.evict()] == ["b"]
+    assert sorted(e.key for e in cache.entries()) == ["a", "c"]
+    cache.storage.flush()
+    assert s3.object_keys("cache/b/") == []
+    assert [c[0] for c in recorder.calls("on_evict")] == [f"s3://{s3.bucket}/cache/b"]
+    assert recorder.errors() == []
+
+
+def test_a_pinned_model_survives_eviction(s3: S3Env, make_cache: MakeCache) -> None:
+    cache = make_cache(evict_above=0)
+    fill(s3, cache, "held", 100)
+    fill(s3, cache, "free", 100)
+    with cache.model("held"):
+        assert [e.key for e in cache.evict()] == ["free"]
+        # Another host's eviction honours the pin object of this one.
+        other = s3.storage()
+        assert other.remove("held") is False
+        assert other.is_model("held")
+    assert [e.key for e in cache.evict()] == ["held"]
+    cache.storage.flush()
+    assert s3.object_keys("cache/held/") == []
+
+
+def test_a_reader_waits_for_a_fill_in_another_storage(s3: S3Env, make_cache: MakeCache) -> None:
+    first, second = s3.storage(), s3.storage()
+    fill_lock = first.lock_fill("m", timeout=1.0)
+    staged = first.stage("m")
+    s3.put(staged, "data.bin", b"d" * 10)
+    from vcti.filecache.exceptions import LockTimeoutError
+
+    with pytest.raises(LockTimeoutError):
+        second.lock_fill("m", timeout=0.3)
+    assert second.pin("m") is None  # not visible before the marker
+    first.publish("m", staged, b'{"access_count":1,"last_access":1,"created":1}')
+    fill_lock.release()
+    pin = second.pin("m")
+    assert pin is not None
+    pin.release()
+
+
+def test_verify_reports_and_repairs(s3: S3Env, make_cache: MakeCache) -> None:
+    cache = make_cache()
+    fill(s3, cache, "good", 10)
+    assert cache.verify().ok
+    # A fill that died before taking a lease (or after its lease was deleted).
+    s3.client.put_object(Bucket=s3.bucket, Key="cache/lost/.filecache/key", Body=b"lost")
+    s3.client.put_object(Bucket=s3.bucket, Key="cache/lost/data.bin", Body=b"z" * 7)
+    # Unreadable metadata: rebuilt by the core, through update_meta().
+    s3.client.put_object(Bucket=s3.bucket, Key="cache/good/.filecache/meta.json", Body=b"{bad")
+    report = cache.verify()
+    assert not report.ok
+    assert any("leftover fill" in p and "/cache/lost/" in p for p in report.problems)
+    assert any("good" in p for p in report.problems)
+    assert report.snapshot.staging_size == 7
+    repaired = cache.verify(repair=True)
+    assert not repaired.ok  # it lists what it found and repaired
+    after = cache.verify()
+    assert after.ok, after.problems
+    assert s3.object_keys("cache/lost/") == []
+    assert [e.key for e in cache.entries()] == ["good"]
+
+
+def test_a_dead_fill_is_swept_once_its_lease_expires(s3: S3Env, make_cache: MakeCache) -> None:
+    ttl = 0.5
+    # What a host killed in the middle of a fill leaves: its files, its key file and a
+    # fill lease that nobody renews any more.
+    lease = {"holder": "dead-host", "key": "m", "ttl": ttl, "nonce": "n", "written": 0}
+    s3.client.put_object(Bucket=s3.bucket, Key="cache/.filecache/fills/m", Body=json.dumps(lease))
+    s3.client.put_object(Bucket=s3.bucket, Key="cache/m/.filecache/key", Body=b"m")
+    s3.client.put_object(Bucket=s3.bucket, Key="cache/m/data.bin", Body=b"x" * 50)
+    storage = s3.storage(lease_ttl=ttl)
+    cache = make_cache(storage=storage)
+    assert cache.snapshot().staging_size == 50
+    assert storage.sweep() == 0  # first sighting of the lease: it may be alive
+    wait_for(lambda: storage.sweep() == 50 or not s3.object_keys("cache/m/"), timeout=10)
+    assert s3.object_keys("cache/") == ["cache/.filecache/leader"]
+    assert cache.snapshot().staging_size == 0
+    with cache.model("m") as model:  # and the key can be filled again
+        assert model.new

@@ -1,0 +1,199 @@
+"""S3 faults, injected with a botocore ``before-send`` hook on the storage's own client.
+
+The hook answers chosen requests itself (a 503 SlowDown, a 403, a DeleteObjects result
+with errors) or raises a connection error, before anything is sent; the backend must
+retry what can be retried and report the rest as ``OSError`` to ``on_error``.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from botocore.awsrequest import AWSResponse
+from botocore.config import Config
+from botocore.exceptions import EndpointConnectionError
+
+from vcti.filecache import CacheManagerConfig, FileCache
+from vcti.filecache.testing import RecordingObserver
+
+from ..helpers import wait_for
+from .conftest import S3Env
+
+
+class _Body:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def stream(self, **kwargs: Any) -> Iterator[bytes]:
+        yield self.data
+
+
+def error_xml(code: str, message: str) -> bytes:
+    return f"<Error><Code>{code}</Code><Message>{message}</Message></Error>".encode()
+
+
+class Faults:
+    """A ``before-send`` hook that fails the first ``times`` requests of ``ops``."""
+
+    def __init__(
+        self,
+        ops: set[str],
+        *,
+        times: int | None = None,
+        status: int = 503,
+        code: str = "SlowDown",
+        connection: bool = False,
+    ) -> None:
+        self.ops = ops
+        self.remaining = times
+        self.status = status
+        self.code = code
+        self.connection = connection
+        self.injected = 0
+
+    def attach(self, storage: Any) -> Faults:
+        storage.client.meta.events.register("before-send.s3", self, unique_id=f"faults-{id(self)}")
+        return self
+
+    def detach(self, storage: Any) -> None:
+        storage.client.meta.events.unregister("before-send.s3", unique_id=f"faults-{id(self)}")
+
+    def __call__(self, request: Any, event_name: str, **kwargs: Any) -> AWSResponse | None:
+        if event_name.rpartition(".")[2] not in self.ops or self.remaining == 0:
+            return None
+        if self.remaining is not None:
+            self.remaining -= 1
+        self.injected += 1
+        if self.connection:
+            raise EndpointConnectionError(endpoint_url=request.url)
+        body = error_xml(self.code, "injected by the test")
+        return AWSResponse(request.url, self.status, {}, _Body(body))
+
+
+class FailedDeletes:
+    """A ``before-send`` hook answering DeleteObjects with an error for every key."""
+
+    def __call__(self, request: Any, event_name: str, **kwargs: Any) -> AWSResponse | None:
+        if not event_name.endswith(".DeleteObjects"):
+            return None
+        keys = re.findall(rb"<Key>(.*?)</Key>", request.body)
+        errors = b"".join(
+            b"<Error><Key>%s</Key><Code>InternalError</Code><Message>injected</Message></Error>"
+            % key
+            for key in keys
+        )
+        body = b"<DeleteResult>" + errors + b"</DeleteResult>"
+        return AWSResponse(request.url, 200, {}, _Body(body))
+
+
+def open_cache(storage: Any, recorder: RecordingObserver, **kwargs: Any) -> FileCache:
+    kwargs.setdefault("evict_above", 10**9)
+    config = CacheManagerConfig(interval=3600, observer=recorder, **kwargs)
+    cache = FileCache(storage=storage, config=config).open()
+    wait_for(lambda: cache.manager.cycles >= 1)
+    return cache
+
+
+def test_throttling_and_connection_errors_are_retried(s3: S3Env) -> None:
+    storage = s3.storage()
+    recorder = RecordingObserver()
+    cache = open_cache(storage, recorder)
+    try:
+        throttled = Faults({"PutObject", "CopyObject"}, times=2).attach(storage)
+        with cache.model("m") as model:  # the key file and the marker are PUTs
+            s3.put(model.path, "data.bin", b"x" * 10)
+        assert throttled.injected == 2
+        throttled.detach(storage)
+        dropped = Faults({"ListObjectsV2", "CopyObject"}, times=3, connection=True).attach(storage)
+        with cache.model("m") as model:
+            assert not model.new
+        assert [(e.key, e.size) for e in cache.entries()] == [("m", 10)]
+        assert dropped.injected == 3
+        dropped.detach(storage)
+        assert recorder.errors() == []
+        counts = storage.request_counts
+        assert counts["PutObject"] >= 4  # the two that were answered 503 count too
+    finally:
+        cache.close()
+
+
+def test_a_persistent_failure_reaches_on_error_and_the_manager_keeps_running(s3: S3Env) -> None:
+    storage = s3.storage(config=Config(retries={"max_attempts": 2}))
+    recorder = RecordingObserver()
+    cache = open_cache(storage, recorder)
+    try:
+        with cache.model("m") as model:
+            s3.put(model.path, "data.bin", b"x" * 10)
+        with cache.model("m"):
+            pass
+        faults = Faults({"PutObject", "ListObjectsV2"}, status=500, code="InternalError")
+        faults.attach(storage)
+        assert cache.manager.run_once() is None
+        errors = recorder.errors()
+        # The accesses could not be written; the scan failed as a whole (a partial
+        # listing would understate the cache), so the cycle stopped there.
+        assert {context for _, context in errors} == {"metadata", "cycle"}
+        assert all(isinstance(error, OSError) for error, _ in errors)
+        assert any("InternalError" in str(error) for error, _ in errors)
+        assert cache.manager.is_running
+        faults.detach(storage)
+        snapshot = cache.manager.run_once()
+        assert snapshot is not None
+        assert [e.access_count for e in snapshot.entries] == [2]  # no access was lost
+    finally:
+        cache.close()
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "error"),
+    [
+        (403, "AccessDenied", PermissionError),
+        (404, "NoSuchKey", FileNotFoundError),
+        (500, "InternalError", OSError),
+    ],
+)
+def test_errors_become_oserrors(s3: S3Env, status: int, code: str, error: type[OSError]) -> None:
+    storage = s3.storage(config=Config(retries={"max_attempts": 1}))
+    staged = storage.stage("m")
+    storage.publish("m", staged, b'{"access_count":1,"last_access":1,"created":1}')
+    faults = Faults({"GetObject"}, status=status, code=code).attach(storage)
+    with pytest.raises(error, match=code) as raised:
+        storage.read_meta("m")
+    assert raised.value.filename == f"s3://{s3.bucket}/cache/m/.filecache/meta.json"
+    faults.detach(storage)
+
+
+def test_a_missing_bucket_is_a_clear_error(s3: S3Env) -> None:
+    from vcti.filecache.storage.s3 import S3Storage
+
+    storage = S3Storage("no-such-bucket", endpoint_url=s3.url)
+    with pytest.raises(FileNotFoundError, match="bucket 'no-such-bucket' does not exist"):
+        storage.open()
+
+
+def test_failed_deletes_are_left_for_a_later_sweep(s3: S3Env) -> None:
+    ttl = 0.5
+    evictor = s3.storage(lease_ttl=ttl)
+    staged = evictor.stage("m")
+    s3.put(staged, "data.bin", b"x" * 10)
+    evictor.publish("m", staged, b'{"access_count":1,"last_access":1,"created":1}')
+    hook = FailedDeletes()
+    evictor.client.meta.events.register("before-send.s3", hook, unique_id="failed-deletes")
+    assert evictor.remove("m") is True
+    evictor.flush()
+    evictor.client.meta.events.unregister("before-send.s3", unique_id="failed-deletes")
+    assert not evictor.is_model("m")
+    assert "cache/m/data.bin" in s3.object_keys()
+    # The fill lease was kept, not released: it marks the unfinished delete.
+    assert "cache/.filecache/fills/m" in s3.object_keys()
+    sweeper = s3.storage(lease_ttl=ttl)
+    assert list(sweeper.iter_models()) == []
+    assert sweeper.staging_size() == 10
+    assert sweeper.sweep() == 0  # the lease is seen for the first time: it may be alive
+    time.sleep(ttl * 1.5)
+    wait_for(lambda: sweeper.sweep() == 10 or not s3.object_keys("cache/m/"))
+    assert s3.object_keys() == []

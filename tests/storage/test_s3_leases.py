@@ -1,0 +1,242 @@
+"""Leases, pins and fill locks of S3Storage, with dead hosts played by objects nobody renews."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+
+from vcti.filecache._meta import Meta
+from vcti.filecache.exceptions import LockTimeoutError
+
+from ..helpers import wait_for
+from .conftest import S3Env
+
+TTL = 0.5
+
+
+def dead_lease(s3: S3Env, name: str, ttl: float = TTL) -> None:
+    """Write a lease object as a host that then died would have left it."""
+    body = {"holder": "dead-host", "key": "", "ttl": ttl, "nonce": "n", "written": 0}
+    s3.client.put_object(Bucket=s3.bucket, Key=f"cache/{name}", Body=json.dumps(body))
+
+
+def publish(storage: object, key: str, count: int = 1) -> None:
+    staged = storage.stage(key)  # type: ignore[attr-defined]
+    storage.publish(key, staged, Meta(count, 1.0, 1.0).encode())  # type: ignore[attr-defined]
+
+
+def test_one_leader_and_a_takeover_after_the_ttl(s3: S3Env) -> None:
+    first, second = s3.storage(lease_ttl=TTL), s3.storage(lease_ttl=TTL)
+    lead = first.try_lead()
+    assert lead is not None
+    assert first.try_lead() is None  # already leading
+    deadline = time.monotonic() + 4 * TTL
+    while time.monotonic() < deadline:  # renewed in the background: never taken over
+        assert second.try_lead() is None
+        time.sleep(TTL / 5)
+    lead.release()
+    assert s3.object_keys("cache/.filecache/") == []
+    other = second.try_lead()
+    assert other is not None
+    other.release()
+
+    dead_lease(s3, ".filecache/leader")
+    started = time.monotonic()
+    assert second.try_lead() is None  # first sighting: it may be alive
+    wait_for(lambda: (lock := second.try_lead()) is not None and lock.release() is None)
+    assert time.monotonic() - started > TTL
+
+
+def test_a_lease_body_with_a_longer_ttl_is_honoured(s3: S3Env) -> None:
+    storage = s3.storage(lease_ttl=TTL)
+    dead_lease(s3, ".filecache/leader", ttl=30)
+    assert storage.try_lead() is None
+    time.sleep(3 * TTL)
+    assert storage.try_lead() is None
+
+
+def test_a_leader_that_lost_its_lease_stops_evicting_until_it_gets_it_back(s3: S3Env) -> None:
+    zombie, thief = s3.storage(lease_ttl=TTL), s3.storage(lease_ttl=TTL)
+    publish(zombie, "m")
+    lead = zombie.try_lead()
+    assert lead is not None
+    # Another host decided the lease had expired (say this one was paused) and took it.
+    stolen = {"holder": "thief", "key": "", "ttl": 60, "nonce": "x", "written": 0}
+    s3.client.put_object(Bucket=s3.bucket, Key="cache/.filecache/leader", Body=json.dumps(stolen))
+    wait_for(zombie._hold.leader_lost)
+    with pytest.raises(OSError, match="lost the leader lease"):
+        zombie.sweep()
+    assert zombie.remove("m") is False
+    assert zombie.is_model("m")
+    s3.client.delete_object(Bucket=s3.bucket, Key="cache/.filecache/leader")
+    wait_for(lambda: not zombie._hold.leader_lost())  # taken back in the background
+    assert zombie.sweep() == 0
+    assert zombie.remove("m") is True
+    lead.release()
+    assert thief.try_lead() is not None
+
+
+def test_a_dead_hosts_pin_expires(s3: S3Env) -> None:
+    storage = s3.storage(lease_ttl=TTL)
+    publish(storage, "m")
+    s3.client.copy_object(
+        Bucket=s3.bucket,
+        Key="cache/m/.filecache/pins/dead-host-1",
+        CopySource={"Bucket": s3.bucket, "Key": "cache/m/.filecache/meta.json"},
+    )
+    assert storage.remove("m") is False
+    assert storage.is_model("m")
+    time.sleep(TTL * 1.5)
+    assert storage.remove("m") is True
+    storage.flush()
+    assert s3.object_keys("cache/m/") == []
+
+
+def test_a_live_pin_is_refreshed_and_blocks_other_hosts(s3: S3Env) -> None:
+    owner, evictor = s3.storage(lease_ttl=TTL), s3.storage(lease_ttl=TTL)
+    publish(owner, "m")
+    pin = owner.pin("m")
+    assert pin is not None
+    deadline = time.monotonic() + 4 * TTL
+    while time.monotonic() < deadline:
+        assert evictor.remove("m") is False
+        time.sleep(TTL / 4)
+    pin.release()
+    owner.flush()  # released pins are otherwise deleted a little later
+    assert evictor.remove("m") is True
+
+
+def test_a_pin_on_a_missing_model_is_none_and_pins_are_shared(s3: S3Env) -> None:
+    storage = s3.storage(lease_ttl=TTL)
+    assert storage.pin("m") is None
+    publish(storage, "m")
+    first, second = storage.pin("m"), storage.pin("m")
+    assert first is not None
+    assert second is not None
+    assert len(s3.object_keys("cache/m/.filecache/pins/")) == 1
+    first.release()
+    assert storage.remove("m") is False  # still pinned by the second
+    second.release()
+    assert storage.remove("m") is True
+
+
+def test_fill_lock_waits_then_takes_over_a_dead_fill(s3: S3Env) -> None:
+    storage = s3.storage(lease_ttl=TTL)
+    dead_lease(s3, ".filecache/fills/m")
+    with pytest.raises(LockTimeoutError):
+        storage.lock_fill("m", timeout=TTL / 2)
+    started = time.monotonic()
+    lock = storage.lock_fill("m", timeout=20 * TTL)
+    assert time.monotonic() - started > TTL / 2
+    lock.release()
+    assert s3.object_keys("cache/.filecache/") == []
+
+
+def test_a_held_fill_lock_is_renewed(s3: S3Env) -> None:
+    holder, waiter = s3.storage(lease_ttl=TTL), s3.storage(lease_ttl=TTL)
+    lock = holder.lock_fill("m", timeout=1)
+    with pytest.raises(LockTimeoutError):
+        waiter.lock_fill("m", timeout=4 * TTL)
+    releaser = threading.Timer(TTL, lock.release)
+    releaser.start()
+    waiter.lock_fill("m", timeout=20 * TTL).release()
+    releaser.join()
+
+
+def test_a_fill_whose_lease_was_taken_over_is_not_published(s3: S3Env) -> None:
+    slow = s3.storage(lease_ttl=TTL)
+    lock = slow.lock_fill("m", timeout=1)
+    staged = slow.stage("m")
+    s3.put(staged, "data.bin", b"x")
+    body = {"holder": "other", "key": "m", "ttl": 60, "nonce": "y", "written": 0}
+    s3.client.put_object(Bucket=s3.bucket, Key="cache/.filecache/fills/m", Body=json.dumps(body))
+    wait_for(lambda: not slow._fills["m"].valid(time.monotonic()))
+    with pytest.raises(OSError, match="fill lease expired"):
+        slow.publish("m", staged, Meta(1, 1.0, 1.0).encode())
+    with pytest.raises(OSError, match="a sweep will"):
+        slow.discard(staged)  # the other host may be writing there: nothing is deleted
+    lock.release()
+    assert not slow.is_model("m")
+    assert "cache/m/data.bin" in s3.object_keys("cache/m/")
+
+
+def test_concurrent_metadata_updates_from_many_hosts_are_all_kept(s3: S3Env) -> None:
+    publish(s3.storage(), "m", count=0)
+    hosts, updates = 4, 25
+    storages = [s3.storage() for _ in range(hosts)]
+
+    def add_one(raw: bytes | None) -> bytes:
+        assert raw is not None
+        return Meta.decode(raw).add(1, 2.0).encode()
+
+    def work(storage: object) -> None:
+        for _ in range(updates):
+            storage.update_meta("m", add_one)  # type: ignore[attr-defined]
+
+    threads = [threading.Thread(target=work, args=(s,)) for s in storages]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert Meta.decode(s3.storage().read_meta("m")).access_count == hosts * updates
+
+
+# -- eviction races and leftovers -------------------------------------------------------
+
+
+def test_a_pin_that_lands_after_the_marker_went_keeps_the_model(s3: S3Env) -> None:
+    # A reader's CopyObject read the marker just before the evictor deleted it, but its
+    # pin object became visible only after the evictor's check: the batched delete
+    # checks the pins again, puts the marker back and deletes nothing.
+    storage = s3.storage(lease_ttl=TTL, delete_delay=60)
+    staged = storage.stage("m")
+    s3.put(staged, "data.bin", b"x" * 10)
+    storage.publish("m", staged, Meta(3, 1.0, 1.0).encode())
+    assert storage.remove("m") is True
+    assert not storage.is_model("m")
+    s3.client.put_object(Bucket=s3.bucket, Key="cache/m/.filecache/pins/late-1", Body=b"{}")
+    storage.flush()
+    assert storage.is_model("m")
+    assert Meta.decode(storage.read_meta("m")).access_count == 3
+    assert "cache/m/data.bin" in s3.object_keys("cache/m/")
+    assert "cache/.filecache/fills/m" not in s3.object_keys()
+
+
+def test_a_new_fill_starts_on_a_clean_prefix(s3: S3Env) -> None:
+    # What an evictor that died between the marker and the files leaves behind.
+    for name in (".filecache/key", "old.bin", "sub/old.bin"):
+        s3.client.put_object(Bucket=s3.bucket, Key=f"cache/m/{name}", Body=b"old")
+    storage = s3.storage(lease_ttl=TTL)
+    lock = storage.lock_fill("m", timeout=1)
+    staged = storage.stage("m")
+    assert s3.object_keys("cache/m/") == ["cache/m/.filecache/key"]
+    s3.put(staged, "new.bin", b"new")
+    storage.publish("m", staged, Meta(1, 1.0, 1.0).encode())
+    lock.release()
+    assert storage.model_size("m") == 3
+
+
+def test_a_sweep_leaves_models_inside_a_leftover_alone(s3: S3Env) -> None:
+    storage = s3.storage(lease_ttl=TTL)
+    publish(storage, "a/b")
+    for name in (".filecache/key", "x.bin"):
+        s3.client.put_object(Bucket=s3.bucket, Key=f"cache/a/{name}", Body=b"12345")
+    storage.open()  # a restart sweeps the leftover of "a" (no fill lease at all)
+    assert sorted(s3.object_keys("cache/a/")) == [
+        "cache/a/b/.filecache/key",
+        "cache/a/b/.filecache/meta.json",
+    ]
+    assert list(storage.iter_models()) == ["a/b"]
+
+
+def test_verify_reports_a_model_inside_a_model(s3: S3Env) -> None:
+    storage = s3.storage()
+    publish(storage, "a")
+    publish(storage, "a/b")  # the core refuses this; a backend must still report it
+    assert list(storage.iter_models()) == ["a"]
+    problems = storage.verify(repair=True)
+    assert problems == [f"model 'a' contains another model at s3://{s3.bucket}/cache/a/b"]
+    assert storage.is_model("a/b")  # reported, never deleted

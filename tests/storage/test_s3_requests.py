@@ -1,0 +1,126 @@
+"""How many S3 requests a scan, a hit and an eviction cost (counted by S3Storage itself)."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from vcti.filecache import CacheManagerConfig, FileCache, LruPolicy
+
+from ..helpers import FakeClock, wait_for
+from .conftest import S3Env
+
+MODELS, FILES, FILE_SIZE = 30, 100, 10
+MODEL_SIZE = FILES * FILE_SIZE
+
+
+def cost(storage: Any, action: Callable[[], object]) -> dict[str, int]:
+    """The requests ``storage`` sent while ``action`` ran, by operation.
+
+    They are counted twice: by ``request_counts`` and by a hook of this test on the
+    storage's client (which nothing else uses here), and both counts must agree.
+    """
+    seen: Counter[str] = Counter()
+
+    def count(event_name: str, **kwargs: Any) -> None:
+        seen[event_name.rpartition(".")[2]] += 1
+
+    storage.client.meta.events.register("before-send.s3", count, unique_id="test-cost")
+    try:
+        before = Counter(storage.request_counts)
+        action()
+        after = Counter(storage.request_counts)
+    finally:
+        storage.client.meta.events.unregister("before-send.s3", unique_id="test-cost")
+    assert dict(after - before) == dict(seen)
+    return dict(seen)
+
+
+def test_scan_hit_and_eviction_costs(s3: S3Env) -> None:
+    clock = FakeClock()
+    # A long lease TTL: no renewal or pin refresh happens while requests are counted.
+    storage = s3.storage(lease_ttl=600, delete_delay=600)
+    config = CacheManagerConfig(
+        evict_above=MODELS * MODEL_SIZE, interval=3600, clock=clock, policy=LruPolicy()
+    )
+    with FileCache(storage=storage, config=config) as cache:
+        wait_for(lambda: cache.manager.cycles >= 1)
+        with ThreadPoolExecutor(4) as pool:
+            for m in range(MODELS):
+                with cache.model(f"runs/m{m:02d}") as model:
+                    _, _, base = model.path.removeprefix("s3://").partition("/")
+                    list(
+                        pool.map(
+                            lambda n, base=base: s3.client.put_object(
+                                Bucket=s3.bucket, Key=f"{base}/f{n:03d}", Body=b"x" * FILE_SIZE
+                            ),
+                            range(FILES),
+                        )
+                    )
+                clock.advance(1)
+        objects = len(s3.object_keys("cache/"))  # the files, plus a marker and a key file per model
+        assert objects == MODELS * (FILES + 2) + 1  # + the leader lease
+        pages = math.ceil(objects / 1000)
+
+        # A scan: the listing pages, and nothing else (the metadata was written here).
+        assert cost(storage, cache.snapshot) == {"ListObjectsV2": pages}
+        # Another host's first scan also reads each model's metadata once; its next scan
+        # reads none that did not change.
+        other = s3.storage(lease_ttl=600)
+        assert cost(other, lambda: list(other.iter_models())) == {
+            "ListObjectsV2": pages,
+            "GetObject": MODELS,
+        }
+        assert cost(other, lambda: list(other.iter_models())) == {"ListObjectsV2": pages}
+
+        # A hit: one CopyObject (it checks the marker and writes the pin); another hit of
+        # the same model while the pin object lives costs nothing.
+        def hit(key: str) -> None:
+            with cache.model(key) as model:
+                assert not model.new
+
+        assert cost(storage, lambda: hit("runs/m29")) == {"CopyObject": 1}
+        assert cost(storage, lambda: hit("runs/m29")) == {}
+        # Writing the accesses behind: one conditional PUT per accessed model and cycle.
+        assert cost(storage, cache.manager.flush) == {"PutObject": 1}
+
+        # Evicting 20 models: their files go in ceil(files / 1000) DeleteObjects requests;
+        # per model, a lease PUT and DELETE, the marker's DELETE and two small listings.
+        evicted = 20
+        config_small = CacheManagerConfig(
+            evict_above=(MODELS - evicted) * MODEL_SIZE, interval=3600, clock=clock
+        )
+        cache._config = config_small  # the same cache with a lower limit
+        gone: list[Any] = []
+
+        def evict() -> None:
+            gone.extend(cache.evict())
+            storage.flush()
+
+        spent = cost(storage, evict)
+        assert [e.key for e in gone] == [f"runs/m{m:02d}" for m in range(evicted)]
+        deleted = evicted * (FILES + 1)  # files and key files (markers go one by one first)
+        assert spent == {
+            "ListObjectsV2": pages + 2 * evicted,
+            "PutObject": evicted,
+            "DeleteObject": 2 * evicted,
+            "DeleteObjects": math.ceil(deleted / 1000),
+        }
+        assert spent["DeleteObjects"] == 3
+        assert len(s3.object_keys("cache/")) == objects - evicted * (FILES + 2)
+
+
+def test_a_waiting_host_costs_one_request_per_cycle(s3: S3Env) -> None:
+    leader, waiter = s3.storage(lease_ttl=600), s3.storage(lease_ttl=600)
+    lock = leader.try_lead()
+    assert lock is not None
+    assert cost(waiter, waiter.try_lead) == {"GetObject": 1}
+    assert cost(leader, lock.release) == {"DeleteObject": 1}
+    assert cost(waiter, lambda: waiter.try_lead().release()) == {  # type: ignore[union-attr]
+        "GetObject": 1,  # 404: nobody leads
+        "PutObject": 1,
+        "DeleteObject": 1,
+    }
