@@ -70,6 +70,13 @@ def register(subparsers: Subparsers) -> None:
         parser.add_argument(f"--{name}", type=kind, default=value, help=f"{help} [{env}]", **extra)  # type: ignore[arg-type]
 
     option("root", Path, None, "work folder for inputs and the cache (default: a temp folder)")
+    option(
+        "storage",
+        str,
+        None,
+        "where the cache lives: 'local' (ROOT/cache, the default) or s3://BUCKET/PREFIX "
+        "(needs vcti-file-cache[s3]; endpoint and credentials from AWS_* variables)",
+    )
     option("host", str, defaults.host, f"address to bind (default {defaults.host})")
     option("port", int, defaults.port, f"port to serve (default {defaults.port}; 0 = any)")
     option(
@@ -128,12 +135,15 @@ def run(args: argparse.Namespace) -> int:
     """Run ``filecache demo``."""
     if not 0 <= args.port <= 65535:
         raise CommandError(f"--port {args.port} is not a port number", EXIT_USAGE)
+    if args.storage not in (None, "local") and not str(args.storage).startswith("s3://"):
+        raise CommandError("--storage must be 'local' or s3://BUCKET/PREFIX", EXIT_USAGE)
     if args.clients < 0:
         raise CommandError("--clients must not be negative", EXIT_USAGE)
     if args.evict_to is not None and args.evict_to > args.evict_above:
         raise CommandError("--evict-to must not be greater than --evict-above", EXIT_USAGE)
     settings = DemoSettings(
         root=args.root,
+        storage=args.storage,
         host=args.host,
         port=args.port,
         evict_above=args.evict_above,

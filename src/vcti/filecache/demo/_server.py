@@ -33,6 +33,8 @@ from ..observers.prometheus import PrometheusObserver
 from ..observers.structlog import StructlogObserver
 from ..policies import LfuPolicy, LruPolicy, SizedLruPolicy
 from ..policies.base import EvictionPolicy
+from ..storage.base import CacheStorage
+from ..storage.local import LocalStorage
 from ._data import extract, input_path
 from ._settings import DemoSettings
 
@@ -85,9 +87,52 @@ class LocalFiles:
         return Path(folder, name).read_bytes()
 
 
-def files_for(storage: object) -> LocalFiles:
+class S3Files:
+    """Model files in S3: ``ModelDir.path`` is ``s3://BUCKET/PREFIX/KEY``, files below it."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    @staticmethod
+    def _where(uri: str, name: str) -> tuple[str, str]:
+        bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+        return bucket, f"{prefix}/{name}"
+
+    def write(self, folder: str, name: str, data: bytes) -> None:
+        """Write one file of a model (one PutObject)."""
+        bucket, key = self._where(folder, name)
+        self.client.put_object(Bucket=bucket, Key=key, Body=data)
+
+    def read(self, folder: str, name: str) -> bytes:
+        """Read one file of a model (one GetObject)."""
+        bucket, key = self._where(folder, name)
+        body: bytes = self.client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        return body
+
+
+def files_for(storage: object) -> LocalFiles | S3Files:
     """How the demo reads and writes model files on ``storage``."""
+    if str(getattr(storage, "root", "")).startswith("s3://"):
+        return S3Files(getattr(storage, "client"))  # noqa: B009
     return LocalFiles()
+
+
+def make_storage(spec: str | None, work: Path) -> CacheStorage:
+    """The demo's storage: ``WORK/cache`` on disk, or ``s3://BUCKET/PREFIX``.
+
+    For S3 the endpoint, region and credentials come from boto3's usual environment
+    (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID`` ...), as in docker-compose.yml.
+    """
+    if spec is None or spec == "local":
+        return LocalStorage(work / "cache")
+    if not spec.startswith("s3://"):
+        raise ValueError(f"storage must be 'local' or s3://BUCKET/PREFIX, got {spec!r}")
+    from ..storage.s3 import S3Storage
+
+    bucket, _, prefix = spec.removeprefix("s3://").partition("/")
+    if prefix and not prefix.endswith("/"):
+        prefix += "/"
+    return S3Storage(bucket, prefix)
 
 
 def model_key(model_id: int) -> str:
@@ -334,7 +379,7 @@ def run_demo(settings: DemoSettings, out: IO[str] = sys.stderr) -> int:
             ],
         )
         try:
-            with FileCache(root=work / "cache", config=config) as cache:
+            with FileCache(storage=make_storage(settings.storage, work), config=config) as cache:
                 app = DemoApp(cache, inputs, settings, registry)
                 server = ThreadingHTTPServer((settings.host, settings.port), _handler(app))
                 server.daemon_threads = True
@@ -343,7 +388,7 @@ def run_demo(settings: DemoSettings, out: IO[str] = sys.stderr) -> int:
                 serving.start()
                 print(
                     f"filecache demo on http://{host}:{port}  (metrics: /metrics)  "
-                    f"root: {work / 'cache'}",
+                    f"root: {cache.storage.root}",
                     file=out,
                     flush=True,
                 )

@@ -11,6 +11,7 @@ class DemoSettings:
     """Everything the demo can be told; each has a flag and an environment variable."""
 
     root: Path | None = None
+    storage: str | None = None
     host: str = "127.0.0.1"
     port: int = 8000
     evict_above: int = 64 * 1024**2
