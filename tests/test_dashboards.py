@@ -19,45 +19,13 @@ from typing import Any
 import pytest
 import yaml
 
+from .metric_contract import CONTRACT, HISTOGRAM_SUFFIXES, HISTOGRAMS, QUERYABLE
+
 REPO = Path(__file__).resolve().parents[1]
 SCHEMAS = Path(__file__).resolve().parents[2] / "shared" / "schemas"
 DASHBOARD = REPO / "dashboards" / "grafana" / "filecache.json"
 PROVISIONING = REPO / "dashboards" / "grafana" / "provisioning"
 DATASOURCES = PROVISIONING / "datasources" / "prometheus.yml"
-
-# The metric contract (src/vcti/filecache observers): prefix filecache_, label `cache`.
-GAUGES = {
-    "filecache_size_bytes",
-    "filecache_limit_bytes",
-    "filecache_overage_bytes",
-    "filecache_entries",
-    "filecache_pinned_entries",
-    "filecache_staging_bytes",
-    "filecache_scan_interval_seconds",
-    "filecache_last_scan_success_timestamp_seconds",
-    "filecache_manager_leader",
-}
-COUNTERS = {
-    "filecache_lookups_total",
-    "filecache_hits_total",
-    "filecache_fills_total",
-    "filecache_fill_failures_total",
-    "filecache_evictions_total",
-    "filecache_evicted_bytes_total",
-    "filecache_scans_total",
-    "filecache_errors_total",
-}
-HISTOGRAMS = {
-    "filecache_scan_duration_seconds",
-    "filecache_eviction_duration_seconds",
-    "filecache_fill_duration_seconds",
-    "filecache_evicted_entry_idle_seconds",
-}
-INFO = {"filecache_build_info"}
-CONTRACT = GAUGES | COUNTERS | HISTOGRAMS | INFO
-HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
-# Series names a query may select: histograms only through their suffixed series.
-QUERYABLE = GAUGES | COUNTERS | INFO | {h + s for h in HISTOGRAMS for s in HISTOGRAM_SUFFIXES}
 
 METRIC_RE = re.compile(r"filecache_[a-z_]+")
 SELECTOR_RE = re.compile(r"(filecache_[a-z_]+)\s*(\{[^}]*\})?")

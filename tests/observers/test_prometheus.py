@@ -31,33 +31,9 @@ from vcti.filecache import (
 from vcti.filecache.observers import PrometheusObserver, start_metrics_server
 from vcti.filecache.observers.base import ERROR_CONTEXTS
 
-T0 = 1_700_000_000.0
+from ..metric_contract import GAUGES, HISTOGRAMS, PLAIN_COUNTERS, POLICY_COUNTERS
 
-GAUGES = [
-    "filecache_size_bytes",
-    "filecache_limit_bytes",
-    "filecache_overage_bytes",
-    "filecache_entries",
-    "filecache_pinned_entries",
-    "filecache_staging_bytes",
-    "filecache_scan_interval_seconds",
-    "filecache_last_scan_success_timestamp_seconds",
-    "filecache_manager_leader",
-]
-COUNTERS = [
-    "filecache_lookups_total",
-    "filecache_hits_total",
-    "filecache_fills_total",
-    "filecache_fill_failures_total",
-    "filecache_scans_total",
-]
-POLICY_COUNTERS = ["filecache_evictions_total", "filecache_evicted_bytes_total"]
-HISTOGRAMS = [
-    "filecache_scan_duration_seconds",
-    "filecache_eviction_duration_seconds",
-    "filecache_fill_duration_seconds",
-    "filecache_evicted_entry_idle_seconds",
-]
+T0 = 1_700_000_000.0
 
 
 @dataclass
@@ -133,7 +109,7 @@ def test_every_series_reads_zero_once_attached(tmp_path: Path, registry, serve):
     scrape = serve(registry)()
     cache = storage.root
 
-    expected = dict.fromkeys(GAUGES + COUNTERS, 0.0)
+    expected = dict.fromkeys(GAUGES + PLAIN_COUNTERS, 0.0)
     expected["filecache_limit_bytes"] = 5000.0
     expected["filecache_scan_interval_seconds"] = 30.0
     for name, value in expected.items():

@@ -1,0 +1,43 @@
+"""The metric contract, in one place: the names the exporter, dashboard and alerts share.
+
+Prefix ``filecache_``, label ``cache``; changing a name is a changelog entry.
+"""
+
+from __future__ import annotations
+
+GAUGES = (
+    "filecache_size_bytes",
+    "filecache_limit_bytes",
+    "filecache_overage_bytes",
+    "filecache_entries",
+    "filecache_pinned_entries",
+    "filecache_staging_bytes",
+    "filecache_scan_interval_seconds",
+    "filecache_last_scan_success_timestamp_seconds",
+    "filecache_manager_leader",
+)
+#: Counters with only the ``cache`` label.
+PLAIN_COUNTERS = (
+    "filecache_lookups_total",
+    "filecache_hits_total",
+    "filecache_fills_total",
+    "filecache_fill_failures_total",
+    "filecache_scans_total",
+)
+#: Counters with a ``policy`` label too.
+POLICY_COUNTERS = ("filecache_evictions_total", "filecache_evicted_bytes_total")
+COUNTERS = (*PLAIN_COUNTERS, *POLICY_COUNTERS, "filecache_errors_total")
+HISTOGRAMS = (
+    "filecache_scan_duration_seconds",
+    "filecache_eviction_duration_seconds",
+    "filecache_fill_duration_seconds",
+    "filecache_evicted_entry_idle_seconds",
+)
+INFO = ("filecache_build_info",)
+HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
+
+CONTRACT = frozenset(GAUGES + COUNTERS + HISTOGRAMS + INFO)
+#: Series names a query may select: histograms only through their suffixed series.
+QUERYABLE = frozenset(GAUGES + COUNTERS + INFO) | {
+    h + s for h in HISTOGRAMS for s in HISTOGRAM_SUFFIXES
+}
