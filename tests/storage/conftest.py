@@ -95,11 +95,11 @@ class S3Env:
     made: list[Any] = field(default_factory=list)
 
     def storage(self, **kwargs: Any) -> Any:
-        """Return an S3Storage on this bucket (prefix ``cache/``, short lease TTL)."""
+        """Return an S3Storage on this bucket (prefix ``cache/``)."""
         from vcti.filecache.storage.s3 import S3Storage
 
         kwargs.setdefault("prefix", "cache/")
-        kwargs.setdefault("lease_ttl", 2.0)
+        kwargs.setdefault("lease_ttl", 5.0)  # tests of expiry pass a short one
         kwargs.setdefault("delete_delay", 0.05)
         if "client" not in kwargs:
             kwargs.setdefault("endpoint_url", self.url)

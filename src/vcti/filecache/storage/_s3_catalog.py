@@ -17,7 +17,7 @@ from ._s3_listing import FILLS, INNER, KEY_FILE, LEADER, MARKER, PINS, Listing
 # what it yielded; those reuse its listing for this long instead of asking S3 again.
 _SCAN_REUSE = 30.0
 _META_WORKERS = 8  # concurrent GETs of changed metadata after a listing
-_META_TRIES = 25  # conditional metadata writes lost to other hosts before giving up
+_META_PATIENCE = 60.0  # seconds of conditional writes lost to other hosts before giving up
 
 
 class Catalog:
@@ -213,7 +213,10 @@ class Catalog:
         name = self.marker(key)
         with self.lock:
             cached = self.metas.get(key)
-        for attempt in range(_META_TRIES):
+        deadline = self.clock() + _META_PATIENCE
+        attempt = 0
+        while self.clock() < deadline:
+            attempt += 1
             if cached is None:
                 body, etag = self.calls.get(name)
             else:
@@ -228,13 +231,13 @@ class Catalog:
                 current, current_etag = self.calls.get(name)
                 if not exc.retried or current != new:  # not our own retried write landing
                     cached = (current_etag, current)
-                    time.sleep(random.uniform(0, min(0.5, 0.01 * 2**attempt)))
+                    time.sleep(random.uniform(0, min(1.0, 0.01 * 2 ** min(attempt, 10))))
                     continue
                 new_etag = current_etag
             self.remember(key, new_etag, new)
             return
         raise OSError(
             errno.EBUSY,
-            f"the metadata kept changing under {_META_TRIES} updates in a row",
+            f"the metadata kept changing for {_META_PATIENCE:.0f}s ({attempt} updates lost)",
             self.path(key),
         )
