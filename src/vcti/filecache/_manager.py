@@ -513,13 +513,7 @@ class CacheManager:
         result: list[Meta] = []
 
         def rebuild(raw: bytes | None) -> bytes:
-            try:
-                meta = Meta.decode(raw) if raw is not None else None
-            except MetadataError:
-                meta = None
-            if meta is None:
-                now = clock()
-                meta = Meta(0, now, now)
+            meta, _ = Meta.read(raw, clock())
             result.append(meta)
             return meta.encode()
 
@@ -645,13 +639,9 @@ def _adder(
     count: int, last: float, group: ObserverGroup, key: str
 ) -> Callable[[bytes | None], bytes]:
     def add(raw: bytes | None) -> bytes:
-        try:
-            meta = Meta.decode(raw) if raw is not None else None
-        except MetadataError as exc:
-            group.error(MetadataError(f"model {key!r}: {exc}; rebuilt with defaults"), "metadata")
-            meta = None
-        if meta is None:
-            meta = Meta(0, last, last)
+        meta, error = Meta.read(raw, last)
+        if error is not None:
+            group.error(MetadataError(f"model {key!r}: {error}; rebuilt with defaults"), "metadata")
         return meta.add(count, last).encode()
 
     return add

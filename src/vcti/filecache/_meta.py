@@ -56,6 +56,22 @@ class Meta:
                 raise MetadataError(f"bad {name} {value!r}")
         return cls(count, float(last), float(created))
 
+    @classmethod
+    def read(cls, raw: bytes | None, now: float) -> tuple[Meta, MetadataError | None]:
+        """Decode a stored record; a missing or unreadable one gives defaults.
+
+        Returns:
+            The record (count 0 and times ``now`` when rebuilt), and the reason it was
+            rebuilt from an unreadable one, if it was.
+        """
+        try:
+            if raw is not None:
+                return cls.decode(raw), None
+            error = None
+        except MetadataError as exc:
+            error = exc
+        return cls(0, now, now), error
+
     def add(self, count: int, last_access: float) -> Meta:
         """Return this record with ``count`` more accesses, the last at ``last_access``.
 
