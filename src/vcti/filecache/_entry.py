@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,6 +18,13 @@ class CacheEntry:
         access_count: how many times the model was opened.
         last_access: epoch seconds of the last open.
         created: epoch seconds when the model was published.
+        fill_seconds: seconds the fill that published the model took (from entering the
+            ``model()`` context to publishing), or None when unknown (a model published
+            by an earlier version, or adopted from a 1.0 root).
+        version: the ``version`` the model was filled for (``model(key, version=...)``),
+            or None.
+
+    The 1.0 names are here too: :attr:`path` (the key) and :attr:`age`.
     """
 
     key: str
@@ -23,33 +32,93 @@ class CacheEntry:
     access_count: int
     last_access: float
     created: float
+    fill_seconds: float | None = None
+    version: str | None = None
+
+    @property
+    def path(self) -> str:
+        """The model's path relative to the root: the key (1.0's name for it)."""
+        return self.key
+
+    @property
+    def age(self) -> float:
+        """Seconds since the last access, on the wall clock (never negative)."""
+        return max(0.0, time.time() - self.last_access)
+
+
+class _ModelInfoMeta(type):
+    """Makes every :class:`CacheEntry` an instance of :class:`ModelInfo`."""
+
+    def __instancecheck__(cls, instance: Any) -> bool:
+        return isinstance(instance, CacheEntry)
+
+    def __subclasscheck__(cls, subclass: type) -> bool:
+        return issubclass(subclass, CacheEntry)
+
+
+class ModelInfo(metaclass=_ModelInfoMeta):
+    """1.0's name for a model as a scan sees it; builds a :class:`CacheEntry`.
+
+    ``ModelInfo(path, size, last_access, access_count)`` takes 1.0's argument order and
+    returns the equivalent ``CacheEntry`` (created at ``last_access``), and every
+    ``CacheEntry`` is an instance of ``ModelInfo``, so code written for 1.0 reads
+    ``entries()`` unchanged.
+    """
+
+    def __new__(  # type: ignore[misc]
+        cls,
+        path: str,
+        size: int,
+        last_access: float,
+        access_count: int,
+        created: float | None = None,
+    ) -> CacheEntry:
+        return CacheEntry(
+            path, size, access_count, last_access, last_access if created is None else created
+        )
 
 
 @dataclass(frozen=True)
 class CacheSnapshot:
     """The state of a cache root from one scan.
 
+    ``CacheSnapshot(entries, evict_above)`` is constructible as in 1.0; the totals are
+    derived from the entries.
+
     Attributes:
-        entries: every published model.
-        total_size: bytes of all models plus bytes of fills in progress.
-        entry_count: ``len(entries)``.
+        entries: every published model (a list, as in 1.0).
         evict_above: the configured limit in bytes.
-        is_over_limit: ``total_size > evict_above``.
-        overage: ``max(0, total_size - evict_above)``.
         taken_at: epoch seconds when the scan ended.
         staging_size: bytes of fills in progress (included in ``total_size``).
         pinned: keys of the models open at the time of the scan.
+        total_size: bytes of all models plus bytes of fills in progress.
+        entry_count: ``len(entries)``.
+        is_over_limit: ``total_size > evict_above``.
+        overage: ``max(0, total_size - evict_above)``.
     """
 
-    entries: tuple[CacheEntry, ...]
-    total_size: int
-    entry_count: int
+    entries: list[CacheEntry]
     evict_above: int
-    is_over_limit: bool
-    overage: int
-    taken_at: float
+    taken_at: float = field(default_factory=time.time)
     staging_size: int = 0
     pinned: frozenset[str] = field(default_factory=frozenset)
+    total_size: int = field(init=False)
+    entry_count: int = field(init=False)
+    is_over_limit: bool = field(init=False)
+    overage: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        entries = self.entries if isinstance(self.entries, list) else list(self.entries)
+        total = sum(e.size for e in entries) + self.staging_size
+        for name, value in (
+            ("entries", entries),
+            ("pinned", frozenset(self.pinned)),
+            ("total_size", total),
+            ("entry_count", len(entries)),
+            ("is_over_limit", total > self.evict_above),
+            ("overage", max(0, total - self.evict_above)),
+        ):
+            object.__setattr__(self, name, value)
 
     @classmethod
     def build(
@@ -62,29 +131,17 @@ class CacheSnapshot:
         pinned: Iterable[str] = (),
     ) -> CacheSnapshot:
         """Build a snapshot, deriving the totals from ``entries``."""
-        items = tuple(entries)
-        total = sum(e.size for e in items) + staging_size
-        return cls(
-            entries=items,
-            total_size=total,
-            entry_count=len(items),
-            evict_above=evict_above,
-            is_over_limit=total > evict_above,
-            overage=max(0, total - evict_above),
-            taken_at=taken_at,
-            staging_size=staging_size,
-            pinned=frozenset(pinned),
-        )
+        return cls(list(entries), evict_above, taken_at, staging_size, frozenset(pinned))
 
     def without(self, keys: Iterable[str]) -> CacheSnapshot:
         """Return this snapshot with the given keys removed and the totals recomputed."""
         gone = set(keys)
-        return CacheSnapshot.build(
-            (e for e in self.entries if e.key not in gone),
-            evict_above=self.evict_above,
-            taken_at=self.taken_at,
-            staging_size=self.staging_size,
-            pinned=self.pinned - gone,
+        return CacheSnapshot(
+            [e for e in self.entries if e.key not in gone],
+            self.evict_above,
+            self.taken_at,
+            self.staging_size,
+            self.pinned - gone,
         )
 
 

@@ -22,10 +22,17 @@ if TYPE_CHECKING:
     from ._config import CacheManagerConfig
     from .policies.base import EvictionPolicy
     from .storage.base import CacheStorage, Lock
-
+from .storage.base import SharedStorage, StampedStorage
 
 #: What a scan remembers of a model: data stamp, size, metadata stamp, metadata.
 _Known = tuple[Hashable, int, Hashable, Meta]
+
+
+class _SoleLeader:
+    """The leadership of a backend that serves one process: always held."""
+
+    def release(self) -> None:
+        pass
 
 
 @dataclass
@@ -54,6 +61,8 @@ class CacheManager:
 
     def __init__(self, storage: CacheStorage) -> None:
         self.storage = storage
+        self._shared = storage if isinstance(storage, SharedStorage) else None
+        self._stamps = storage if isinstance(storage, StampedStorage) else None
         self._cond = threading.Condition(threading.Lock())
         self._pins: dict[str, int] = {}
         self._filling: set[str] = set()
@@ -193,8 +202,10 @@ class CacheManager:
             self._cycles += 1
 
     def _sweep(self, group: ObserverGroup) -> None:
+        if self._shared is None:
+            return
         try:
-            self.storage.sweep()
+            self._shared.sweep()
         except OSError as exc:
             group.error(exc, "sweep")
 
@@ -204,8 +215,11 @@ class CacheManager:
         with self._lead_lock:
             if self._leader is not None:
                 return True
+            if self._shared is None:
+                self._leader = _SoleLeader()
+                return True
             try:
-                self._leader = self.storage.try_lead()
+                self._leader = self._shared.try_lead()
             except OSError as exc:
                 group.error(exc, "leader")
                 return False
@@ -466,11 +480,10 @@ class CacheManager:
 
     def _generation_now(self) -> Hashable:
         """The backend's change counter (None where it has none, or on failure)."""
-        generation = getattr(self.storage, "generation", None)
-        if generation is None:
+        if self._stamps is None:
             return None
         try:
-            value: Hashable = generation()
+            value: Hashable = self._stamps.generation()
         except OSError:
             return None
         return value
@@ -481,9 +494,8 @@ class CacheManager:
         def onerror(error: OSError) -> None:
             group.error(error, "scan")
 
-        stamped = getattr(self.storage, "iter_stamped_models", None)
-        if stamped is not None:
-            yield from stamped(onerror=onerror)
+        if self._stamps is not None:
+            yield from self._stamps.iter_stamped_models(onerror=onerror)
             return
         for key in list(self.storage.iter_models(onerror=onerror)):
             yield key, None, None
@@ -525,7 +537,7 @@ class CacheManager:
     ) -> VerifyReport:
         """Check metadata and the backend's bookkeeping against what is stored."""
         with self._io_lock:
-            problems = self.storage.verify(repair)
+            problems = [] if self._shared is None else self._shared.verify(repair)
             for key in list(self.storage.iter_models()):
                 try:
                     Meta.decode(self.storage.read_meta(key))

@@ -7,7 +7,9 @@ matches it, so ``except ValueError`` and friends keep working::
     ├── KeyValidationError(ValueError)    a key that is malformed or collides with another model
     ├── MetadataError(ValueError)         a model's metadata file is unreadable (rebuilt, reported)
     ├── CacheClosedError(RuntimeError)    the FileCache is not open
-    └── LockTimeoutError(TimeoutError)    waiting for another process's lock took too long
+    ├── LockTimeoutError(TimeoutError)    waiting for another thread's or process's fill,
+    │                                     or for a model's pins, took too long
+    └── PinLostError(RuntimeError)        a pin lapsed while its context was open (S3)
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ __all__ = [
     "KeyValidationError",
     "LockTimeoutError",
     "MetadataError",
+    "PinLostError",
 ]
 
 
@@ -38,4 +41,18 @@ class CacheClosedError(FileCacheError, RuntimeError):
 
 
 class LockTimeoutError(FileCacheError, TimeoutError):
-    """A lock held by another process was not released within the configured timeout."""
+    """A lock was not released within the configured timeout.
+
+    Raised when another thread or process kept filling the same model for longer than
+    ``lock_timeout``, or when a model to remove stayed open for that long.
+    """
+
+
+class PinLostError(FileCacheError, RuntimeError):
+    """A model's pin lapsed while its ``model()`` context was open.
+
+    Backends whose pins expire unless renewed (S3) raise it when the context exits if
+    the pin could not be renewed in time (a host paused longer than the lease): the model
+    may have been evicted while it was in use, so what was read from it may be
+    incomplete. It is also reported to ``on_error`` with the context ``"pin"``.
+    """

@@ -24,7 +24,7 @@ from typing import Any
 
 from ._meta import Meta
 from .observers.base import CacheObserver
-from .storage.base import CacheStorage, Lock
+from .storage.base import CacheStorage, Lock, SharedStorage
 from .storage.memory import MemoryStorage
 
 __all__ = ["MemoryStorage", "RecordingObserver", "StorageContract"]
@@ -249,6 +249,8 @@ class StorageContract:
         fill = storage.lock_fill("m", timeout=1.0)
         assert isinstance(fill, Lock)
         fill.release()
+        if not isinstance(storage, SharedStorage):
+            return
         leader = storage.try_lead()
         assert leader is not None
         leader.release()

@@ -1,14 +1,52 @@
-"""The storage protocol: the few primitives the cache core needs from a backend.
+"""The storage protocols: what a backend must do, and what it may do to help the core.
 
-Everything built on these primitives (walks, totals, eviction order, pin counting
-between threads) lives in the core. A backend only knows how to store model
-directories under keys, and how to lock them against other processes or hosts.
+A backend stores model directories under keys and locks them against other threads,
+processes or hosts. Everything built on that (walks, totals, eviction order, pin counts
+between threads, write-behind of accesses) lives in the core, not in the backend.
+
+Required, for every backend:
+
+- :class:`CacheStorage`: stage, publish, discard and remove models; pin them; lock a
+  fill; list and measure models; read and update their metadata record.
+
+Optional capabilities, each a protocol layered on :class:`CacheStorage`. The manager
+checks each one once, with ``isinstance``, when it is created for a storage; each
+docstring says what the manager does with it and without it:
+
+- :class:`SharedStorage`: several processes or hosts use one root (leader election,
+  sweeping of leftovers, a check of the backend's own bookkeeping).
+- :class:`LeasedStorage`: locks are leases that lapse unless renewed (S3), so the core
+  must watch for a lost pin or a lost leadership.
+- :class:`StampedStorage`: cheap per-model stamps and a root-wide generation counter, so
+  that a scan skips what did not change.
+- :class:`FreeSpaceStorage`: the free space of the filesystem under the root
+  (``min_free``).
+- :class:`PolicyStateStorage`: a place for an eviction policy's state, so that it
+  survives restarts and changes of leader.
+
+Backends written for vcti-file-cache 1.0 have their own protocol,
+:class:`~vcti.filecache.storage.v1.StorageV1`; ``FileCache(storage=...)`` recognises one
+by its methods and wraps it in :class:`~vcti.filecache.storage.v1.StorageV1Adapter`.
+
+The shared test suites in :mod:`vcti.filecache.testing` check each protocol: a backend's
+test class inherits the suites of the protocols it implements.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from typing import Protocol, runtime_checkable
+
+__all__ = [
+    "CacheStorage",
+    "FreeSpaceStorage",
+    "LeaseLock",
+    "LeasedStorage",
+    "Lock",
+    "PolicyStateStorage",
+    "SharedStorage",
+    "StampedStorage",
+]
 
 
 @runtime_checkable
@@ -21,11 +59,23 @@ class Lock(Protocol):
 
 
 @runtime_checkable
+class LeaseLock(Lock, Protocol):
+    """A lock that can be lost while held: a lease its backend could not renew in time."""
+
+    @property
+    def lost(self) -> bool:
+        """True once another process or host may have taken the lock over."""
+        ...
+
+
+@runtime_checkable
 class CacheStorage(Protocol):
-    """Where a cache keeps its model directories.
+    """Where a cache keeps its model directories: the protocol every backend implements.
 
     A missing model or object raises ``FileNotFoundError``; other failures raise
-    ``OSError``. Keys given to a backend are already validated by the core.
+    ``OSError``. Keys given to a backend are already validated by the core. A model is
+    *published* when it is complete and visible under its key; a fill in progress is
+    *staged* somewhere no reader looks.
     """
 
     @property
@@ -38,22 +88,10 @@ class CacheStorage(Protocol):
         ...
 
     def open(self) -> None:
-        """Create the root's layout if needed and reclaim leftovers nobody holds."""
-        ...
+        """Create the root's layout if needed and reclaim leftovers nobody holds.
 
-    def sweep(self) -> int:
-        """Reclaim leftovers of interrupted fills and deletes that nobody holds.
-
-        Returns:
-            The bytes reclaimed.
-        """
-        ...
-
-    def verify(self, repair: bool) -> list[str]:
-        """Check the backend's own bookkeeping (not the metadata records) for drift.
-
-        Returns one line per problem found; with ``repair``, fixes what can be fixed
-        without losing user data.
+        Called once per process before anything else. A leftover that cannot be
+        reclaimed must not make it fail.
         """
         ...
 
@@ -84,7 +122,7 @@ class CacheStorage(Protocol):
         ...
 
     def read_meta(self, key: str) -> bytes:
-        """Return the stored metadata of model ``key``."""
+        """Return the stored metadata record of model ``key`` (at most a few KiB)."""
         ...
 
     def update_meta(self, key: str, update: Callable[[bytes | None], bytes]) -> None:
@@ -118,7 +156,8 @@ class CacheStorage(Protocol):
         """Make the staged fill visible as model ``key`` in one atomic step.
 
         Raises:
-            FileExistsError: something else is already stored at ``key``.
+            FileExistsError: something else is already stored at ``key``, or a model
+                is published at an ancestor of ``key`` or below it.
         """
         ...
 
@@ -134,6 +173,121 @@ class CacheStorage(Protocol):
         """
         ...
 
+
+@runtime_checkable
+class SharedStorage(CacheStorage, Protocol):
+    """A root that several processes (or hosts) use at once.
+
+    With it, the manager scans and evicts only while ``try_lead()`` gives it the leader
+    lock, sweeps leftovers at every cycle it leads, and ``FileCache.verify()`` adds the
+    backend's own findings. Without it, the backend serves one process: that process
+    always leads, nothing is swept after ``open()``, and ``verify()`` checks metadata only.
+    """
+
     def try_lead(self) -> Lock | None:
         """Try to become the one process that scans and evicts; None when another is."""
+        ...
+
+    def sweep(self) -> int:
+        """Reclaim leftovers of interrupted fills and deletes that nobody holds.
+
+        Something the backend does not recognise in its own folders is removed or skipped
+        and reported by raising ``OSError`` after the rest is done, never by stopping
+        half-way.
+
+        Returns:
+            The bytes reclaimed.
+        """
+        ...
+
+    def verify(self, repair: bool) -> list[str]:
+        """Check the backend's own bookkeeping (not the metadata records) for drift.
+
+        Returns one line per problem found; with ``repair``, fixes what can be fixed
+        without losing user data.
+        """
+        ...
+
+
+@runtime_checkable
+class LeasedStorage(CacheStorage, Protocol):
+    """A backend whose pins and locks are leases that lapse unless renewed (S3).
+
+    Every lock it returns is a :class:`LeaseLock`. With it, the manager checks the
+    leader lock's ``lost`` at every cycle (and announces the loss once, with
+    ``on_leader_change(False)``), and a ``model()`` context whose pin was lost raises
+    :class:`~vcti.filecache.PinLostError` when it exits, after reporting it to
+    ``on_error(error, "pin")``. Without it, a lock is held until it is released.
+    """
+
+    @property
+    def lease_ttl(self) -> float:
+        """Seconds after which a lease that was not renewed may be taken over."""
+        ...
+
+
+@runtime_checkable
+class StampedStorage(CacheStorage, Protocol):
+    """Cheap change detection: per-model stamps and a root-wide generation counter.
+
+    With it, a scan that finds the generation unchanged (and has no accesses of its own
+    to add) reuses the last scan, and otherwise measures only the models whose stamps
+    changed; a size recorded in a model's metadata under a stamp that still holds is
+    trusted by a new process. Every ``full_scan_every``-th background cycle measures
+    every model anyway. Without it, every scan measures every model.
+    """
+
+    def generation(self) -> Hashable:
+        """A value that changes whenever any process changes the cache through the library.
+
+        None when unknown (then every scan walks).
+        """
+        ...
+
+    def iter_stamped_models(
+        self, prefix: str = "", onerror: Callable[[OSError], None] | None = None
+    ) -> Iterator[tuple[str, Hashable, Hashable]]:
+        """Yield ``(key, data_stamp, meta_stamp)`` for every published model.
+
+        ``data_stamp`` changes when the model's files change in a way the backend can
+        see cheaply, ``meta_stamp`` with every write of its metadata; either may be None
+        (unknown: the model is measured). Stamps must be equal across processes for an
+        unchanged model.
+        """
+        ...
+
+
+@runtime_checkable
+class FreeSpaceStorage(CacheStorage, Protocol):
+    """A backend on a filesystem whose free space can be read.
+
+    With it, ``CacheManagerConfig(min_free=...)`` makes the manager evict while the
+    free space is below ``min_free``, and the exporters report the filesystem's size and
+    free space. Without it, a config with ``min_free`` is refused when the cache opens.
+    """
+
+    def disk_usage(self) -> tuple[int, int]:
+        """Return ``(free, total)``: the bytes available to unprivileged users, and the size."""
+        ...
+
+
+@runtime_checkable
+class PolicyStateStorage(CacheStorage, Protocol):
+    """A place for the state of eviction policies (GreedyDual's clock, SIEVE's hand ...).
+
+    With it, the leader writes the state of a stateful policy after each eviction run
+    and a new leader (a restart, another process or host) reads it back. Without it, the
+    state lives in the leader's memory and is rebuilt from the entries after a restart.
+    """
+
+    def read_state(self, name: str) -> bytes:
+        """Return the state stored under ``name``.
+
+        Raises:
+            FileNotFoundError: nothing is stored under ``name``.
+        """
+        ...
+
+    def write_state(self, name: str, data: bytes) -> None:
+        """Store ``data`` under ``name``, replacing what was there atomically."""
         ...

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from .._keys import RESERVED
+from ..._keys import RESERVED
 
 INTERNAL = f"{RESERVED}/"
 INNER = f"/{RESERVED}/"

@@ -1,7 +1,7 @@
 """Model directories as key prefixes in S3 (or MinIO, Ceph), shared by many hosts.
 
 Install the extra: ``pip install "vcti-file-cache[s3]"``. Layout below ``s3://BUCKET/PREFIX``
-(``_s3_listing`` has the details)::
+(``_listing`` has the details)::
 
     .filecache/leader             lease of the one process that scans and evicts
     .filecache/fills/KEY          lease of the fill of KEY (also held while KEY is deleted)
@@ -15,7 +15,7 @@ Nothing is renamed. A model is visible only once its marker exists (created last
 sees a half-deleted model, and the files afterwards. Prefixes without a marker count as
 staging; sweep() reclaims those whose fill lease expired. Leases are objects written
 with conditional requests and judged expired only on the observer's own monotonic clock
-(``_s3_lease``); a pin is a copy of the marker (one request that both checks that the
+(``_lease``); a pin is a copy of the marker (one request that both checks that the
 model exists and pins it), rewritten in the background while held.
 """
 
@@ -45,12 +45,12 @@ except ImportError as exc:  # pragma: no cover - tested in a subprocess without 
         "S3Storage needs boto3, an optional dependency: pip install 'vcti-file-cache[s3]'"
     ) from exc
 
-from ..exceptions import LockTimeoutError
-from ._s3_catalog import Catalog
-from ._s3_client import ConditionFailedError, S3Calls
-from ._s3_hold import Handle, Holdings
-from ._s3_lease import Lease, Leases, PinRecord
-from ._s3_listing import INNER, KEY_FILE, MARKER, Listing
+from ...exceptions import LockTimeoutError
+from ._catalog import Catalog
+from ._client import ConditionFailedError, S3Calls
+from ._hold import Handle, Holdings
+from ._lease import Lease, Leases, PinRecord
+from ._listing import INNER, KEY_FILE, MARKER, Listing
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -9,9 +9,9 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from ._s3_client import ConditionFailedError, S3Calls
-from ._s3_lease import Observations
-from ._s3_listing import FILLS, INNER, KEY_FILE, LEADER, MARKER, PINS, Listing
+from ._client import ConditionFailedError, S3Calls
+from ._lease import Observations
+from ._listing import FILLS, INNER, KEY_FILE, LEADER, MARKER, PINS, Listing
 
 # A scan is iter_models() followed by model_size(), read_meta() and staging_size() for
 # what it yielded; those reuse its listing for this long instead of asking S3 again.

@@ -6,8 +6,8 @@ import logging
 import threading
 from collections.abc import Callable
 
-from ._s3_client import DELETE_BATCH, S3Calls
-from ._s3_lease import Keeper, Lease, Leases, PinRecord
+from ._client import DELETE_BATCH, S3Calls
+from ._lease import Keeper, Lease, Leases, PinRecord
 
 log = logging.getLogger("vcti.filecache")
 

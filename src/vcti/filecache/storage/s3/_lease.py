@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from ._s3_client import ConditionFailedError, S3Calls
+from ._client import ConditionFailedError, S3Calls
 
 log = logging.getLogger("vcti.filecache")
 
