@@ -15,7 +15,7 @@ from ._keys import validate_key
 from ._manager import CacheManager, _Lease
 from ._meta import Meta
 from ._observers import ObserverGroup
-from .exceptions import CacheClosedError
+from .exceptions import CacheClosedError, PinLostError
 from .policies.base import EvictionPolicy
 from .storage.base import CacheStorage
 from .storage.local import LocalStorage
@@ -184,8 +184,17 @@ class FileCache:
             if lease.hit:
                 try:
                     yield ModelDir(self._storage, key, self._storage.path(key), new=False)
-                finally:
+                except BaseException:
+                    try:
+                        self._manager.release(lease)
+                    except PinLostError as lost:
+                        group.error(lost, "pin")  # the context's own error goes on
+                    raise
+                try:
                     self._manager.release(lease)
+                except PinLostError as lost:
+                    group.error(lost, "pin")
+                    raise
             else:
                 assert lease.staged is not None
                 yield from self._fill(key, lease, group)

@@ -15,14 +15,14 @@ from ._entry import CacheEntry, CacheSnapshot, EvictionResult, VerifyReport
 from ._keys import ancestors, is_nested
 from ._meta import Meta
 from ._observers import ObserverGroup
-from .exceptions import KeyValidationError, LockTimeoutError, MetadataError
+from .exceptions import KeyValidationError, LockTimeoutError, MetadataError, PinLostError
 
 if TYPE_CHECKING:
     from ._cache import FileCache
     from ._config import CacheManagerConfig
     from .policies.base import EvictionPolicy
     from .storage.base import CacheStorage, Lock
-from .storage.base import SharedStorage, StampedStorage
+from .storage.base import LeasedStorage, SharedStorage, StampedStorage
 
 #: What a scan remembers of a model: data stamp, size, metadata stamp, metadata.
 _Known = tuple[Hashable, int, Hashable, Meta]
@@ -63,6 +63,7 @@ class CacheManager:
         self.storage = storage
         self._shared = storage if isinstance(storage, SharedStorage) else None
         self._stamps = storage if isinstance(storage, StampedStorage) else None
+        self._leased = isinstance(storage, LeasedStorage)
         self._cond = threading.Condition(threading.Lock())
         self._pins: dict[str, int] = {}
         self._filling: set[str] = set()
@@ -213,18 +214,24 @@ class CacheManager:
         # One attempt at a time: two threads of this process trying at once would each
         # open the lock file, and the second would fail against the first.
         with self._lead_lock:
+            lost: Lock | None = None
             if self._leader is not None:
-                return True
+                if not (self._leased and getattr(self._leader, "lost", False)):
+                    return True
+                lost, self._leader = self._leader, None  # a lease that lapsed: announce once
+            if lost is not None:
+                group.emit("on_leader_change", False)
+                lost.release()
             if self._shared is None:
                 self._leader = _SoleLeader()
-                return True
-            try:
-                self._leader = self._shared.try_lead()
-            except OSError as exc:
-                group.error(exc, "leader")
-                return False
-            if self._leader is None:
-                return False
+            else:
+                try:
+                    self._leader = self._shared.try_lead()
+                except OSError as exc:
+                    group.error(exc, "leader")
+                    return False
+                if self._leader is None:
+                    return False
         group.emit("on_leader_change", True)
         return True
 
@@ -289,9 +296,19 @@ class CacheManager:
             raise
 
     def release(self, lease: _Lease) -> None:
-        """Unpin a hit."""
+        """Unpin a hit.
+
+        Raises:
+            PinLostError: the backend's pin lapsed while the model was open.
+        """
+        lost = self._leased and bool(getattr(lease.lock, "lost", False))
         lease.lock.release()
         self._unpin(lease.key)
+        if lost:
+            raise PinLostError(
+                f"the pin of {lease.key!r} lapsed while the model was open: it may have been "
+                "evicted meanwhile, and what was read from it may be incomplete"
+            )
 
     def finish_fill(self, lease: _Lease, meta: Meta | None) -> None:
         """Publish a fill (``meta`` given) or discard it (``meta`` None), then wake waiters."""

@@ -96,6 +96,12 @@ class RecordingObserver(CacheObserver):
     def on_evict_end(self, result: Any) -> None:
         self._record("on_evict_end", result)
 
+    def on_size_update(self, path: str, size: int) -> None:
+        self._record("on_size_update", path, size)
+
+    def on_cycle_complete(self, total_size: int, entry_count: int) -> None:
+        self._record("on_cycle_complete", total_size, entry_count)
+
     def on_error(self, error: Exception, context: str) -> None:
         self._record("on_error", error, context)
 

@@ -12,7 +12,18 @@ if TYPE_CHECKING:
 
 
 #: Every ``context`` the core passes to ``on_error``.
-ERROR_CONTEXTS = ("cycle", "evict", "leader", "metadata", "observer", "policy", "scan", "sweep")
+ERROR_CONTEXTS = (
+    "adopt",
+    "cycle",
+    "evict",
+    "leader",
+    "metadata",
+    "observer",
+    "pin",
+    "policy",
+    "scan",
+    "sweep",
+)
 
 
 class CacheObserver:
@@ -65,6 +76,15 @@ class CacheObserver:
 
     def on_evict_end(self, result: EvictionResult) -> None:
         """An eviction run ended; ``result`` lists what went."""
+
+    def on_size_update(self, path: str, size: int) -> None:
+        """A model's recorded size changed to ``size`` (the first measurement included).
+
+        ``path`` is the model's full path or URI, as in :meth:`on_evict`.
+        """
+
+    def on_cycle_complete(self, total_size: int, entry_count: int) -> None:
+        """A background cycle (or ``run_once()``) ended in the process that leads the root."""
 
     def on_error(self, error: Exception, context: str) -> None:
         """Something failed in the cache; ``context`` says where (``"scan"``, ``"evict"`` ...)."""
