@@ -91,6 +91,9 @@ class CacheSnapshot:
         taken_at: epoch seconds when the scan ended.
         staging_size: bytes of fills in progress (included in ``total_size``).
         pinned: keys of the models open at the time of the scan.
+        disk_free: bytes free on the filesystem under the root (available to
+            unprivileged users), or None where the backend cannot tell (S3, memory).
+        disk_total: the size of that filesystem, or None.
         total_size: bytes of all models plus bytes of fills in progress.
         entry_count: ``len(entries)``.
         is_over_limit: ``total_size > evict_above``.
@@ -102,6 +105,8 @@ class CacheSnapshot:
     taken_at: float = field(default_factory=time.time)
     staging_size: int = 0
     pinned: frozenset[str] = field(default_factory=frozenset)
+    disk_free: int | None = None
+    disk_total: int | None = None
     total_size: int = field(init=False)
     entry_count: int = field(init=False)
     is_over_limit: bool = field(init=False)
@@ -129,9 +134,16 @@ class CacheSnapshot:
         taken_at: float,
         staging_size: int = 0,
         pinned: Iterable[str] = (),
+        disk: tuple[int, int] | None = None,
     ) -> CacheSnapshot:
-        """Build a snapshot, deriving the totals from ``entries``."""
-        return cls(list(entries), evict_above, taken_at, staging_size, frozenset(pinned))
+        """Build a snapshot, deriving the totals from ``entries``.
+
+        ``disk`` is ``(free, total)`` of the filesystem, where known.
+        """
+        free, total = (None, None) if disk is None else disk
+        return cls(
+            list(entries), evict_above, taken_at, staging_size, frozenset(pinned), free, total
+        )
 
     def without(self, keys: Iterable[str]) -> CacheSnapshot:
         """Return this snapshot with the given keys removed and the totals recomputed."""
@@ -142,6 +154,8 @@ class CacheSnapshot:
             self.taken_at,
             self.staging_size,
             self.pinned - gone,
+            self.disk_free,
+            self.disk_total,
         )
 
 
@@ -159,6 +173,9 @@ class EvictionResult:
         duration: seconds the run took.
         target: the size in bytes the run evicted down to.
         skipped_pinned: keys the policy chose that were open and so kept.
+        reason: why the run evicted: ``"size"`` (the total was above the limit),
+            ``"free_space"`` (the filesystem had less than ``min_free`` free) or ``"age"``
+            (the models were idle for longer than ``max_age``).
     """
 
     entries: tuple[CacheEntry, ...]
@@ -169,6 +186,7 @@ class EvictionResult:
     duration: float
     target: int
     skipped_pinned: tuple[str, ...] = ()
+    reason: str = "size"
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from ._config import CacheManagerConfig
     from .policies.base import EvictionPolicy
     from .storage.base import CacheStorage, Lock
-from .storage.base import LeasedStorage, SharedStorage, StampedStorage
+from .storage.base import FreeSpaceStorage, LeasedStorage, SharedStorage, StampedStorage
 
 #: What a scan remembers of a model: data stamp, size, metadata stamp, metadata.
 _Known = tuple[Hashable, int, Hashable, Meta]
@@ -64,6 +64,7 @@ class CacheManager:
         self._shared = storage if isinstance(storage, SharedStorage) else None
         self._stamps = storage if isinstance(storage, StampedStorage) else None
         self._leased = isinstance(storage, LeasedStorage)
+        self._disk = storage if isinstance(storage, FreeSpaceStorage) else None
         self._cond = threading.Condition(threading.Lock())
         self._pins: dict[str, int] = {}
         self._filling: set[str] = set()
@@ -446,12 +447,19 @@ class CacheManager:
             except OSError as exc:
                 group.error(exc, "scan")
                 staging = 0
+        disk: tuple[int, int] | None = None
+        if self._disk is not None:
+            try:
+                disk = self._disk.disk_usage()
+            except OSError as exc:
+                group.error(exc, "scan")
         snapshot = CacheSnapshot.build(
             entries,
             evict_above=config.evict_above,
             taken_at=config.clock(),
             staging_size=staging,
             pinned=self.pinned(),
+            disk=disk,
         )
         group.emit("on_scan_end", snapshot, time.perf_counter() - started)
         return snapshot

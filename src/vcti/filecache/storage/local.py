@@ -142,6 +142,15 @@ class LocalStorage:
             os.makedirs(folder, exist_ok=True)
         self.sweep()
 
+    def disk_usage(self) -> tuple[int, int]:
+        """``(free, total)`` bytes of the filesystem under the root (``statvfs``).
+
+        ``free`` is what unprivileged users may still write (``f_bavail``), the figure
+        ``df`` shows as available.
+        """
+        st = os.statvfs(self._root)
+        return st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
+
     def generation(self) -> Hashable:
         """A value that changes whenever any process changes the cache through the library.
 
