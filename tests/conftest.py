@@ -36,6 +36,7 @@ def make_cache(backend: Backend, clock: FakeClock) -> Iterator[MakeCache]:
     def make(evict_above: int = 10**9, **kwargs: object) -> FileCache:
         kwargs.setdefault("interval", 3600.0)
         kwargs.setdefault("clock", clock)
+        kwargs.setdefault("prompt_eviction", False)  # evictions happen where tests ask
         config = CacheManagerConfig(evict_above=evict_above, **kwargs)  # type: ignore[arg-type]
         cache = FileCache(storage=backend.storage, config=config).open()
         opened.append(cache)

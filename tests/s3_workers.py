@@ -136,9 +136,9 @@ def read(args: dict[str, Any]) -> dict[str, Any]:
 
 def evict(args: dict[str, Any]) -> dict[str, Any]:
     """Evict down to nothing; report the keys evicted."""
-    _, cache = open_cache(args, evict_above=0)
+    _, cache = open_cache(args, evict_above=1, evict_to=0)
     with cache:
-        evicted = [e.key for e in cache.evict()]
+        evicted = cache.evict()
         cache.storage.flush()
     return {"evicted": evicted}
 

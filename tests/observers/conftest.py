@@ -128,7 +128,11 @@ def run_script(
     storage = FlakyStorage(root)
     first_scan = FirstScan()
     config = CacheManagerConfig(
-        evict_above=LIMIT, interval=3600, observer=[*observers, first_scan], clock=clock
+        evict_above=LIMIT,
+        interval=3600,
+        observer=[*observers, first_scan],
+        clock=clock,
+        prompt_eviction=False,
     )
     cache = FileCache(config=config, storage=storage)
     run = ScriptRun(root=storage.root, cache=cache, storage=storage, clock=clock)
@@ -163,7 +167,7 @@ def run_script(
                 check("staging")
             clock.advance(1000)
             evicted = cache.evict()
-            assert [e.key for e in evicted] == ["b"]
+            assert evicted == ["b"]
             check("evicted")
             clock.advance(100)
             storage.failing.add("a")
@@ -211,7 +215,12 @@ def open_cache(tmp_path: Path) -> Iterator[OpenCache]:
         if storage is None:
             storage = LocalStorage(tmp_path / f"cache{len(caches)}")
         first_scan = FirstScan()
-        settings: dict[str, object] = {"evict_above": LIMIT, "interval": 3600, **config}
+        settings: dict[str, object] = {
+            "evict_above": LIMIT,
+            "interval": 3600,
+            "prompt_eviction": False,
+            **config,
+        }
         cache = FileCache(
             config=CacheManagerConfig(observer=[*observers, first_scan], **settings),
             storage=storage,

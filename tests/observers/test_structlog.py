@@ -38,6 +38,7 @@ def test_scripted_sequence(script):
         "filecache.eviction.completed",
         "filecache.error",
         "filecache.scan.completed",
+        "filecache.scan.completed",  # the last cycle, as the cache closes
         "filecache.manager.stopped",
         "filecache.leader.changed",
     ]
@@ -75,6 +76,7 @@ def test_scripted_sequence(script):
         (3000, 2500, 500, 2),
         (3000, 2500, 500, 3),
         (1000, 2500, 0, 1),
+        (2000, 2500, 0, 2),  # the last cycle, as the cache closes
     ]
     for e in scans:
         assert isinstance(e["duration_s"], float)

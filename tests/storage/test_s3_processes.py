@@ -81,10 +81,10 @@ def test_two_hosts_share_fills_pins_and_counts(s3: S3Env, tmp_path: Path) -> Non
     # A dead host cannot pin forever: its pin expires on the evictor's own clock.
     with FileCache(
         storage=s3.storage(lease_ttl=TTL, host_id="host-c"),
-        config=CacheManagerConfig(evict_above=0, interval=3600),
+        config=CacheManagerConfig(evict_above=1, evict_to=0, interval=3600),
     ) as cache:
         wait_for(lambda: cache.manager.cycles >= 1)
-        wait_for(lambda: [e.key for e in cache.evict()] == ["m/held"], timeout=10 * TTL + 20)
+        wait_for(lambda: cache.evict() == ["m/held"], timeout=10 * TTL + 20)
 
     # Accesses from both hosts are merged into the one metadata object.
     touchers = [

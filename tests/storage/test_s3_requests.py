@@ -98,14 +98,14 @@ def test_scan_hit_and_eviction_costs(s3: S3Env) -> None:
             evict_above=(MODELS - evicted) * MODEL_SIZE, interval=3600, clock=clock
         )
         cache._config = config_small  # the same cache with a lower limit
-        gone: list[Any] = []
+        gone: list[str] = []
 
         def evict() -> None:
             gone.extend(cache.evict())
             storage.flush()
 
         spent = cost(storage, evict)
-        assert [e.key for e in gone] == [f"runs/m{m:02d}" for m in range(evicted)]
+        assert gone == [f"runs/m{m:02d}" for m in range(evicted)]
         deleted = evicted * (FILES + 1)  # files and key files (markers go one by one first)
         assert spent == {
             "ListObjectsV2": pages + 2 * evicted,

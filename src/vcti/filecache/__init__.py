@@ -6,24 +6,46 @@ sizes and evicts whole directories when the total passes a limit.
 
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError, version
+
 from ._cache import FileCache, ModelDir
 from ._config import CacheManagerConfig
-from ._entry import CacheEntry, CacheSnapshot, EvictionResult, VerifyReport
-from ._manager import CacheManager
+from ._entry import (
+    AdoptionReport,
+    CacheEntry,
+    CacheSnapshot,
+    EvictionResult,
+    ModelInfo,
+    VerifyReport,
+)
+from ._manager import CacheManager, run_eviction
 from .exceptions import (
     CacheClosedError,
     FileCacheError,
     KeyValidationError,
     LockTimeoutError,
     MetadataError,
+    PinLostError,
 )
 from .observers.base import CacheObserver, LoggingObserver
-from .policies import EvictionPolicy, LfuPolicy, LruPolicy, SizedLruPolicy
-from .storage import CacheStorage, LocalStorage, MemoryStorage
+from .policies import (
+    EvictionPolicy,
+    EvictionPolicyV1,
+    LfuPolicy,
+    LruPolicy,
+    PolicyState,
+    SizedLruPolicy,
+    StatefulPolicy,
+)
+from .storage import CacheStorage, LocalStorage, MemoryStorage, StorageV1
 
-__version__ = "0.1.0"
+try:
+    __version__ = version("vcti-file-cache")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree not installed
+    __version__ = "0+unknown"
 
 __all__ = [
+    "AdoptionReport",
     "CacheClosedError",
     "CacheEntry",
     "CacheManager",
@@ -32,6 +54,7 @@ __all__ = [
     "CacheSnapshot",
     "CacheStorage",
     "EvictionPolicy",
+    "EvictionPolicyV1",
     "EvictionResult",
     "FileCache",
     "FileCacheError",
@@ -44,7 +67,13 @@ __all__ = [
     "MemoryStorage",
     "MetadataError",
     "ModelDir",
+    "ModelInfo",
+    "PinLostError",
+    "PolicyState",
     "SizedLruPolicy",
+    "StatefulPolicy",
+    "StorageV1",
     "VerifyReport",
     "__version__",
+    "run_eviction",
 ]

@@ -207,3 +207,20 @@ class VerifyReport:
     def ok(self) -> bool:
         """True if nothing was found."""
         return not self.problems
+
+
+@dataclass(frozen=True)
+class AdoptionReport:
+    """What adopting a root written by vcti-file-cache 1.0 did (or would do).
+
+    Attributes:
+        models: keys of the 1.0 models adopted (or to adopt).
+        problems: one line per 1.0 folder left alone: nested in another model, not at a
+            valid key, or failing to adopt.
+    """
+
+    models: tuple[str, ...] = ()
+    problems: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.models or self.problems)

@@ -112,12 +112,14 @@ class Meta:
         """Return this record with ``count`` more accesses, the last at ``last_access``.
 
         The last access never moves backwards, so a clock that jumps back cannot make a
-        model look older than it is.
+        model look older than it is. The recorded size stops being trusted (its stamp is
+        cleared): a context that opened the model may have changed its files.
         """
         return replace(
             self,
             access_count=self.access_count + count,
             last_access=max(self.last_access, last_access),
+            stamp=None,
         )
 
     def measured(self, size: int, stamp: str | None) -> Meta:

@@ -3,12 +3,51 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from .observers.base import CacheObserver
 
 log = logging.getLogger("vcti.filecache")
+
+_local = threading.local()
+
+
+@contextmanager
+def background() -> Iterator[None]:
+    """Mark this thread as the manager's own while the block runs.
+
+    There, anything a user callback raises, ``KeyboardInterrupt`` and ``SystemExit``
+    included, is that callback's error: reported, and the manager goes on. In a caller's
+    thread those two propagate (Ctrl-C must still stop a program).
+    """
+    _local.background = True
+    try:
+        yield
+    finally:
+        _local.background = False
+
+
+def in_background() -> bool:
+    """True in the manager's own thread."""
+    return bool(getattr(_local, "background", False))
+
+
+def callback_error(exc: BaseException) -> Exception | None:
+    """``exc`` as the error of a user callback, or None when it must propagate.
+
+    ``KeyboardInterrupt`` and ``SystemExit`` propagate in a caller's thread; in the
+    manager's thread they become a ``RuntimeError`` that says what was raised.
+    """
+    if isinstance(exc, Exception):
+        return exc
+    if in_background() and isinstance(exc, (KeyboardInterrupt, SystemExit)):
+        error = RuntimeError(f"a callback raised {type(exc).__name__} in the manager's thread")
+        error.__cause__ = exc
+        return error
+    return None
 
 
 class ObserverGroup:
@@ -27,8 +66,11 @@ class ObserverGroup:
         for observer in self.observers:
             try:
                 getattr(observer, hook)(*args)
-            except Exception as exc:
-                self._observer_failed(observer, hook, exc)
+            except BaseException as exc:
+                error = callback_error(exc)
+                if error is None:
+                    raise
+                self._observer_failed(observer, hook, error)
 
     def error(self, error: Exception, context: str) -> None:
         """Report ``error`` to every observer's ``on_error``."""
@@ -43,5 +85,7 @@ class ObserverGroup:
                 continue
             try:
                 observer.on_error(exc, "observer")
-            except Exception:
+            except BaseException as again:
+                if callback_error(again) is None:
+                    raise
                 log.exception("observer %r failed in on_error", observer)

@@ -50,6 +50,16 @@ def is_stateful(policy: object) -> bool:
     return has_method(policy, "new_state")
 
 
+@dataclass
+class Outcome:
+    """What a walk did: removed entries in order, kept keys, keys found gone."""
+
+    removed: list[CacheEntry] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+    gone: list[str] = field(default_factory=list)
+    freed: int = 0
+
+
 class Candidates:
     """The entries a policy offers for eviction, in its order, with feedback.
 
@@ -67,21 +77,26 @@ class Candidates:
         self._known = {e.key: e for e in entries}
         self._seen: set[str] = set()
         self.freed = 0
+        #: What the walk over these candidates did so far (kept if the policy fails).
+        self.outcome = Outcome()
 
     def __iter__(self) -> Iterator[CacheEntry]:
-        keys = self._keys()
-        if self.strict:
-            keys = itertools.islice(keys, len(self._known))
-        for key in keys:
+        # Bounded whatever the policy returns: an endless or repeating stream ends once
+        # every entry was offered, or after as many useless keys as there are entries.
+        useless = 0
+        for key in self._keys():
             entry = self._known.get(key)
-            if entry is None:
-                if self.strict:
-                    raise TypeError(f"the policy returned an unknown entry {key!r}")
-                continue
-            if key in self._seen:
+            if entry is None and self.strict:
+                raise TypeError(f"the policy returned an unknown entry {key!r}")
+            if entry is None or key in self._seen:
+                useless += 1
+                if useless > len(self._known) + 64:
+                    return
                 continue
             self._seen.add(key)
             yield entry
+            if len(self._seen) == len(self._known):
+                return
 
     def _keys(self) -> Iterator[str]:
         raise NotImplementedError
@@ -126,7 +141,8 @@ class _Selected(Candidates):
             remaining = [e for k, e in self._known.items() if k not in self._seen]
             if shortfall <= 0 or not remaining:
                 return
-            chosen = [_key_of(e) for e in self._policy.select_evictions(remaining, shortfall)]
+            selection = self._policy.select_evictions(remaining, shortfall)
+            chosen = [_key_of(e) for e in itertools.islice(selection, len(remaining))]
             fresh = [k for k in chosen if k not in self._seen]
             if not fresh:
                 return
@@ -176,16 +192,6 @@ def candidates(
     return _Selected(policy, entries, required)  # type: ignore[arg-type]
 
 
-@dataclass
-class Outcome:
-    """What a walk did: removed entries in order, kept keys, keys found gone."""
-
-    removed: list[CacheEntry] = field(default_factory=list)
-    kept: list[str] = field(default_factory=list)
-    gone: list[str] = field(default_factory=list)
-    freed: int = 0
-
-
 def evict_until(
     stream: Candidates, required: int, remove: Callable[[CacheEntry], Removal]
 ) -> Outcome:
@@ -197,7 +203,7 @@ def evict_until(
         remove: removes one model; True if removed, False if it is open (kept), None if
             it was already gone (its bytes count as freed).
     """
-    outcome = Outcome()
+    outcome = stream.outcome
     if required <= 0:
         return outcome
     for entry in stream:

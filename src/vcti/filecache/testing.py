@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 from pathlib import Path
 from typing import Any
@@ -266,6 +267,14 @@ class StorageContract:
         staged = storage.stage("m")
         self.write_file(storage, staged, "data.bin", b"x" * 10)
         assert storage.staging_size() == 10
-        storage.open()  # a restart: nobody fills any more
+        if isinstance(storage, SharedStorage):
+            del storage  # the process that filled is gone: a new one opens the root
+            gc.collect()
+            restarted = self._opened(tmp_path)
+            assert isinstance(restarted, SharedStorage)
+            restarted.sweep()  # what the manager runs right after open()
+            storage = restarted
+        else:
+            storage.open()  # a restart of the one process that uses it
         assert storage.staging_size() == 0
         assert list(storage.iter_models()) == []

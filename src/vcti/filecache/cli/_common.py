@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -15,11 +16,10 @@ from .._config import CacheManagerConfig
 from .._entry import CacheEntry, CacheSnapshot, EvictionResult
 from .._keys import RESERVED
 from .._manager import CacheManager
-from .._observers import ObserverGroup
 from .._sizes import format_size, parse_size
 from ..observers.base import CacheObserver
 from ..policies import EvictionPolicy, LfuPolicy, LruPolicy, SizedLruPolicy
-from ..storage.local import LocalStorage, _tree_size
+from ..storage.local import LocalStorage
 
 if TYPE_CHECKING:
     Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
@@ -155,17 +155,16 @@ def scan(root: str, observer: CacheObserver, evict_above: int = NO_LIMIT) -> Cac
         observer: receives the scan's errors.
         evict_above: the limit the snapshot's ``overage`` and ``is_over_limit`` use.
     """
-    config = CacheManagerConfig(evict_above=evict_above, interval=ONE_DAY, observer=observer)
-    manager = CacheManager.for_storage(LocalStorage(root))
-    return manager.scan(ObserverGroup(config.observers), config, repair=False)
+    config = CacheManagerConfig(evict_above=NO_LIMIT, interval=ONE_DAY, observer=observer)
+    # Any limit, 0 included: the snapshot derives its overage from the one it is given.
+    return dataclasses.replace(
+        CacheManager.inspect(LocalStorage(root), config), evict_above=evict_above
+    )
 
 
 def trash_size(root: str) -> int:
     """Bytes under ``ROOT/.filecache/trash``: evicted models not yet deleted (0 if none)."""
-    try:
-        return _tree_size(os.path.join(root, RESERVED, "trash"))
-    except FileNotFoundError:
-        return 0
+    return LocalStorage(root).trash_size()
 
 
 def entry_json(entry: CacheEntry) -> dict[str, Any]:

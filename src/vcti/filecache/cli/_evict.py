@@ -17,6 +17,7 @@ from ._common import (
     EXIT_FAILURE,
     EXIT_OK,
     EXIT_USAGE,
+    NO_LIMIT,
     ONE_DAY,
     POLICIES,
     CommandError,
@@ -152,11 +153,12 @@ def run(args: argparse.Namespace) -> int:
         removed = plan(before, policy, target)
         after = (before.entry_count - len(removed), before.total_size - _size(removed))
     else:
+        # The config holds no limit of its own (0 is no valid config): the run is given it.
         config = CacheManagerConfig(
-            evict_above=limit, evict_to=target, policy=policy, interval=ONE_DAY, observer=watcher
+            evict_above=NO_LIMIT, policy=policy, interval=ONE_DAY, observer=watcher
         )
         try:
-            removed, kept = _evict(storage, config, watcher)
+            removed, kept = _evict(storage, config, watcher, (limit, target))
         finally:
             if progress is not None:
                 progress.finish()
@@ -183,11 +185,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _evict(
-    storage: LocalStorage, config: CacheManagerConfig, watcher: Recorder
+    storage: LocalStorage,
+    config: CacheManagerConfig,
+    watcher: Recorder,
+    limits: tuple[int, int],
 ) -> tuple[list[CacheEntry], list[str]]:
     """Evict with the library; return the removed models and the keys chosen but kept."""
+    limit, target = limits
     with FileCache(storage=storage, config=config) as cache:
-        cache.evict(config.policy)
+        cache.evict(config.policy, evict_above=limit, evict_to=target)
     # The manager's thread runs a cycle as the cache opens and may have done the eviction
     # itself: the watcher saw every run, whichever thread made it.
     removed = [entry for result in watcher.results for entry in result.entries]

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 from .._cache import FileCache
 from .._config import CacheManagerConfig
 from .._manager import CacheManager
-from .._observers import ObserverGroup
 from ..storage.local import LocalStorage
 from ._common import (
     EXIT_FAILURE,
@@ -61,8 +60,7 @@ def run(args: argparse.Namespace) -> int:
             remaining = cache.verify().problems
     else:
         # Read-only: no FileCache.open(), which would sweep leftovers.
-        manager = CacheManager.for_storage(LocalStorage(root))
-        report = manager.verify(ObserverGroup(config.observers), config, repair=False)
+        report = CacheManager.check(LocalStorage(root), config)
         remaining = report.problems
     if args.json:
         print_json(

@@ -36,6 +36,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from .. import __version__
+from .._victims import policy_name
 from .base import ERROR_CONTEXTS, CacheObserver
 
 if TYPE_CHECKING:
@@ -286,7 +287,7 @@ class PrometheusObserver(CacheObserver):
         ):
             counter.labels(cache=bound.cache)
         for counter in (families.evictions, families.evicted_bytes):
-            counter.labels(cache=bound.cache, policy=config.policy.name)
+            counter.labels(cache=bound.cache, policy=policy_name(config.policy))
         for context in ERROR_CONTEXTS:  # so that increase() sees the first error too
             families.errors.labels(cache=bound.cache, context=context)
         for histogram in (
@@ -300,7 +301,7 @@ class PrometheusObserver(CacheObserver):
             cache=bound.cache,
             version=__version__,
             storage=type(storage).__name__,
-            policy=config.policy.name,
+            policy=policy_name(config.policy),
         ).set(1)
         self._bound = bound
 

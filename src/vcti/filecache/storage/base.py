@@ -23,6 +23,7 @@ docstring says what the manager does with it and without it:
   (``min_free``).
 - :class:`PolicyStateStorage`: a place for an eviction policy's state, so that it
   survives restarts and changes of leader.
+- :class:`AdoptingStorage`: takes over a root written by vcti-file-cache 1.0.
 
 Backends written for vcti-file-cache 1.0 have their own protocol,
 :class:`~vcti.filecache.storage.v1.StorageV1`; ``FileCache(storage=...)`` recognises one
@@ -35,9 +36,13 @@ test class inherits the suites of the protocols it implements.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterator
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from .._entry import AdoptionReport
 
 __all__ = [
+    "AdoptingStorage",
     "CacheStorage",
     "FreeSpaceStorage",
     "LeaseLock",
@@ -119,6 +124,10 @@ class CacheStorage(Protocol):
 
     def staging_size(self) -> int:
         """Return the bytes of fills in progress or left over."""
+        ...
+
+    def staged_size(self, staged: str) -> int:
+        """Return the bytes of the files of one staged fill (what :meth:`stage` returned)."""
         ...
 
     def read_meta(self, key: str) -> bytes:
@@ -256,6 +265,10 @@ class StampedStorage(CacheStorage, Protocol):
         """
         ...
 
+    def staged_stamp(self, staged: str) -> Hashable:
+        """The ``data_stamp`` the staged fill will have once published, as it is now."""
+        ...
+
 
 @runtime_checkable
 class FreeSpaceStorage(CacheStorage, Protocol):
@@ -290,4 +303,22 @@ class PolicyStateStorage(CacheStorage, Protocol):
 
     def write_state(self, name: str, data: bytes) -> None:
         """Store ``data`` under ``name``, replacing what was there atomically."""
+        ...
+
+
+@runtime_checkable
+class AdoptingStorage(CacheStorage, Protocol):
+    """A backend that can take over a cache root written by vcti-file-cache 1.0.
+
+    With it, the manager calls :meth:`adopt_v1` right after ``open()`` and reports what
+    was adopted (``on_adopt`` and a log line), and ``verify()`` lists what
+    :meth:`plan_v1` would adopt. Without it, a 1.0 root's models are invisible.
+    """
+
+    def adopt_v1(self) -> AdoptionReport:
+        """Adopt the 1.0 models of the root, if it has any; crash-safe and idempotent."""
+        ...
+
+    def plan_v1(self) -> AdoptionReport:
+        """Return what :meth:`adopt_v1` would adopt now, touching nothing."""
         ...

@@ -2,16 +2,28 @@
 
 Layout under the root::
 
-    ROOT/.filecache/staging/BUCKET.UUID/   fills in progress (renamed into place on publish)
-    ROOT/.filecache/trash/UUID/            evicted models being deleted
-    ROOT/.filecache/locks/BUCKET.lock      fill locks (flock, one per key hash bucket)
-    ROOT/.filecache/leader.lock            held by the process that scans and evicts
-    ROOT/a/b/model/.filecache/meta.json    the marker and metadata of model "a/b/model"
-    ROOT/a/b/model/.filecache/pin.lock     shared-locked while the model is open anywhere
+    ROOT/.filecache/staging/HASH.UUID/    fills in progress (renamed into place on publish)
+    ROOT/.filecache/trash/UUID/           evicted models being deleted
+    ROOT/.filecache/locks/BUCKET.lock     fill locks (flock, one per key hash bucket)
+    ROOT/.filecache/generation            one byte appended per change made through the library
+    ROOT/.filecache/policy/NAME.state     the state of a stateful eviction policy
+    ROOT/.filecache/layout                written once the root's layout is complete
+    ROOT/a/b/model/.filecache/meta.json   the marker and metadata of model "a/b/model"
 
-Locks are ``flock`` locks, so the kernel drops them when a process dies: no lock can be
-left stale by a crash. Publish and eviction are renames, so correctness does not depend
-on a lock alone.
+Locks are ``flock`` locks, which the kernel drops when a process dies, so no lock can be
+left stale by a crash. What decides liveness is a lock on a directory, never a file
+that an operator could delete: a pin is a shared lock on ``MODEL/.filecache`` (the
+evictor takes it exclusively before renaming the model away), a metadata update holds
+the model directory, a live fill holds its staging directory, the leader holds
+``ROOT/.filecache``, a publish holds ``ROOT/.filecache/staging`` (so that no two
+publishes nest models, and no parent folder is pruned under one), and every open cache
+holds ``ROOT`` shared. The fill-lock files only make waiters wait; a waiter that gets a
+lock also checks that no live staging directory of its key remains. Publish and
+eviction are renames, so a reader sees a complete model or none.
+
+Nothing follows a symlink: the cache's own files are opened with ``O_NOFOLLOW``, a key
+whose path goes through a symlink is refused, and trees are measured and deleted
+without following links.
 """
 
 from __future__ import annotations
@@ -21,89 +33,32 @@ import errno
 import fcntl
 import hashlib
 import os
-import shutil
+import re
 import stat
-import sys
 import time
 import uuid
 from collections.abc import Callable, Hashable, Iterator
 
-from .._keys import RESERVED
-from ..exceptions import LockTimeoutError
+from .._entry import AdoptionReport
+from .._keys import RESERVED, ancestors
+from .._meta import MAX_META_BYTES
+from ..exceptions import KeyValidationError, LockTimeoutError, MetadataError
+from . import _fs
+from . import _local_v1 as _v1
+from ._fs import FdLock
 
 _META = "meta.json"
-_PIN = "pin.lock"
-_META_LOCK = "meta.lock"
 _FILL_BUCKETS_HEX = 4  # 65,536 fill-lock files at most; a collision only serialises two fills
 _GENERATION = "generation"
 _GENERATION_ROTATE = 1 << 20  # bytes: one per change, so a fresh file every million changes
+_LAYOUT = "layout"
+_LAYOUT_VERSION = b"2\n"
+_STATE_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+_MAX_STATE_BYTES = 256 * 1024 * 1024
 
 
-class _FdLock:
-    """A held ``flock`` on an open file descriptor."""
-
-    __slots__ = ("_fd",)
-
-    def __init__(self, fd: int) -> None:
-        self._fd = fd
-
-    def release(self) -> None:
-        fd, self._fd = self._fd, -1
-        if fd >= 0:
-            os.close(fd)  # closing the descriptor drops its flock
-
-
-def _same_file(fd: int, path: str) -> bool:
-    try:
-        st = os.stat(path, follow_symlinks=False)
-    except (FileNotFoundError, NotADirectoryError):
-        return False
-    own = os.fstat(fd)
-    return (own.st_dev, own.st_ino) == (st.st_dev, st.st_ino)
-
-
-def _tree_size(top: str, skip: str | None = None) -> int:
-    """Bytes of the regular files below ``top``, never following symlinks.
-
-    Entries that vanish during the walk are ignored; ``FileNotFoundError`` is raised
-    only when ``top`` itself is missing.
-    """
-    total = 0
-    stack = [top]
-    first = True
-    while stack:
-        folder = stack.pop()
-        try:
-            entries = os.scandir(folder)
-        except FileNotFoundError:
-            if first:
-                raise
-            continue
-        first = False
-        with entries:
-            for entry in entries:
-                try:
-                    if entry.is_dir(follow_symlinks=False):
-                        if not (skip is not None and folder == top and entry.name == skip):
-                            stack.append(entry.path)
-                    elif entry.is_file(follow_symlinks=False):
-                        total += entry.stat(follow_symlinks=False).st_size
-                except FileNotFoundError:
-                    continue
-    return total
-
-
-def _rmtree(path: str) -> None:
-    """Delete a tree (never following symlinks); entries already gone are fine."""
-
-    def ignore_missing(func: Callable[..., object], name: str, exc: BaseException) -> None:
-        if not isinstance(exc, FileNotFoundError):
-            raise exc
-
-    if sys.version_info >= (3, 12):
-        shutil.rmtree(path, onexc=ignore_missing)
-    else:
-        shutil.rmtree(path, onerror=lambda f, n, info: ignore_missing(f, n, info[1]))
+def _key_hash(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class LocalStorage:
@@ -122,7 +77,10 @@ class LocalStorage:
         self._staging = os.path.join(self._internal, "staging")
         self._trash = os.path.join(self._internal, "trash")
         self._locks = os.path.join(self._internal, "locks")
+        self._policy = os.path.join(self._internal, "policy")
         self._generation = os.path.join(self._internal, _GENERATION)
+        self._staged: dict[str, FdLock] = {}  # staged path -> the lock that keeps it alive
+        self._checked: set[str] = set()  # keys whose folders were checked for symlinks
 
     def __repr__(self) -> str:
         return f"LocalStorage({self._root!r})"
@@ -137,10 +95,45 @@ class LocalStorage:
         # the hit path.
         return f"{self._root}/{key}"
 
+    # -- lifecycle ------------------------------------------------------------------------
+
     def open(self) -> None:
-        for folder in (self._staging, self._trash, self._locks):
+        """Create the root's layout (leftovers are reclaimed by :meth:`sweep`)."""
+        for folder in (self._staging, self._trash, self._locks, self._policy):
             os.makedirs(folder, exist_ok=True)
-        self.sweep()
+
+    def adopt_v1(self) -> AdoptionReport:
+        """Adopt the models of a root written by vcti-file-cache 1.0, once.
+
+        The first process that opens a root whose layout is not marked complete walks it
+        for 1.0 models under an exclusive lock on the root folder (others opening it
+        meanwhile wait), adopts them and marks the layout complete. A walk interrupted by
+        kill -9 leaves the mark unwritten, so the next open finishes it.
+        """
+        layout = os.path.join(self._internal, _LAYOUT)
+        report = AdoptionReport()
+        for exclusive in (False, True):
+            lock = _fs.lock_dir(self._root, exclusive=exclusive, wait=True)
+            assert lock is not None
+            try:
+                if os.path.isfile(layout):
+                    return report
+                if exclusive:
+                    report = _v1.adopt_v1(self._root)
+                    if report.models:
+                        self._bump()
+                    _fs.write_atomic(layout, _LAYOUT_VERSION)
+            finally:
+                lock.release()
+        return report
+
+    def plan_v1(self) -> AdoptionReport:
+        """What :meth:`adopt_v1` would adopt now, without touching anything."""
+        if os.path.isfile(os.path.join(self._internal, _LAYOUT)):
+            return AdoptionReport()
+        return _v1.plan_v1(self._root)
+
+    # -- change detection ---------------------------------------------------------------
 
     def disk_usage(self) -> tuple[int, int]:
         """``(free, total)`` bytes of the filesystem under the root (``statvfs``).
@@ -156,20 +149,39 @@ class LocalStorage:
 
         Publishing, removing and writing metadata (which every ``model()`` context leads
         to, through the written-behind access) each append one byte to
-        ``.filecache/generation``;
-        the value is that file's identity and size. None when the file is missing. Changes
-        made behind the library's back do not count: the manager's full scans see them.
+        ``.filecache/generation``; the value is that file's identity and size. None when
+        the file is missing. Changes made behind the library's back do not count: the
+        manager's full scans see them.
+
+        Raises:
+            OSError: something other than a regular file is in its place (it is
+                replaced at the next change).
         """
         try:
-            st = os.stat(self._generation)
-        except OSError:
+            st = os.stat(self._generation, follow_symlinks=False)
+        except FileNotFoundError:
             return None
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(
+                errno.EINVAL,
+                "not a regular file; scans walk until it is replaced",
+                self._generation,
+            )
         return st.st_ino, st.st_size
 
     def _bump(self) -> None:
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
         try:
-            fd = os.open(self._generation, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC)
             try:
+                fd = os.open(self._generation, flags | os.O_NONBLOCK, 0o644)
+            except OSError as exc:
+                if exc.errno not in (errno.EISDIR, errno.ELOOP, errno.ENXIO):
+                    raise
+                _fs.remove_entry(self._generation)  # a directory or symlink in its place
+                fd = os.open(self._generation, flags, 0o644)
+            try:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    raise OSError(errno.EINVAL, "not a regular file", self._generation)
                 os.write(fd, b".")
             finally:
                 os.close(fd)
@@ -177,66 +189,153 @@ class LocalStorage:
             # The change itself is done; if it cannot be announced, make the generation
             # unknown, which makes every scan walk, until the next bump recreates the file.
             with contextlib.suppress(OSError):
-                os.unlink(self._generation)
+                _fs.remove_entry(self._generation)
+
+    # -- sweeping and checking ----------------------------------------------------------
 
     def sweep(self) -> int:
         """Delete staging and trash leftovers that no live process holds; return their bytes.
 
-        It also starts a fresh generation file once the old one is large. (A bump that
-        lands in the old file after the swap is one whose change happened before the
-        swap, which the scan that follows the sweep sees.)
+        Entries the cache does not recognise in its own folders (a file in the trash, a
+        symlink among the fills, a folder named like a lock file) are removed without
+        following them, and reported by raising ``OSError`` once the rest is done. It
+        also starts a fresh generation file once the old one is large. (A bump that lands
+        in the old file after the swap is one whose change happened before the swap,
+        which the scan that follows the sweep sees.)
         """
         with contextlib.suppress(OSError):
-            if os.stat(self._generation).st_size > _GENERATION_ROTATE:
-                self._write_atomic(self._generation, b"")
+            st = os.stat(self._generation, follow_symlinks=False)
+            if stat.S_ISREG(st.st_mode) and st.st_size > _GENERATION_ROTATE:
+                _fs.write_atomic(self._generation, b"")
+        strays: list[str] = []
+        failures: list[OSError] = []
         freed = 0
-        for name in self._listdir(self._trash):
-            leftover = os.path.join(self._trash, name)
-            with contextlib.suppress(FileNotFoundError):
-                freed += _tree_size(leftover)
-            _rmtree(leftover)
-        for name in self._listdir(self._staging):
-            bucket = name.partition(".")[0]
-            lock = self._try_lock(self._bucket_lock_path(bucket))
-            if lock is None:
-                continue  # a live fill in that bucket; its staging area is not a leftover
-            try:
-                leftover = os.path.join(self._staging, name)
-                with contextlib.suppress(FileNotFoundError):
-                    freed += _tree_size(leftover)
-                _rmtree(leftover)
-            finally:
-                lock.release()
+        for folder, reclaim in (
+            (self._trash, self._reclaim_trashed),
+            (self._staging, self._reclaim_staged),
+            (self._locks, self._check_lock_file),
+        ):
+            for name in self._listdir(folder):
+                entry = os.path.join(folder, name)
+                try:
+                    size = reclaim(entry)
+                    if size is None:
+                        strays.append(entry)
+                        _fs.remove_entry(entry)
+                    else:
+                        freed += size
+                except OSError as exc:
+                    failures.append(exc)
+        if strays or failures:
+            parts = []
+            if strays:
+                parts.append(f"removed {len(strays)} unexpected entries, e.g. {strays[0]}")
+            if failures:
+                parts.append(f"{len(failures)} leftovers could not be removed, e.g. {failures[0]}")
+            raise OSError(errno.EIO, "; ".join(parts), self._internal)
         return freed
 
+    def _reclaim_trashed(self, leftover: str) -> int | None:
+        """Delete an evicted model's remains; None if it is not a folder (a stray)."""
+        kind = self._kind(leftover)
+        if kind != "dir":
+            return 0 if kind is None else None
+        size = 0
+        with contextlib.suppress(FileNotFoundError):
+            size = _fs.tree_size(leftover)
+        _fs.rmtree(leftover)
+        return size
+
+    def _check_lock_file(self, entry: str) -> int | None:
+        """A fill-lock file stays; None for anything else (a stray)."""
+        try:
+            mode = os.stat(entry, follow_symlinks=False).st_mode
+        except FileNotFoundError:
+            return 0
+        return 0 if stat.S_ISREG(mode) else None
+
+    def _reclaim_staged(self, leftover: str) -> int | None:
+        """Delete a staging directory unless a live fill holds it; return its bytes.
+
+        None for what is not a staging directory (a stray).
+        """
+        kind = self._kind(leftover)
+        if kind != "dir":
+            return 0 if kind is None else None  # gone meanwhile (published): not a stray
+        try:
+            lock = _fs.lock_dir(leftover, exclusive=True, wait=False)
+        except FileNotFoundError:
+            return 0
+        if lock is None:
+            return 0  # a live fill
+        try:
+            size = _fs.tree_size(leftover)
+            _fs.rmtree(leftover)
+        except FileNotFoundError:
+            return 0
+        finally:
+            lock.release()
+        return size
+
+    def trash_size(self) -> int:
+        """Bytes of evicted models not yet deleted (left by a process that died deleting)."""
+        with contextlib.suppress(FileNotFoundError):
+            return _fs.tree_size(self._trash)
+        return 0
+
     def verify(self, repair: bool) -> list[str]:
+        """Report leftovers, unexpected entries and nested models (see ``FileCache.verify``)."""
         problems: list[str] = []
         for name in self._listdir(self._trash):
             problems.append(f"leftover delete: {os.path.join(self._trash, name)}")
         for name in self._listdir(self._staging):
-            lock = self._try_lock(self._bucket_lock_path(name.partition(".")[0]))
+            leftover = os.path.join(self._staging, name)
+            if not self._is_real_dir(leftover):
+                problems.append(f"unexpected entry among the fills: {leftover}")
+                continue
+            try:
+                lock = _fs.lock_dir(leftover, exclusive=True, wait=False)
+            except FileNotFoundError:
+                continue
             if lock is not None:
                 lock.release()
-                problems.append(f"leftover fill: {os.path.join(self._staging, name)}")
+                problems.append(f"leftover fill: {leftover}")
+        for name in self._listdir(self._locks):
+            entry = os.path.join(self._locks, name)
+            if not os.path.isfile(entry) or os.path.islink(entry):
+                problems.append(f"unexpected entry among the fill locks: {entry}")
+        try:
+            self.generation()
+        except OSError as exc:
+            problems.append(f"generation counter: {exc.filename}: {exc.strerror}")
         if repair:
-            self.sweep()
+            with contextlib.suppress(OSError):
+                self.sweep()
+            with contextlib.suppress(OSError):
+                self._bump()
         for key in self.iter_models():
-            internal = os.path.join(self.path(key), RESERVED)
-            for name in (_PIN, _META_LOCK):
-                if not os.path.isfile(os.path.join(internal, name)):
-                    problems.append(f"model {key!r}: missing {RESERVED}/{name}")
-                    if repair:
-                        with contextlib.suppress(FileNotFoundError):
-                            os.close(os.open(os.path.join(internal, name), os.O_CREAT, 0o644))
+            problems.extend(self._verify_model(key, repair))
+        return problems
+
+    def _verify_model(self, key: str, repair: bool) -> list[str]:
+        problems: list[str] = []
+        folder = self.path(key)
+        internal = f"{folder}/{RESERVED}"
+        lock: FdLock | None = None
+        with contextlib.suppress(FileNotFoundError):
+            lock = _fs.lock_dir(folder, exclusive=True, wait=True)  # no metadata write runs
+        try:
             for name in self._listdir(internal):
                 if name.endswith(".tmp"):
                     problems.append(f"model {key!r}: leftover {RESERVED}/{name}")
-                    if repair:
-                        with contextlib.suppress(FileNotFoundError):
-                            os.unlink(os.path.join(internal, name))
-            inner = next(self._nested_markers(self.path(key)), None)
-            if inner is not None:
-                problems.append(f"model {key!r} contains another model folder at {inner}")
+                    if repair and lock is not None:
+                        _fs.remove_entry(os.path.join(internal, name))
+        finally:
+            if lock is not None:
+                lock.release()
+        inner = next(self._nested_markers(folder), None)
+        if inner is not None:
+            problems.append(f"model {key!r} contains another model folder at {inner}")
         return problems
 
     @staticmethod
@@ -254,7 +353,7 @@ class LocalStorage:
                 elif entry.name != RESERVED and entry.is_dir(follow_symlinks=False):
                     stack.append(entry.path)
 
-    # -- reading ----------------------------------------------------------------------
+    # -- reading ------------------------------------------------------------------------
 
     def iter_models(
         self, prefix: str = "", onerror: Callable[[OSError], None] | None = None
@@ -271,17 +370,15 @@ class LocalStorage:
         ``data_stamp`` changes when files are added to, removed from or renamed in the
         model's top folder, ``meta_stamp`` with every write of its metadata. An in-place
         rewrite, or a change in a subfolder, changes neither: the manager's periodic full
-        scan catches those.
+        scan catches those. Symlinks are never followed.
         """
         skip = len(self._root) + 1  # a model's path is f"{root}/{key}"
-        if prefix:
-            stamps = self._stamps(self.path(prefix), onerror)
-            if stamps is not None:
-                yield prefix, *stamps
-                return
-            stack = [self.path(prefix)]
-        else:
-            stack = [self._root]
+        top = self.path(prefix) if prefix else self._root
+        stamps = self._stamps(top, onerror) if prefix else None
+        if stamps is not None:
+            yield prefix, *stamps
+            return
+        stack = [] if os.path.islink(top) else [top]
         while stack:
             folder = stack.pop()
             try:
@@ -321,13 +418,13 @@ class LocalStorage:
             try:
                 meta = os.stat(f"{folder}/{RESERVED}/{_META}", follow_symlinks=False)
                 meta_stamp: Hashable = hash((meta.st_ino, meta.st_mtime_ns, meta.st_size))
-            except FileNotFoundError:
-                # No metadata: still a model if the marker folder exists (the scan
-                # rebuilds the metadata); a stamp of None is never equal to a known one.
-                inner = os.stat(f"{folder}/{RESERVED}", follow_symlinks=False)
-                if not stat.S_ISDIR(inner.st_mode):
-                    return None
+            except (FileNotFoundError, NotADirectoryError):
                 meta_stamp = None
+            # A model is a folder holding a .filecache folder (its metadata, if missing or
+            # unreadable, is rebuilt by the scan).
+            inner = os.stat(f"{folder}/{RESERVED}", follow_symlinks=False)
+            if not stat.S_ISDIR(inner.st_mode):
+                return None
             outer = os.stat(folder, follow_symlinks=False)
         except (FileNotFoundError, NotADirectoryError):
             return None
@@ -339,72 +436,131 @@ class LocalStorage:
         return hash((outer.st_ino, outer.st_mtime_ns)), meta_stamp
 
     def is_model(self, key: str) -> bool:
-        return os.path.isfile(os.path.join(self.path(key), RESERVED, _PIN))
+        folder = self.path(key)
+        if os.path.islink(folder):
+            return False
+        try:
+            st = os.stat(f"{folder}/{RESERVED}", follow_symlinks=False)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        return stat.S_ISDIR(st.st_mode)
 
     def exists(self, key: str) -> bool:
         return os.path.lexists(self.path(key))
 
     def model_size(self, key: str) -> int:
-        return _tree_size(self.path(key), skip=RESERVED)
+        return _fs.tree_size(self.path(key), skip=RESERVED)
 
     def staging_size(self) -> int:
-        with contextlib.suppress(FileNotFoundError):
-            return _tree_size(self._staging)
-        return 0
+        """Bytes of the files of fills in progress or left over (their metadata excluded)."""
+        total = 0
+        for name in self._listdir(self._staging):
+            with contextlib.suppress(FileNotFoundError):
+                total += _fs.tree_size(os.path.join(self._staging, name), skip=RESERVED)
+        return total
+
+    def staged_size(self, staged: str) -> int:
+        return _fs.tree_size(staged, skip=RESERVED)
+
+    def staged_stamp(self, staged: str) -> Hashable:
+        """The staged folder's stamp: a rename keeps a folder's inode and mtime."""
+        outer = os.stat(staged, follow_symlinks=False)
+        return hash((outer.st_ino, outer.st_mtime_ns))
 
     def read_meta(self, key: str) -> bytes:
-        with open(os.path.join(self.path(key), RESERVED, _META), "rb") as f:
-            return f.read()
+        """The metadata record, read only as a small regular file.
+
+        Raises:
+            FileNotFoundError: the model or its record is missing.
+            MetadataError: something other than a record is in its place (a folder, a
+                symlink, a FIFO, a huge file).
+        """
+        path = f"{self.path(key)}/{RESERVED}/{_META}"
+        try:
+            return _fs.read_regular(path, MAX_META_BYTES)
+        except NotADirectoryError:
+            raise FileNotFoundError(errno.ENOENT, "not a model", self.path(key)) from None
+        except ValueError as exc:
+            raise MetadataError(f"unreadable metadata: {path} is {exc}") from None
 
     def update_meta(self, key: str, update: Callable[[bytes | None], bytes]) -> None:
-        internal = os.path.join(self.path(key), RESERVED)
-        if not os.path.isdir(internal):
-            raise FileNotFoundError(errno.ENOENT, "not a model", self.path(key))
-        fd = os.open(os.path.join(internal, _META_LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC)
+        folder = self.path(key)
+        internal = f"{folder}/{RESERVED}"
+        lock = _fs.lock_dir(folder, exclusive=True, wait=True)
+        assert lock is not None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            if not os.path.isdir(internal):  # evicted while we waited
-                raise FileNotFoundError(errno.ENOENT, "not a model", self.path(key))
-            target = os.path.join(internal, _META)
+            if not self._is_real_dir(internal):  # evicted while we waited, or not a model
+                raise FileNotFoundError(errno.ENOENT, "not a model", folder)
+            target = f"{internal}/{_META}"
             try:
-                with open(target, "rb") as f:
-                    current: bytes | None = f.read()
+                current: bytes | None = _fs.read_regular(target, MAX_META_BYTES)
             except FileNotFoundError:
                 current = None
-            self._write_atomic(target, update(current))
+            except ValueError:
+                current = b""  # not a record: update() rebuilds it
+            _fs.write_atomic(target, update(current))
         finally:
-            os.close(fd)
+            lock.release()
         self._bump()
 
-    # -- locks ------------------------------------------------------------------------
+    # -- policy state -------------------------------------------------------------------
 
-    def pin(self, key: str) -> _FdLock | None:
-        folder = self.path(key)
-        pin_path = f"{folder}/{RESERVED}/{_PIN}"
+    def read_state(self, name: str) -> bytes:
+        """The state stored under ``name`` (``ROOT/.filecache/policy/NAME.state``)."""
         try:
-            fd = os.open(pin_path, os.O_RDONLY | os.O_CLOEXEC)
+            return _fs.read_regular(self._state_path(name), _MAX_STATE_BYTES)
+        except ValueError as exc:
+            raise OSError(errno.EINVAL, f"policy state is {exc}", self._state_path(name)) from None
+
+    def write_state(self, name: str, data: bytes) -> None:
+        """Store ``data`` under ``name``, replacing the previous state atomically."""
+        os.makedirs(self._policy, exist_ok=True)
+        _fs.write_atomic(self._state_path(name), data)
+
+    def _state_path(self, name: str) -> str:
+        if not _STATE_NAME.fullmatch(name):
+            raise ValueError(f"invalid policy state name {name!r}")
+        return os.path.join(self._policy, f"{name}.state")
+
+    # -- locks --------------------------------------------------------------------------
+
+    def pin(self, key: str) -> FdLock | None:
+        folder = self.path(key)
+        if key not in self._checked:
+            self._check_folders(key)
+        internal = f"{folder}/{RESERVED}"
+        try:
+            fd = os.open(internal, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NOFOLLOW)
         except (FileNotFoundError, NotADirectoryError):
             return None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return None  # a symlink is never a model
+            raise
         try:
             # Blocks only while an evictor holds the exclusive lock, which lasts one rename.
             fcntl.flock(fd, fcntl.LOCK_SH)
-            if _same_file(fd, pin_path):
-                return _FdLock(fd)
+            if _fs.same_file(fd, internal):
+                return FdLock(fd)
         except BaseException:
             os.close(fd)
             raise
         os.close(fd)  # the model was evicted (or replaced) while we waited
         return None
 
-    def lock_fill(self, key: str, timeout: float) -> _FdLock:
-        bucket = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
-        path = self._bucket_lock_path(bucket[:_FILL_BUCKETS_HEX])
+    def lock_fill(self, key: str, timeout: float) -> FdLock:
+        key_hash = _key_hash(key)
+        path = self._bucket_lock_path(key_hash[:_FILL_BUCKETS_HEX])
         deadline = time.monotonic() + timeout
         delay = 0.001
         while True:
-            lock = self._try_lock(path)
+            lock = _fs.lock_file(path)
             if lock is not None:
-                return lock
+                # The lock file could have been deleted and recreated while another
+                # process filled this key: a live staging directory of the key says so.
+                if not self._live_fill(key_hash):
+                    return lock
+                lock.release()
             if time.monotonic() >= deadline:
                 raise LockTimeoutError(
                     f"another process has been filling {key!r} for more than {timeout}s"
@@ -412,108 +568,193 @@ class LocalStorage:
             time.sleep(delay)
             delay = min(delay * 2, 0.05)
 
-    def try_lead(self) -> _FdLock | None:
-        return self._try_lock(os.path.join(self._internal, "leader.lock"))
+    def _live_fill(self, key_hash: str) -> bool:
+        for name in self._listdir(self._staging):
+            if not name.startswith(key_hash):
+                continue
+            try:
+                probe = _fs.lock_dir(os.path.join(self._staging, name), exclusive=True, wait=False)
+            except FileNotFoundError:
+                continue
+            if probe is None:
+                return True
+            probe.release()
+        return False
 
-    # -- writing ----------------------------------------------------------------------
+    def try_lead(self) -> FdLock | None:
+        return _fs.lock_dir(self._internal, exclusive=True, wait=False)
+
+    # -- writing ------------------------------------------------------------------------
 
     def stage(self, key: str) -> str:
-        bucket = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
-        staged = os.path.join(self._staging, f"{bucket[:_FILL_BUCKETS_HEX]}.{uuid.uuid4().hex}")
-        os.makedirs(staged)
-        return staged
+        """Make the staging folder of a fill, holding its (empty) ``.filecache`` already.
+
+        The marker folder is made now, not at publish, so that publishing does not change
+        the folder's stamp measured just before.
+        """
+        os.makedirs(self._staging, exist_ok=True)
+        for _ in range(100):
+            staged = os.path.join(self._staging, f"{_key_hash(key)}.{uuid.uuid4().hex}")
+            os.mkdir(staged)
+            try:
+                # A sweep may find the folder between its creation and this lock, take it
+                # for a dead fill's and delete it: then try again with a new name.
+                lock = _fs.lock_dir(staged, exclusive=True, wait=False)
+            except FileNotFoundError:
+                continue
+            if lock is None or not _fs.same_file(lock.fd, staged):
+                if lock is not None:
+                    lock.release()
+                continue
+            self._staged[staged] = lock
+            os.mkdir(os.path.join(staged, RESERVED))
+            return staged
+        raise OSError(errno.EAGAIN, "could not make a staging folder", self._staging)
 
     def publish(self, key: str, staged: str, meta: bytes) -> None:
         internal = os.path.join(staged, RESERVED)
-        os.makedirs(internal, exist_ok=True)
-        self._write_atomic(os.path.join(internal, _META), meta)
-        for name in (_PIN, _META_LOCK):
-            os.close(os.open(os.path.join(internal, name), os.O_WRONLY | os.O_CREAT, 0o644))
+        if not self._is_real_dir(staged):
+            raise FileNotFoundError(
+                errno.ENOENT, "the staging directory vanished before publish", staged
+            )
+        if not self._is_real_dir(internal) or os.listdir(internal):
+            raise FileExistsError(
+                errno.EEXIST,
+                f"the fill wrote into {RESERVED!r}, a name the cache reserves",
+                internal,
+            )
+        _fs.write_atomic(os.path.join(internal, _META), meta)
         dest = self.path(key)
-        for _ in range(10):
-            os.makedirs(os.path.dirname(dest), exist_ok=True)
+        with self._publishing():
+            self._make_parents(key)
             try:
                 os.rename(staged, dest)  # replaces an empty folder, fails on anything else
-                self._bump()
-                return
-            except FileNotFoundError:
-                continue  # an evictor pruned the empty parent in between; make it again
             except OSError as exc:
                 if exc.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
                     raise FileExistsError(
                         errno.EEXIST, "something else is stored at this key", dest
                     ) from exc
+                if exc.errno == errno.ENOENT and not os.path.isdir(staged):
+                    raise FileNotFoundError(
+                        errno.ENOENT, "the staging directory vanished before publish", staged
+                    ) from exc
                 raise
-        raise FileNotFoundError(errno.ENOENT, "the parent folder kept vanishing", dest)
+        self._release_staged(staged)
+        self._bump()
+
+    def _make_parents(self, key: str) -> None:
+        """Create the folders above ``key``, refusing symlinks and models on the way."""
+        for prefix in ancestors(key):
+            folder = self.path(prefix)
+            try:
+                os.mkdir(folder)
+                continue
+            except FileExistsError:
+                pass
+            st = os.stat(folder, follow_symlinks=False)
+            if stat.S_ISLNK(st.st_mode):
+                raise KeyValidationError(f"model key {key!r} goes through the symlink {folder}")
+            if not stat.S_ISDIR(st.st_mode):
+                raise FileExistsError(errno.EEXIST, "a file is stored on the key's path", folder)
+            if self._is_real_dir(f"{folder}/{RESERVED}"):
+                raise FileExistsError(
+                    errno.EEXIST, f"model key {key!r} is inside the model {prefix!r}", folder
+                )
+
+    def _check_folders(self, key: str) -> None:
+        """Refuse a key whose folders (the model's own included) are symlinks; once per key."""
+        for prefix in [*ancestors(key), key]:
+            try:
+                st = os.stat(self.path(prefix), follow_symlinks=False)
+            except (FileNotFoundError, NotADirectoryError):
+                return
+            if stat.S_ISLNK(st.st_mode):
+                raise KeyValidationError(
+                    f"model key {key!r} goes through the symlink {self.path(prefix)}"
+                )
+        self._checked.add(key)
 
     def discard(self, staged: str) -> None:
-        _rmtree(staged)
+        try:
+            _fs.rmtree(staged)
+        finally:
+            self._release_staged(staged)
+
+    def _release_staged(self, staged: str) -> None:
+        lock = self._staged.pop(staged, None)
+        if lock is not None:
+            lock.release()
 
     def remove(self, key: str) -> bool:
         folder = self.path(key)
-        pin_path = os.path.join(folder, RESERVED, _PIN)
+        internal = f"{folder}/{RESERVED}"
         try:
-            fd = os.open(pin_path, os.O_RDONLY | os.O_CLOEXEC)
-        except (FileNotFoundError, NotADirectoryError):
+            lock = _fs.lock_dir(internal, exclusive=True, wait=False)
+        except FileNotFoundError:
             raise FileNotFoundError(errno.ENOENT, "no such model", folder) from None
+        if lock is None:
+            return False  # open in some process
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return False  # open in some process
-            if not _same_file(fd, pin_path):
+            if not _fs.same_file(lock.fd, internal) or os.path.islink(folder):
                 return False  # replaced by a new model since we looked
             trash = os.path.join(self._trash, uuid.uuid4().hex)
-            os.rename(folder, trash)
+            try:
+                os.rename(folder, trash)
+            except PermissionError:
+                _fs.make_movable(folder)  # a read-only model folder
+                os.rename(folder, trash)
         finally:
-            os.close(fd)
+            lock.release()
         self._bump()
-        _rmtree(trash)
+        _fs.rmtree(trash)
         self._prune_parents(folder)
         return True
 
-    # -- helpers ----------------------------------------------------------------------
+    # -- helpers ------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _publishing(self) -> Iterator[None]:
+        """Hold the root's publish lock: publishes and pruning of parents, one at a time."""
+        os.makedirs(self._staging, exist_ok=True)
+        lock = _fs.lock_dir(self._staging, exclusive=True, wait=True)
+        assert lock is not None
+        try:
+            yield
+        finally:
+            lock.release()
 
     def _bucket_lock_path(self, bucket: str) -> str:
         return os.path.join(self._locks, f"{bucket}.lock")
 
     @staticmethod
-    def _try_lock(path: str) -> _FdLock | None:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    def _kind(path: str) -> str | None:
+        """``"dir"`` for a real folder, ``"other"`` for anything else, None if nothing is there."""
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
+            mode = os.stat(path, follow_symlinks=False).st_mode
+        except (FileNotFoundError, NotADirectoryError):
             return None
-        except BaseException:
-            os.close(fd)
-            raise
-        return _FdLock(fd)
+        return "dir" if stat.S_ISDIR(mode) else "other"
+
+    @staticmethod
+    def _is_real_dir(path: str) -> bool:
+        try:
+            return stat.S_ISDIR(os.stat(path, follow_symlinks=False).st_mode)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
 
     @staticmethod
     def _listdir(folder: str) -> list[str]:
         try:
             return os.listdir(folder)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return []
 
-    @staticmethod
-    def _write_atomic(target: str, data: bytes) -> None:
-        tmp = f"{target}.{uuid.uuid4().hex}.tmp"
-        try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-
     def _prune_parents(self, folder: str) -> None:
-        parent = os.path.dirname(folder)
-        while parent != self._root and parent.startswith(self._root + os.sep):
-            try:
-                os.rmdir(parent)
-            except OSError:
-                return  # not empty (or already gone): stop
-            parent = os.path.dirname(parent)
+        with self._publishing():
+            parent = os.path.dirname(folder)
+            while parent != self._root and parent.startswith(self._root + os.sep):
+                try:
+                    os.rmdir(parent)
+                except OSError:
+                    return  # not empty (or already gone): stop
+                parent = os.path.dirname(parent)

@@ -22,7 +22,9 @@ class MemoryStorage:
 
     A model is a set of files under its path; write them with :meth:`write_file`.
     Everything lives in one process, so pins and fill locks between threads are the
-    core's job and this backend's locks are no-ops.
+    core's job and this backend's locks are no-ops. It implements the required
+    :class:`~.base.CacheStorage` and keeps policy state (``PolicyStateStorage``): the
+    smallest complete backend, and a model for new ones.
 
     Args:
         name: names the root (default: a unique name, so two instances never share).
@@ -34,6 +36,7 @@ class MemoryStorage:
         self._files: dict[str, bytes] = {}
         self._models: dict[str, bytes] = {}  # key -> metadata
         self._staged: set[str] = set()
+        self._states: dict[str, bytes] = {}
 
     def __repr__(self) -> str:
         return f"MemoryStorage({self._name!r})"
@@ -51,12 +54,6 @@ class MemoryStorage:
         with self._lock:
             for staged in list(self._staged):
                 self.discard(staged)
-
-    def sweep(self) -> int:
-        return 0  # every staged fill belongs to a live thread of this process
-
-    def verify(self, repair: bool) -> list[str]:
-        return []
 
     # -- files (what a user does with open() on a local path) ---------------------------
 
@@ -108,6 +105,23 @@ class MemoryStorage:
         with self._lock:
             return sum(self._size_below(s) for s in self._staged)
 
+    def staged_size(self, staged: str) -> int:
+        with self._lock:
+            return self._size_below(staged)
+
+    def read_state(self, name: str) -> bytes:
+        """The policy state stored under ``name`` (kept in memory, like the models)."""
+        with self._lock:
+            try:
+                return self._states[name]
+            except KeyError:
+                raise FileNotFoundError(errno.ENOENT, "no such state", name) from None
+
+    def write_state(self, name: str, data: bytes) -> None:
+        """Keep ``data`` as the policy state ``name``."""
+        with self._lock:
+            self._states[name] = bytes(data)
+
     def read_meta(self, key: str) -> bytes:
         with self._lock:
             try:
@@ -126,9 +140,6 @@ class MemoryStorage:
             return _NoLock() if key in self._models else None
 
     def lock_fill(self, key: str, timeout: float) -> _NoLock:
-        return _NoLock()
-
-    def try_lead(self) -> _NoLock:
         return _NoLock()
 
     def stage(self, key: str) -> str:

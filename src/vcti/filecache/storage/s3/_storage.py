@@ -321,6 +321,11 @@ class S3Storage:
         """Bytes of objects outside every model (fills in progress, leftovers)."""
         return self._cat.staging_size()
 
+    def staged_size(self, staged: str) -> int:
+        """Bytes of the files a fill wrote so far (one listing of its prefix)."""
+        listing = self._cat.list(self._cat.key_of(staged) + "/")
+        return sum(listing.groups.values()) + sum(listing.sizes.values())
+
     def read_meta(self, key: str) -> bytes:
         """The metadata: kept from earlier if its ETag did not change, else one GET."""
         return self._cat.read_meta(key)

@@ -1,0 +1,498 @@
+"""The runtime of one storage root in this process: lifecycle, cycles, leadership.
+
+There is one :class:`Runtime` per root per process. It owns the root's coordination
+(:mod:`._coord`), scans (:mod:`._scanner`) and evictions (:mod:`._evictor`), the
+background thread, and the leadership. ``FileCache`` talks to it; users see it through
+its public face, :class:`~vcti.filecache.CacheManager`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+from ._coord import Coordinator
+from ._entry import CacheEntry, CacheSnapshot, EvictionResult, VerifyReport
+from ._evictor import Evictor
+from ._meta import Meta
+from ._observers import ObserverGroup, background, callback_error
+from ._scanner import Scanner
+from .exceptions import LockTimeoutError, MetadataError
+from .storage.base import (
+    AdoptingStorage,
+    CacheStorage,
+    LeasedStorage,
+    Lock,
+    SharedStorage,
+)
+
+if TYPE_CHECKING:
+    from ._config import CacheManagerConfig
+    from ._manager import CacheManager
+
+log = logging.getLogger("vcti.filecache")
+
+
+@dataclass(eq=False)
+class Attachment:
+    """One user of the root in this process: a FileCache, or a 1.0-style ``acquire``."""
+
+    config: CacheManagerConfig
+    group: ObserverGroup
+
+
+class _SoleLeader:
+    """The leadership of a backend that serves one process: always held."""
+
+    def release(self) -> None:
+        pass
+
+
+class Runtime:
+    """Everything this process does for one storage root."""
+
+    _registry: ClassVar[weakref.WeakValueDictionary[str, Runtime]] = weakref.WeakValueDictionary()
+    _registry_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, storage: CacheStorage) -> None:
+        from ._manager import CacheManager  # noqa: PLC0415 - the public face imports us
+
+        self.storage = storage
+        self._shared = storage if isinstance(storage, SharedStorage) else None
+        self._leased = isinstance(storage, LeasedStorage)
+        self._adopting = storage if isinstance(storage, AdoptingStorage) else None
+        self.coord = Coordinator(storage)
+        self.scanner = Scanner(storage, self.coord)
+        self.evictor = Evictor(storage, self.coord)
+        self.manager: CacheManager = CacheManager._of(self)
+        self._setup_process()
+        self._opened = False
+        self._cycles = 0
+        self._background_scans = 0
+        self._attached: list[Attachment] = []
+        self._acquired: list[Attachment] = []
+
+    def _setup_process(self) -> None:
+        """The state that belongs to one process (set again in a forked child)."""
+        self._life_lock = threading.RLock()
+        self._lead_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._leader: Lock | None = None
+        self._estimate: int | None = None  # the total after the last cycle, plus publishes
+        self._final: tuple[ObserverGroup, CacheManagerConfig] | None = None
+
+    def __repr__(self) -> str:
+        return f"<Runtime {self.storage.root!r}>"
+
+    @classmethod
+    def for_storage(cls, storage: CacheStorage) -> Runtime:
+        """Return this process's runtime for the root of ``storage``, creating it once."""
+        with cls._registry_lock:
+            runtime = cls._registry.get(storage.root)
+            if runtime is None:
+                runtime = cls(storage)
+                cls._registry[storage.root] = runtime
+            return runtime
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    @property
+    def is_running(self) -> bool:
+        """True while the background thread runs."""
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def cycles(self) -> int:
+        """Cycles completed in this process."""
+        return self._cycles
+
+    @property
+    def is_leader(self) -> bool:
+        """True while this process scans and evicts the root."""
+        return self._leader is not None
+
+    def attach(self, attachment: Attachment, *, acquired: bool = False) -> None:
+        """Register a user of the root; the first one opens it and starts the thread.
+
+        Raises:
+            ValueError: the config asks for something the backend cannot do.
+            OSError: the root could not be opened (nothing is registered then).
+        """
+        _check_supported(self.storage, attachment.config)
+        with self._life_lock:
+            if not self._attached:
+                self._opened = False  # the first user opens (and sweeps) the root again
+            self.ensure_open(attachment.group)
+            self._attached.append(attachment)
+            if acquired:
+                self._acquired.append(attachment)
+            if self._thread is None:
+                self._start()
+
+    def detach(self, attachment: Attachment | None = None) -> bool:
+        """Unregister a user (the last one ``acquire``\\ d if None); the last stops the thread.
+
+        Returns:
+            False if there was no such user.
+        """
+        with self._life_lock:
+            if attachment is None:
+                if not self._acquired:
+                    return False
+                attachment = self._acquired.pop()
+            elif attachment in self._acquired:
+                self._acquired.remove(attachment)
+            if attachment not in self._attached:
+                return False
+            group, config = self._context()
+            self._attached.remove(attachment)
+            if self._attached:
+                return True
+            self._final = (group, config)  # the thread runs the last cycle with these
+            self._stop.set()
+            self._wake.set()
+            thread, self._thread = self._thread, None
+            _running.discard(self)
+        if thread is None:
+            self._final_cycle(group, config)
+        elif thread is not threading.current_thread():
+            thread.join()
+        self._resign(group)
+        return True
+
+    def ensure_open(self, group: ObserverGroup) -> None:
+        """Open the storage once per process: layout, 1.0 adoption, a first sweep."""
+        with self._life_lock:
+            if self._opened:
+                return
+            self.storage.open()
+            self._opened = True
+        if self._adopting is not None:
+            try:
+                report = self._adopting.adopt_v1()
+            except OSError as exc:
+                group.error(exc, "adopt")
+            else:
+                if report:
+                    log.warning(
+                        "adopted %d models of a vcti-file-cache 1.0 root at %s (%d left alone)",
+                        len(report.models),
+                        self.storage.root,
+                        len(report.problems),
+                    )
+                    group.emit("on_adopt", report)
+        self._sweep(group)
+
+    def _start(self) -> None:
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run,
+            args=(self._stop,),
+            name=f"vcti-filecache-manager {self.storage.root}",
+            daemon=True,
+        )
+        self._thread.start()
+        _running.add(self)
+
+    def flush(self) -> None:
+        """Write the accesses recorded in memory now."""
+        with self._life_lock:
+            group = self._context()[0] if self._attached else ObserverGroup(())
+        self.scanner.flush(group)
+
+    def _context(self) -> tuple[ObserverGroup, CacheManagerConfig]:
+        """The observers and config of the background cycle: those of the first user."""
+        first = self._attached[0]
+        return first.group, first.config
+
+    def _run(self, stop: threading.Event) -> None:
+        with self._life_lock:
+            if not self._attached:
+                return
+            group, config = self._context()
+        with background():
+            group.emit("on_manager_start", self.storage.root)
+            try:
+                while not stop.is_set():
+                    self._wake.clear()
+                    self.cycle("background")
+                    with self._life_lock:
+                        if not self._attached:
+                            break
+                        _, config = self._context()
+                    self._wake.wait(config.interval)
+                if self._final is not None:
+                    self._final_cycle(*self._final)
+            finally:
+                group.emit("on_manager_stop", self.storage.root)
+
+    def _final_cycle(
+        self, group: ObserverGroup | None = None, config: CacheManagerConfig | None = None
+    ) -> None:
+        """The last cycle at shutdown: write accesses; the leader scans and evicts once more."""
+        if group is None or config is None:
+            return
+        with background():
+            self.scanner.flush(group)
+            if self._leader is not None:
+                self._cycle_body(group, config, "background")
+            self.evictor.save(group)
+
+    def after_fork(self) -> None:
+        """In a forked child: a fresh runtime state, and a thread of its own if in use."""
+        self.coord.after_fork()
+        self.scanner.after_fork()
+        self.evictor.after_fork()
+        self._setup_process()
+        if self._attached:
+            self._start()
+
+    # -- cycles -------------------------------------------------------------------------
+
+    def cycle(self, trigger: str) -> CacheSnapshot | None:
+        """Write accesses, then (as leader) sweep, scan and evict; None if another leads."""
+        with self._life_lock:
+            if not self._attached:
+                return None
+            group, config = self._context()
+        try:
+            self.scanner.flush(group)
+            return self._cycle_body(group, config, trigger)
+        except BaseException as exc:
+            error = callback_error(exc)
+            if error is None:
+                raise
+            group.error(error, "cycle")  # the thread survives anything a cycle raises
+            return None
+        finally:
+            self._cycles += 1
+
+    def _cycle_body(
+        self, group: ObserverGroup, config: CacheManagerConfig, trigger: str
+    ) -> CacheSnapshot | None:
+        if not self._lead(group):
+            return None
+        self._sweep(group)
+        every = config.full_scan_every
+        full = every is not None and self._background_scans % every == 0
+        self._background_scans += 1
+        snapshot = self.scanner.scan(group, config, full=full)
+        self.evictor.sync(config.policy, snapshot.entries, group)
+        _, snapshot = self.evictor.evict(group, config, config.policy, trigger, snapshot)
+        self.evictor.save(group)
+        self._estimate = snapshot.total_size
+        group.emit("on_cycle_complete", snapshot.total_size, snapshot.entry_count)
+        return snapshot
+
+    def note_publish(self, config: CacheManagerConfig, size: int | None) -> None:
+        """A fill of ``size`` bytes was published here: run a cycle now if it crossed the limit."""
+        if (
+            not config.prompt_eviction
+            or size is None
+            or self._estimate is None
+            or self._leader is None
+        ):
+            return
+        self._estimate += size
+        if self._estimate > config.evict_above:
+            self._wake.set()
+
+    def _sweep(self, group: ObserverGroup) -> None:
+        if self._shared is None:
+            return
+        try:
+            self._shared.sweep()
+        except OSError as exc:
+            group.error(exc, "sweep")
+
+    def _lead(self, group: ObserverGroup) -> bool:
+        # One attempt at a time: two threads of this process trying at once would each
+        # open the lock, and the second would fail against the first.
+        with self._lead_lock:
+            lost: Lock | None = None
+            if self._leader is not None:
+                if not (self._leased and getattr(self._leader, "lost", False)):
+                    return True
+                lost, self._leader = self._leader, None  # a lease that lapsed: announce once
+            if lost is not None:
+                group.emit("on_leader_change", False)
+                lost.release()
+            if self._shared is None:
+                self._leader = _SoleLeader()
+            else:
+                try:
+                    self._leader = self._shared.try_lead()
+                except OSError as exc:
+                    group.error(exc, "leader")
+                    return False
+                if self._leader is None:
+                    return False
+        group.emit("on_leader_change", True)
+        return True
+
+    def _resign(self, group: ObserverGroup) -> None:
+        with self._lead_lock:
+            leader, self._leader = self._leader, None
+        if leader is not None:
+            group.emit("on_leader_change", False)  # before the release: never two leaders
+            leader.release()
+
+    # -- what FileCache asks ------------------------------------------------------------
+
+    def scan(
+        self, group: ObserverGroup, config: CacheManagerConfig, *, repair: bool = True
+    ) -> CacheSnapshot:
+        """One scan of the root, in this thread."""
+        return self.scanner.scan(group, config, repair=repair)
+
+    def evict(
+        self,
+        group: ObserverGroup,
+        config: CacheManagerConfig,
+        policy: object,
+        *,
+        limit: int | None = None,
+        target: int | None = None,
+    ) -> list[EvictionResult]:
+        """A manual eviction run, in this thread."""
+        snapshot = self.scanner.scan(group, config)
+        results, _ = self.evictor.evict(
+            group, config, policy, "manual", snapshot, limit=limit, target=target
+        )
+        if self._leader is not None:
+            self.evictor.save(group)
+        return results
+
+    def verify(
+        self, group: ObserverGroup, config: CacheManagerConfig, repair: bool
+    ) -> VerifyReport:
+        """Check (and with ``repair`` fix) the root."""
+        return self.scanner.verify(group, config, repair)
+
+    def remove(self, key: str, timeout: float) -> bool:
+        """Remove model ``key``, waiting up to ``timeout`` for it to be closed everywhere.
+
+        Returns:
+            True if it was removed, False if it did not exist.
+
+        Raises:
+            LockTimeoutError: it stayed open (or being filled) for ``timeout`` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        delay = 0.001
+        while True:
+            if not self.coord.wait_unpinned(key, deadline):
+                raise LockTimeoutError(f"model {key!r} stayed open for more than {timeout}s")
+            gone = False
+
+            def remove() -> bool:
+                nonlocal gone
+                try:
+                    return self.storage.remove(key)
+                except FileNotFoundError:
+                    gone = True
+                    return False
+
+            if self.coord.try_remove(key, remove):
+                self.scanner.forget({key})
+                return True
+            if gone:
+                return False
+            if time.monotonic() >= deadline:
+                raise LockTimeoutError(f"model {key!r} stayed open for more than {timeout}s")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+    def clear(self, group: ObserverGroup) -> int:
+        """Remove every model not open; return how many were removed."""
+        removed: set[str] = set()
+        for key in list(self.storage.iter_models(onerror=lambda e: group.error(e, "scan"))):
+
+            def remove(key: str = key) -> bool:
+                try:
+                    return self.storage.remove(key)
+                except FileNotFoundError:
+                    return False
+
+            try:
+                if self.coord.try_remove(key, remove):
+                    removed.add(key)
+            except OSError as exc:
+                group.error(exc, "evict")
+        self.scanner.forget(removed)
+        return len(removed)
+
+    def get_entry(self, key: str, clock: Callable[[], float]) -> CacheEntry | None:
+        """The entry of ``key`` from its metadata, or None; counts no access."""
+        if not self.storage.is_model(key):
+            return None
+        try:
+            meta = Meta.decode(self.storage.read_meta(key))
+        except FileNotFoundError:
+            if not self.storage.is_model(key):
+                return None
+            now = clock()
+            meta = Meta(0, now, now)
+        except MetadataError:
+            now = clock()
+            meta = Meta(0, now, now)
+        size = meta.size
+        if size is None or meta.stamp is None:
+            try:
+                size = self.storage.model_size(key)
+            except FileNotFoundError:
+                return None
+        count, last = self.coord.pending().get(key, (0, meta.last_access))
+        meta = meta.add(count, last)
+        return CacheEntry(
+            key,
+            size,
+            meta.access_count,
+            meta.last_access,
+            meta.created,
+            meta.fill_seconds,
+            meta.version,
+        )
+
+
+def _check_supported(storage: CacheStorage, config: CacheManagerConfig) -> None:
+    from .storage.base import FreeSpaceStorage  # noqa: PLC0415 - one check at open
+
+    if config.min_free is not None and not isinstance(storage, FreeSpaceStorage):
+        raise ValueError(
+            f"min_free needs a backend that can tell its free space; {type(storage).__name__} "
+            "cannot (use evict_above alone)"
+        )
+
+
+_running: weakref.WeakSet[Runtime] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # Another thread of the parent may have held the registry's lock at the fork.
+    Runtime._registry_lock = threading.Lock()
+    for runtime in list(Runtime._registry.values()):
+        runtime.after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    """Write recorded accesses of caches that were never closed (best effort)."""
+    for runtime in list(_running):
+        try:
+            runtime.flush()
+        except Exception:
+            log.exception("could not write the recorded accesses of %s", runtime.storage.root)

@@ -1,0 +1,376 @@
+"""Scans of one storage root: sizes, metadata, and the written-behind accesses.
+
+A scan lists the models, reads their metadata and measures their sizes, doing as little
+as the backend's capabilities allow. With :class:`~vcti.filecache.storage.base.StampedStorage`
+it reuses the last scan when the root's generation did not change, and otherwise
+measures only the models whose stamps changed; a size recorded in a model's metadata
+under a stamp that still holds is trusted by a process that never measured it. Opening a
+model clears its recorded stamp (the context may have changed its files), so the next
+scan measures it again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Hashable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ._coord import Coordinator
+from ._entry import CacheEntry, CacheSnapshot, VerifyReport
+from ._meta import Meta
+from ._observers import ObserverGroup
+from .exceptions import MetadataError
+from .storage.base import (
+    AdoptingStorage,
+    CacheStorage,
+    FreeSpaceStorage,
+    SharedStorage,
+    StampedStorage,
+)
+
+if TYPE_CHECKING:
+    from ._config import CacheManagerConfig
+    from .observers.base import CacheObserver
+
+
+@dataclass(frozen=True, slots=True)
+class _Known:
+    """What a scan remembers of a model."""
+
+    data_stamp: Hashable
+    size: int
+    meta_stamp: Hashable
+    meta: Meta
+
+
+def stamp_text(stamp: Hashable) -> str | None:
+    """A data stamp as recorded in metadata (None: no stamp, never trusted)."""
+    return None if stamp is None else str(stamp)
+
+
+class Scanner:
+    """Scans one root and writes this process's recorded accesses behind."""
+
+    def __init__(self, storage: CacheStorage, coord: Coordinator) -> None:
+        self.storage = storage
+        self.coord = coord
+        self._stamps = storage if isinstance(storage, StampedStorage) else None
+        self._shared = storage if isinstance(storage, SharedStorage) else None
+        self._disk = storage if isinstance(storage, FreeSpaceStorage) else None
+        self._adopting = storage if isinstance(storage, AdoptingStorage) else None
+        self.io_lock = threading.Lock()  # scans and write-behind see one consistent state
+        self._known: dict[str, _Known] = {}
+        self._generation: Hashable = None
+        self._entries: tuple[CacheEntry, ...] = ()
+
+    def after_fork(self) -> None:
+        """A forked child starts with its own lock (the parent's may be held)."""
+        self.io_lock = threading.Lock()
+
+    # -- accesses (write-behind) --------------------------------------------------------
+
+    def flush(self, group: ObserverGroup) -> None:
+        """Write the accesses recorded in memory as increments of each model's count."""
+        with self.io_lock:
+            for key, (count, last) in self.coord.take_pending().items():
+                try:
+                    self.storage.update_meta(key, _adder(count, last, group, key))
+                except FileNotFoundError:
+                    continue  # evicted since: its accesses go with it
+                except Exception as exc:  # a failing backend must not lose the counts
+                    group.error(exc, "metadata")
+                    self.coord.restore_pending(key, count, last)
+
+    # -- scans --------------------------------------------------------------------------
+
+    def scan(
+        self,
+        group: ObserverGroup,
+        config: CacheManagerConfig,
+        *,
+        repair: bool = True,
+        full: bool = False,
+    ) -> CacheSnapshot:
+        """Walk the root once and return what is there.
+
+        Args:
+            group: the observers to report to.
+            config: the limit and clock of the snapshot.
+            repair: report unreadable metadata and rebuild it, record measured sizes;
+                without it, nothing is written or remembered (a read-only look).
+            full: measure every model.
+        """
+        group.emit("on_scan_start")
+        started = time.perf_counter()
+        with self.io_lock:
+            pending = self.coord.pending()
+            generation = self._generation_now(group)
+            if (
+                repair
+                and not full
+                and not pending
+                and generation is not None
+                and generation == self._generation
+            ):
+                # No process changed the cache through the library since the last scan,
+                # and this one has no accesses to add: the last scan still holds.
+                entries = self._entries
+            else:
+                entries = self._walk(group, config, pending, repair, full=full)
+                if repair:
+                    self._generation = generation
+                    self._entries = entries
+            try:
+                staging = self.storage.staging_size()
+            except OSError as exc:
+                group.error(exc, "scan")
+                staging = 0
+        disk: tuple[int, int] | None = None
+        if self._disk is not None:
+            try:
+                disk = self._disk.disk_usage()
+            except OSError as exc:
+                group.error(exc, "scan")
+        snapshot = CacheSnapshot.build(
+            entries,
+            evict_above=config.evict_above,
+            taken_at=config.clock(),
+            staging_size=staging,
+            pinned=self.coord.pinned(),
+            disk=disk,
+        )
+        group.emit("on_scan_end", snapshot, time.perf_counter() - started)
+        return snapshot
+
+    def forget(self, keys: set[str]) -> None:
+        """Drop removed models from what the last scan remembers."""
+        with self.io_lock:
+            for key in keys:
+                self._known.pop(key, None)
+            self._entries = tuple(e for e in self._entries if e.key not in keys)
+
+    def _walk(
+        self,
+        group: ObserverGroup,
+        config: CacheManagerConfig,
+        pending: dict[str, tuple[int, float]],
+        repair: bool,
+        *,
+        full: bool,
+    ) -> tuple[CacheEntry, ...]:
+        """Every model with its size and metadata, measuring only what may have changed."""
+        known = self._known if repair and not full else {}
+        seen: dict[str, _Known] = {}
+        entries: list[CacheEntry] = []
+        for key, data_stamp, meta_stamp in self._stamped(group):
+            try:
+                meta, size, new_meta_stamp = self._measure(
+                    group,
+                    config,
+                    key,
+                    stamps=(data_stamp, meta_stamp),
+                    previous=known.get(key),
+                    remeasure=full or key in pending,
+                    repair=repair,
+                )
+            except FileNotFoundError:
+                continue  # evicted or deleted during the scan
+            except OSError as exc:
+                group.error(exc, "scan")
+                continue
+            if data_stamp is not None:
+                seen[key] = _Known(data_stamp, size, new_meta_stamp, meta)
+            if key in pending:
+                meta = meta.add(*pending[key])
+            entries.append(
+                CacheEntry(
+                    key,
+                    size,
+                    meta.access_count,
+                    meta.last_access,
+                    meta.created,
+                    meta.fill_seconds,
+                    meta.version,
+                )
+            )
+        if repair:
+            self._known = seen
+        return tuple(entries)
+
+    def _measure(
+        self,
+        group: ObserverGroup,
+        config: CacheManagerConfig,
+        key: str,
+        *,
+        stamps: tuple[Hashable, Hashable],
+        previous: _Known | None,
+        remeasure: bool,
+        repair: bool,
+    ) -> tuple[Meta, int, Hashable]:
+        """The metadata and size of one model, and its meta stamp after any write.
+
+        A size is reused when the model's stamps did not change since this process
+        measured it, or (in a process that never did) when the metadata records it under
+        the current data stamp; otherwise the model is measured, and the size recorded.
+        """
+        data_stamp, meta_stamp = stamps
+        if previous is not None and meta_stamp is not None and meta_stamp == previous.meta_stamp:
+            meta = previous.meta
+        else:
+            meta = self._load_meta(key, group, config.clock, repair)
+        if (
+            not remeasure
+            and previous is not None
+            and data_stamp is not None
+            and data_stamp == previous.data_stamp
+            and meta_stamp == previous.meta_stamp
+        ):
+            return meta, previous.size, meta_stamp
+        stamp = stamp_text(data_stamp)
+        if not remeasure and meta.size is not None and stamp is not None and meta.stamp == stamp:
+            return meta, meta.size, meta_stamp
+        size = self.storage.model_size(key)
+        if size != meta.size:
+            group.emit("on_size_update", self.storage.path(key), size)
+        if repair and (size != meta.size or meta.stamp != stamp):
+            meta, meta_stamp = self._record_size(key, meta, size, data_stamp)
+        return meta, size, meta_stamp
+
+    def _record_size(
+        self, key: str, meta: Meta, size: int, data_stamp: Hashable
+    ) -> tuple[Meta, Hashable]:
+        """Record a measured size in the metadata; return the new record (stamp unknown)."""
+        written: list[Meta] = []
+        stamp = stamp_text(data_stamp)
+
+        def record(raw: bytes | None) -> bytes:
+            current, error = Meta.read(raw, meta.last_access)
+            if raw is None or error is not None:
+                current = meta  # what this scan read (or rebuilt) moments ago
+            written.append(current.measured(size, stamp))
+            return written[-1].encode()
+
+        self.storage.update_meta(key, record)
+        return written[-1], None  # the record's new stamp is read at the next scan
+
+    def _generation_now(self, group: ObserverGroup) -> Hashable:
+        """The backend's change counter (None where it has none, or on failure)."""
+        if self._stamps is None:
+            return None
+        try:
+            value: Hashable = self._stamps.generation()
+        except OSError as exc:
+            group.error(exc, "scan")
+            return None
+        return value
+
+    def _stamped(self, group: ObserverGroup) -> Iterator[tuple[str, Hashable, Hashable]]:
+        """Every model with its stamps; ``(key, None, None)`` from backends without them."""
+
+        def onerror(error: OSError) -> None:
+            group.error(error, "scan")
+
+        if self._stamps is not None:
+            yield from self._stamps.iter_stamped_models(onerror=onerror)
+            return
+        for key in list(self.storage.iter_models(onerror=onerror)):
+            yield key, None, None
+
+    def _load_meta(
+        self, key: str, group: ObserverGroup, clock: Callable[[], float], repair: bool
+    ) -> Meta:
+        try:
+            return Meta.decode(self.storage.read_meta(key))
+        except MetadataError as exc:
+            problem: Exception = exc
+        except FileNotFoundError:
+            if not self.storage.is_model(key):
+                raise
+            problem = MetadataError("metadata file is missing")
+        if not repair:
+            now = clock()
+            return Meta(0, now, now)
+        group.error(MetadataError(f"model {key!r}: {problem}; rebuilt with defaults"), "metadata")
+        return self.rebuild_meta(key, clock)
+
+    def rebuild_meta(self, key: str, clock: Callable[[], float]) -> Meta:
+        """Replace unreadable metadata with defaults (count 0, times now); return the result.
+
+        A record that another process repaired in the meantime is kept as it is.
+        """
+        result: list[Meta] = []
+
+        def rebuild(raw: bytes | None) -> bytes:
+            meta, _ = Meta.read(raw, clock())
+            result.append(meta)
+            return meta.encode()
+
+        self.storage.update_meta(key, rebuild)
+        return result[-1]
+
+    # -- checks -------------------------------------------------------------------------
+
+    def verify(
+        self, group: ObserverGroup, config: CacheManagerConfig, repair: bool
+    ) -> VerifyReport:
+        """Check metadata and the backend's bookkeeping against what is stored."""
+        problems: list[str] = []
+        listing = _Collecting(group.observers)
+        with self.io_lock:
+            if self._adopting is not None:
+                plan = self._adopting.plan_v1()
+                problems.extend(f"1.0 model to adopt: {key!r}" for key in plan.models)
+                problems.extend(plan.problems)
+            if self._shared is not None:
+                problems.extend(self._shared.verify(repair))
+            for key in list(self.storage.iter_models(onerror=lambda e: listing.error(e, "scan"))):
+                try:
+                    Meta.decode(self.storage.read_meta(key))
+                    continue
+                except MetadataError as exc:
+                    problems.append(f"model {key!r}: {exc}")
+                except FileNotFoundError:
+                    if not self.storage.is_model(key):
+                        continue
+                    problems.append(f"model {key!r}: metadata file is missing")
+                except OSError as exc:
+                    problems.append(f"model {key!r}: metadata cannot be read: {exc}")
+                    continue
+                if repair:
+                    with contextlib.suppress(FileNotFoundError):
+                        self.rebuild_meta(key, config.clock)
+        snapshot = self.scan(listing, config, repair=False)
+        problems.extend(f"cannot read part of the root: {error}" for error in listing.errors)
+        return VerifyReport(tuple(problems), repair, snapshot)
+
+
+class _Collecting(ObserverGroup):
+    """Observers, plus the list of errors reported to them (what a check found)."""
+
+    __slots__ = ("errors",)
+
+    def __init__(self, observers: tuple[CacheObserver, ...]) -> None:
+        super().__init__(observers)
+        self.errors: list[Exception] = []
+
+    def error(self, error: Exception, context: str) -> None:
+        self.errors.append(error)
+        super().error(error, context)
+
+
+def _adder(
+    count: int, last: float, group: ObserverGroup, key: str
+) -> Callable[[bytes | None], bytes]:
+    """The update that adds ``count`` accesses; the recorded size stops being trusted."""
+
+    def add(raw: bytes | None) -> bytes:
+        meta, error = Meta.read(raw, last)
+        if error is not None:
+            group.error(MetadataError(f"model {key!r}: {error}; rebuilt with defaults"), "metadata")
+        return meta.add(count, last).encode()
+
+    return add
