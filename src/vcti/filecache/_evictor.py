@@ -184,15 +184,21 @@ class Evictor:
             raise error  # the caller's own policy (or Ctrl-C in the caller): tell the caller
         return result, snapshot
 
-    def evict_one(self, entry: CacheEntry, group: ObserverGroup) -> Removal:
-        """Remove one model: True if removed, False if open somewhere (or failing), None if gone."""
+    def evict_one(
+        self, entry: CacheEntry, group: ObserverGroup, storage: CacheStorage | None = None
+    ) -> Removal:
+        """Remove one model: True if removed, False if open somewhere (or failing), None if gone.
+
+        ``storage`` is the backend to remove it with (default: the root's).
+        """
         key = entry.key
+        backend = self.storage if storage is None else storage
         gone = False
 
         def remove() -> bool:
             nonlocal gone
             try:
-                return self.storage.remove(key)
+                return backend.remove(key)
             except FileNotFoundError:
                 gone = True
                 return False
@@ -205,7 +211,7 @@ class Evictor:
         if gone:
             return None
         if removed:
-            group.emit("on_evict", self.storage.path(key))
+            group.emit("on_evict", backend.path(key))
         return removed
 
     def _forget(self, keys: Sequence[str]) -> None:

@@ -167,6 +167,6 @@ def run_eviction(
         for e in evict_until(
             candidates(policy, items, required),
             required,
-            lambda e: runtime.evictor.evict_one(e, group),
+            lambda e: runtime.evictor.evict_one(e, group, backend),
         ).removed
     ]

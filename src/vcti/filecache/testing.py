@@ -103,6 +103,9 @@ class RecordingObserver(CacheObserver):
     def on_cycle_complete(self, total_size: int, entry_count: int) -> None:
         self._record("on_cycle_complete", total_size, entry_count)
 
+    def on_adopt(self, report: Any) -> None:
+        self._record("on_adopt", report)
+
     def on_error(self, error: Exception, context: str) -> None:
         self._record("on_error", error, context)
 

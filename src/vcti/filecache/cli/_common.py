@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from .._cache import FileCache
 from .._config import CacheManagerConfig
 from .._entry import CacheEntry, CacheSnapshot, EvictionResult
 from .._keys import RESERVED
@@ -100,8 +101,11 @@ def check_root(path: str) -> str:
     if not os.path.isdir(root):
         raise CommandError(f"{path}: not a directory")
     internal = os.path.join(root, RESERVED)
-    if not os.path.isdir(internal):
-        raise CommandError(f"{path}: not a cache root (it has no {RESERVED}/ folder)")
+    if not os.path.isdir(internal) and not LocalStorage(root).plan_v1().models:
+        raise CommandError(
+            f"{path}: not a cache root (it has no {RESERVED}/ folder, nor models of a "
+            "vcti-file-cache 1.0 root)"
+        )
     if any(os.path.exists(os.path.join(internal, name)) for name in _MODEL_MARKERS):
         raise CommandError(f"{path}: a model directory, not a cache root")
     return root
@@ -156,10 +160,13 @@ def scan(root: str, observer: CacheObserver, evict_above: int = NO_LIMIT) -> Cac
         evict_above: the limit the snapshot's ``overage`` and ``is_over_limit`` use.
     """
     config = CacheManagerConfig(evict_above=NO_LIMIT, interval=ONE_DAY, observer=observer)
+    storage = LocalStorage(root)
+    if storage.plan_v1():
+        # A 1.0 root (or an adoption that was interrupted): opening it adopts its models.
+        with FileCache(config, storage=storage):
+            pass
     # Any limit, 0 included: the snapshot derives its overage from the one it is given.
-    return dataclasses.replace(
-        CacheManager.inspect(LocalStorage(root), config), evict_above=evict_above
-    )
+    return dataclasses.replace(CacheManager.inspect(storage, config), evict_above=evict_above)
 
 
 def trash_size(root: str) -> int:

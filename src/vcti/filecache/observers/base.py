@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .._config import CacheManagerConfig
-    from .._entry import CacheSnapshot, EvictionResult
+    from .._entry import AdoptionReport, CacheSnapshot, EvictionResult
     from ..storage.base import CacheStorage
 
 
@@ -86,16 +86,23 @@ class CacheObserver:
     def on_cycle_complete(self, total_size: int, entry_count: int) -> None:
         """A background cycle (or ``run_once()``) ended in the process that leads the root."""
 
+    def on_adopt(self, report: AdoptionReport) -> None:
+        """Models of a root written by vcti-file-cache 1.0 were adopted as the root opened."""
+
     def on_error(self, error: Exception, context: str) -> None:
         """Something failed in the cache; ``context`` says where (``"scan"``, ``"evict"`` ...)."""
 
 
 class LoggingObserver(CacheObserver):
-    """Writes cache events to a stdlib logger.
+    """Writes cache events to a stdlib logger, at 1.0's levels.
+
+    Evictions, fills, scans and the manager's start and stop are logged at ``level``
+    (``INFO``), size updates and cycles at ``DEBUG``, errors and adoptions at
+    ``WARNING``.
 
     Args:
         logger: the logger to use; default ``logging.getLogger("vcti.filecache")``.
-        level: the level of routine events; errors are logged at ``ERROR``.
+        level: the level of routine events.
     """
 
     def __init__(self, logger: logging.Logger | None = None, level: int = logging.INFO) -> None:
@@ -138,5 +145,19 @@ class LoggingObserver(CacheObserver):
             result.duration,
         )
 
+    def on_size_update(self, path: str, size: int) -> None:
+        self.logger.debug("size of %s: %d bytes", path, size)
+
+    def on_cycle_complete(self, total_size: int, entry_count: int) -> None:
+        self.logger.debug("cycle complete: %d models, %d bytes", entry_count, total_size)
+
+    def on_adopt(self, report: AdoptionReport) -> None:
+        self.logger.warning(
+            "adopted %d models of a vcti-file-cache 1.0 root; %d problems: %s",
+            len(report.models),
+            len(report.problems),
+            "; ".join(report.problems) or "none",
+        )
+
     def on_error(self, error: Exception, context: str) -> None:
-        self.logger.error("cache error in %s: %s", context, error, exc_info=error)
+        self.logger.warning("cache error in %s: %s", context, error, exc_info=error)

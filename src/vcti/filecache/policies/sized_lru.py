@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from .._entry import CacheEntry
+from ._select import select_in_order
 
 
 class SizedLruPolicy:
@@ -32,6 +33,10 @@ class SizedLruPolicy:
             return (-idle * entry.size, entry.last_access, entry.key)
 
         return sorted(entries, key=weight)
+
+    def select_evictions(self, entries: list[CacheEntry], required_free: int) -> list[CacheEntry]:
+        """1.0's selection: entries in this policy's order until ``required_free`` bytes."""
+        return select_in_order(self.order(entries), required_free)
 
     def __repr__(self) -> str:
         return "SizedLruPolicy()"

@@ -97,6 +97,10 @@ class LocalStorage:
 
     # -- lifecycle ------------------------------------------------------------------------
 
+    def ensure_root(self) -> None:
+        """Create the root folder and the cache's layout in it (1.0's name for :meth:`open`)."""
+        self.open()
+
     def open(self) -> None:
         """Create the root's layout (leftovers are reclaimed by :meth:`sweep`)."""
         for folder in (self._staging, self._trash, self._locks, self._policy):
@@ -333,13 +337,14 @@ class LocalStorage:
         finally:
             if lock is not None:
                 lock.release()
-        inner = next(self._nested_markers(folder), None)
-        if inner is not None:
-            problems.append(f"model {key!r} contains another model folder at {inner}")
+        for marker, inner in self._nested_markers(folder):
+            what = "another model folder" if marker == RESERVED else "a 1.0 model folder"
+            problems.append(f"model {key!r} contains {what} at {inner}")
         return problems
 
     @staticmethod
-    def _nested_markers(top: str) -> Iterator[str]:
+    def _nested_markers(top: str) -> Iterator[tuple[str, str]]:
+        """``(marker, folder)`` for each folder below ``top`` that holds a model marker."""
         stack = [top]
         while stack:
             folder = stack.pop()
@@ -347,9 +352,11 @@ class LocalStorage:
                 entries = list(os.scandir(folder))
             except OSError:
                 continue
+            reported = False
             for entry in entries:
-                if entry.name == RESERVED and folder != top:
-                    yield folder
+                if folder != top and not reported and entry.name in (RESERVED, _v1.CACHE_META):
+                    reported = True
+                    yield entry.name, folder
                 elif entry.name != RESERVED and entry.is_dir(follow_symlinks=False):
                     stack.append(entry.path)
 
