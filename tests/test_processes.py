@@ -5,60 +5,16 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from vcti.filecache import CacheManagerConfig, FileCache
 
-from .helpers import wait_for
+from .helpers import disk_total, finish, kill, lines, spawn, wait_for
 from .workers import check_model, write_model
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def spawn(mode: str, **args: Any) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "tests.workers", mode, json.dumps(args)],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def finish(proc: subprocess.Popen[str], timeout: float = 120) -> str:
-    out, err = proc.communicate(timeout=timeout)
-    assert proc.returncode == 0, err
-    return out
-
-
-def kill(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGKILL)
-    proc.communicate(timeout=30)
-
-
-def lines(path: Path) -> list[str]:
-    return path.read_text().splitlines() if path.exists() else []
-
-
-def disk_total(root: Path) -> int:
-    """Bytes of user files under ``root``, by a fresh walk that skips the cache's own files."""
-    total = 0
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = [d for d in dirs if d != ".filecache"]
-        for name in files:
-            path = os.path.join(folder, name)
-            if not os.path.islink(path):
-                total += os.lstat(path).st_size
-    return total
 
 
 def quiet_config(evict_above: int = 10**9, **kwargs: object) -> CacheManagerConfig:
@@ -109,6 +65,7 @@ def run_stress(tmp_path: Path, processes: int, ops: int) -> None:
             leaders.discard(pid)
 
     with FileCache(root=root, config=CacheManagerConfig(evict_above=budget, interval=3600)) as c:
+        wait_for(lambda: c.manager.cycles >= 1)  # the cycle at start is done
         snapshot = c.manager.run_once()
         assert snapshot is not None
         assert snapshot.total_size <= budget

@@ -171,7 +171,38 @@ def touch(args: dict[str, Any]) -> None:
                     write_model(model.path, args["key"], 100)
 
 
+def fill_outcome(args: dict[str, Any]) -> dict[str, Any]:
+    """Fill a model, taking ``seconds``; report whether it was published, or the error."""
+    config = CacheManagerConfig(evict_above=10**9, interval=3600)
+    with FileCache(root=args["root"], config=config) as cache:
+        try:
+            with cache.model(args["key"]) as model:
+                append_line(args["ready"], f"{os.getpid()} {int(bool(model.new))}")
+                time.sleep(args["seconds"])
+                write_model(model.path, args["key"], 100)
+        except Exception as exc:
+            return {"published": False, "error": f"{type(exc).__name__}: {exc}"}
+    return {"published": True, "error": None}
+
+
+def fill_evict_loop(args: dict[str, Any]) -> dict[str, Any]:
+    """Fill a model of one's own and evict everything, ``times`` times; report the errors."""
+    config = CacheManagerConfig(evict_above=1, evict_to=0, interval=3600, prompt_eviction=False)
+    errors: list[str] = []
+    with FileCache(root=args["root"], config=config) as cache:
+        for _ in range(args["times"]):
+            try:
+                with cache.model(f"g/{args['me']}") as model:
+                    Path(model.path, "data.bin").write_bytes(b"xx")
+                cache.evict()
+            except Exception as exc:
+                errors.append(f"{type(exc).__name__}: {exc}")
+    return {"errors": errors}
+
+
 MODES = {
+    "fill_outcome": fill_outcome,
+    "fill_evict_loop": fill_evict_loop,
     "stress": stress,
     "chaos": chaos,
     "lead": lead,

@@ -61,6 +61,28 @@ def _key_hash(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+def _rename_folder(source: str, dest: str) -> None:
+    """Rename a folder to another parent, even a read-only one (as a fill may leave it).
+
+    Moving a folder rewrites its ``..`` entry, which needs write permission on the folder
+    itself: a read-only folder is made writable for the rename, then given its mode back.
+    """
+    try:
+        os.rename(source, dest)
+        return
+    except PermissionError:
+        mode = stat.S_IMODE(os.stat(source, follow_symlinks=False).st_mode)
+        if mode & 0o200:
+            raise  # writable already: the parent is what refuses
+    _fs.make_movable(source)
+    try:
+        os.rename(source, dest)
+    except BaseException:
+        os.chmod(source, mode)
+        raise
+    os.chmod(dest, mode)
+
+
 class LocalStorage:
     """Stores each model as a directory below ``root`` on a local filesystem.
 
@@ -635,7 +657,7 @@ class LocalStorage:
         with self._publishing():
             self._make_parents(key)
             try:
-                os.rename(staged, dest)  # replaces an empty folder, fails on anything else
+                _rename_folder(staged, dest)  # replaces an empty folder, fails on anything else
             except OSError as exc:
                 if exc.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
                     raise FileExistsError(
@@ -705,11 +727,7 @@ class LocalStorage:
             if not _fs.same_file(lock.fd, internal) or os.path.islink(folder):
                 return False  # replaced by a new model since we looked
             trash = os.path.join(self._trash, uuid.uuid4().hex)
-            try:
-                os.rename(folder, trash)
-            except PermissionError:
-                _fs.make_movable(folder)  # a read-only model folder
-                os.rename(folder, trash)
+            _rename_folder(folder, trash)
         finally:
             lock.release()
         self._bump()
