@@ -1,9 +1,12 @@
 """``async with cache.amodel(key)``: the model context for asyncio servers.
 
-Everything that can block (waiting for another thread's or process's fill, pinning,
-publishing, discarding) runs in a worker thread, never on the event loop. A task
-cancelled while it waits or fills releases what it held before the cancellation goes
-on: a fill is discarded, a pin released, the fill lock freed.
+Nothing blocks the event loop. While another task or thread of this process fills (or
+removes) the key, the task waits on the loop itself, holding no thread; pinning, waiting
+for another process's fill, publishing and discarding run in the loop's default executor.
+A task cancelled while it waits or fills releases what it held before its cancellation
+goes on: a fill is discarded, a pin released, the fill lock freed, and the other waiters
+go on. Observer hooks run in the executor, in one copy of the task's context taken when
+the context is entered, so a ``filecache.model`` span is a child of the request's span.
 """
 
 from __future__ import annotations
@@ -11,9 +14,14 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, TypeVar
+
+from ._coord import Busy, Cancelled
+from .exceptions import LockTimeoutError
 
 if TYPE_CHECKING:
     from ._cache import ModelDir
@@ -22,29 +30,82 @@ T = TypeVar("T")
 
 
 class AsyncModelDir:
-    """The asyncio form of :class:`~vcti.filecache.ModelDir` (``FileCache.amodel()``)."""
+    """The asyncio form of :class:`~vcti.filecache.ModelDir` (``FileCache.amodel()``).
 
-    __slots__ = ("_entered", "_model")
+    ``async with`` it to get the :class:`~vcti.filecache.ModelDir`, entered.
+    """
+
+    __slots__ = ("_context", "_entered", "_model")
 
     def __init__(self, model: ModelDir) -> None:
         self._model = model
         self._entered = False
+        self._context: contextvars.Context | None = None
 
     def __repr__(self) -> str:
         return f"AsyncModelDir({self._model!r})"
 
+    def _run(self, loop: asyncio.AbstractEventLoop, function: Callable[[], T]) -> asyncio.Future[T]:
+        """Run ``function`` in the executor, in this context's copy of the task's context."""
+        assert self._context is not None
+        return loop.run_in_executor(None, functools.partial(self._context.run, function))
+
     async def __aenter__(self) -> ModelDir:
         loop = asyncio.get_running_loop()
-        enter = loop.run_in_executor(None, _in_context(self._model.__enter__))
-        try:
-            model = await asyncio.shield(enter)
-        except asyncio.CancelledError:
-            # The worker may still get the model: once it does, give it back, then let
-            # the cancellation go on.
-            await _undo(loop, enter, self._model)
-            raise
-        self._entered = True
-        return model
+        self._context = contextvars.copy_context()
+        model = self._model
+        key = model.key
+        coord = model._runtime.coord
+        deadline = time.monotonic() + model._timeout
+        cancel = threading.Event()
+        enter: asyncio.Future[ModelDir] | None = None
+        while True:
+            idle = loop.create_future()
+
+            def wake(idle: asyncio.Future[None] = idle) -> None:
+                loop.call_soon_threadsafe(_resolve, idle)
+
+            try:
+                if coord.when_idle(key, wake):  # another task or thread fills it here
+                    remaining = deadline - time.monotonic()
+                    try:
+                        await asyncio.wait_for(idle, max(0.0, remaining))
+                    except asyncio.TimeoutError:
+                        error = LockTimeoutError(f"another fill of {key!r} took too long")
+                        await self._run(loop, functools.partial(model._abandon, error))
+                        raise error from None
+                enter = self._run(loop, functools.partial(model._enter, wait=False, cancel=cancel))
+                try:
+                    await asyncio.shield(enter)
+                except Busy:
+                    continue  # busy again before the worker got to it: wait once more
+            except asyncio.CancelledError as cancelled:
+                cancel.set()  # a wait for another process's fill ends within a slice
+                await _finish(self._undo(loop, enter, cancelled))
+                raise
+            self._entered = True
+            return model
+
+    async def _undo(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        enter: asyncio.Future[ModelDir] | None,
+        cancelled: asyncio.CancelledError,
+    ) -> None:
+        """Release what an abandoned ``__enter__`` got, once it is done."""
+        model = self._model
+        if enter is not None:
+            try:
+                await enter
+            except (Busy, Cancelled):
+                pass
+            except BaseException:
+                return
+            else:
+                exit_ = functools.partial(model.__exit__, asyncio.CancelledError, cancelled, None)
+                await self._run(loop, exit_)
+                return
+        await self._run(loop, functools.partial(model._abandon, cancelled))
 
     async def __aexit__(
         self,
@@ -56,9 +117,7 @@ class AsyncModelDir:
             return
         self._entered = False
         loop = asyncio.get_running_loop()
-        leave = loop.run_in_executor(
-            None, _in_context(functools.partial(self._model.__exit__, exc_type, exc, tb))
-        )
+        leave = self._run(loop, functools.partial(self._model.__exit__, exc_type, exc, tb))
         try:
             await asyncio.shield(leave)
         except asyncio.CancelledError:
@@ -66,36 +125,20 @@ class AsyncModelDir:
             raise
 
 
-def _in_context(function: Callable[[], T]) -> Callable[[], T]:
-    """Run ``function`` in the caller's context (its current span, its contextvars)."""
-    context = contextvars.copy_context()
-    return functools.partial(context.run, function)
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
-async def _undo(
-    loop: asyncio.AbstractEventLoop, enter: asyncio.Future[ModelDir], model: ModelDir
-) -> None:
-    """Wait for an abandoned ``__enter__`` and release what it got."""
-
-    async def undo() -> None:
+async def _finish(work: Awaitable[T]) -> None:
+    """Wait for ``work`` (a future or coroutine) even if this task is cancelled again."""
+    task = asyncio.ensure_future(work)
+    while not task.done():
         try:
-            await enter
-        except BaseException:
-            return
-        error = asyncio.CancelledError()
-        await loop.run_in_executor(
-            None, _in_context(functools.partial(model.__exit__, type(error), error, None))
-        )
-
-    await _finish(asyncio.ensure_future(undo()))
-
-
-async def _finish(work: asyncio.Future[None]) -> None:
-    """Wait for ``work`` even if this task is cancelled again meanwhile."""
-    while not work.done():
-        try:
-            await asyncio.shield(work)
+            await asyncio.shield(task)
         except asyncio.CancelledError:
             continue
-    if not work.cancelled():
-        work.exception()  # retrieved: errors of the release are the release's to report
+        except BaseException:
+            return
+    if not task.cancelled():
+        task.exception()  # retrieved

@@ -11,6 +11,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from ._config import CacheManagerConfig
+from ._coord import Busy
 from ._entry import CacheEntry, CacheSnapshot, VerifyReport
 from ._keys import validate_key
 from ._meta import Meta
@@ -61,6 +62,7 @@ class ModelDir:
     """
 
     __slots__ = (
+        "_announced",
         "_clock",
         "_config",
         "_group",
@@ -103,6 +105,7 @@ class ModelDir:
         self._timeout = _DEFAULT_LOCK_TIMEOUT if config is None else config.lock_timeout
         self._standalone = False
         self._lease: Lease | None = None
+        self._announced = False  # on_model_open was emitted for the current attempt
         self._started = 0.0
         self.key = key
         self.path = runtime.storage.path(key)
@@ -124,18 +127,30 @@ class ModelDir:
     # -- the context --------------------------------------------------------------------
 
     def __enter__(self) -> ModelDir:
+        return self._enter()
+
+    def _enter(self, *, wait: bool = True, cancel: threading.Event | None = None) -> ModelDir:
+        """Enter the context; see ``Coordinator.acquire`` for ``wait`` and ``cancel``."""
         if self._lease is not None:
             raise RuntimeError(f"the ModelDir of {self.key!r} is already open")
         if self._standalone:
             self._runtime.ensure_open(self._group)
         key = self.key
         group = self._group
-        self._started = started = time.perf_counter()
-        if group:
-            group.emit("on_model_open", key)
+        if not self._announced:  # an asyncio caller may come back after Busy
+            self._announced = True
+            self._started = time.perf_counter()
+            if group:
+                group.emit("on_model_open", key)
+        started = self._started
         try:
-            lease = self._runtime.coord.acquire(key, self._clock, self._timeout, self._version)
+            lease = self._runtime.coord.acquire(
+                key, self._clock, self._timeout, self._version, wait=wait, cancel=cancel
+            )
+        except Busy:
+            raise  # not an attempt: the caller waits for the key, then tries again
         except BaseException as exc:
+            self._announced = False
             if group:
                 group.emit("on_model_close", key, False, time.perf_counter() - started, exc)
             raise
@@ -151,6 +166,14 @@ class ModelDir:
             self.path = lease.staged
         return self
 
+    def _abandon(self, error: BaseException) -> None:
+        """The caller gave up before the model was entered (a cancelled asyncio task)."""
+        if self._lease is None and self._announced:
+            self._announced = False
+            if self._group:
+                duration = time.perf_counter() - self._started
+                self._group.emit("on_model_close", self.key, False, duration, error)
+
     def __exit__(
         self,
         exc_type: type[BaseException] | None,
@@ -161,6 +184,7 @@ class ModelDir:
         if lease is None:
             return
         self._lease = None
+        self._announced = False
         group = self._group
         error = exc
         try:

@@ -19,6 +19,18 @@ from .exceptions import KeyValidationError, LockTimeoutError, MetadataError, Pin
 from .storage.base import CacheStorage, LeasedStorage, Lock
 
 
+class Busy(Exception):
+    """The key is being filled or removed in this process (``acquire(wait=False)``)."""
+
+
+class Cancelled(Exception):
+    """The waiting was cancelled (the asyncio task that waited was)."""
+
+
+#: How long one wait for another process's fill lock lasts before a cancellation is seen.
+_WAIT_SLICE = 0.2
+
+
 @dataclass
 class Lease:
     """What ``acquire`` hands to a ``model()`` context: a pin (hit) or a fill (miss).
@@ -44,6 +56,7 @@ class Coordinator:
 
     def _reset(self) -> None:
         self.cond = threading.Condition(threading.Lock())
+        self._idle_callbacks: dict[str, list[Callable[[], None]]] = {}
         self._pins: dict[str, int] = {}
         self._filling: set[str] = set()
         self._evicting: set[str] = set()
@@ -61,11 +74,17 @@ class Coordinator:
         clock: Callable[[], float],
         timeout: float,
         version: str | None = None,
+        *,
+        wait: bool = True,
+        cancel: threading.Event | None = None,
     ) -> Lease:
         """Pin the published model ``key``, or become the one that fills it.
 
         With ``version``, a published model of another version is not a hit: it is
-        refilled, and replaced once nobody has it open.
+        refilled, and replaced once nobody has it open. With ``wait`` False, a key that
+        this process is filling or removing raises :class:`Busy` at once (an asyncio
+        caller waits for it on its loop, see :meth:`when_idle`); ``cancel`` ends a wait
+        for another process's fill with :class:`Cancelled`.
 
         Raises:
             KeyValidationError: ``key`` is nested inside (or around) another model.
@@ -74,6 +93,8 @@ class Coordinator:
         deadline = time.monotonic() + timeout
         while True:
             with self.cond:
+                if not wait and (key in self._filling or key in self._evicting):
+                    raise Busy(key)
                 self._wait_idle(key, deadline)
                 self._pins[key] = self._pins.get(key, 0) + 1
             pin: Lock | None = None
@@ -98,7 +119,7 @@ class Coordinator:
                 self._check_filling_conflict(key)
                 self._filling.add(key)
             try:
-                return self._begin_fill(key, clock, deadline, version)
+                return self._begin_fill(key, clock, deadline, version, cancel)
             except BaseException:
                 self._end_fill(key)
                 raise
@@ -113,9 +134,14 @@ class Coordinator:
             return False
 
     def _begin_fill(
-        self, key: str, clock: Callable[[], float], deadline: float, version: str | None
+        self,
+        key: str,
+        clock: Callable[[], float],
+        deadline: float,
+        version: str | None,
+        cancel: threading.Event | None,
     ) -> Lease:
-        fill_lock = self.storage.lock_fill(key, max(0.0, deadline - time.monotonic()))
+        fill_lock = self._lock_fill(key, deadline, cancel)
         try:
             # Another process may have published the model while we waited for its lock.
             pin = self.storage.pin(key)
@@ -138,6 +164,20 @@ class Coordinator:
         except BaseException:
             fill_lock.release()
             raise
+
+    def _lock_fill(self, key: str, deadline: float, cancel: threading.Event | None) -> Lock:
+        """The fill lock of ``key``, waited for in slices so that a cancellation is seen."""
+        if cancel is None:
+            return self.storage.lock_fill(key, max(0.0, deadline - time.monotonic()))
+        while True:
+            if cancel.is_set():
+                raise Cancelled(key)
+            remaining = deadline - time.monotonic()
+            try:
+                return self.storage.lock_fill(key, max(0.0, min(remaining, _WAIT_SLICE)))
+            except LockTimeoutError:
+                if remaining <= _WAIT_SLICE:
+                    raise
 
     def release(self, lease: Lease) -> None:
         """Unpin a hit.
@@ -229,6 +269,26 @@ class Coordinator:
         with self.cond:
             self._filling.discard(key)
             self.cond.notify_all()
+            callbacks = self._take_idle_callbacks(key)
+        for callback in callbacks:
+            callback()
+
+    def when_idle(self, key: str, callback: Callable[[], None]) -> bool:
+        """Call ``callback`` (from any thread) once ``key`` is no longer filled or removed here.
+
+        Returns:
+            False, without registering it, if the key is idle already.
+        """
+        with self.cond:
+            if key not in self._filling and key not in self._evicting:
+                return False
+            self._idle_callbacks.setdefault(key, []).append(callback)
+            return True
+
+    def _take_idle_callbacks(self, key: str) -> list[Callable[[], None]]:
+        if key in self._filling or key in self._evicting:
+            return []
+        return self._idle_callbacks.pop(key, [])
 
     def _check_filling_conflict(self, key: str) -> None:
         for other in self._filling:
@@ -283,6 +343,9 @@ class Coordinator:
             with self.cond:
                 self._evicting.discard(key)
                 self.cond.notify_all()
+                callbacks = self._take_idle_callbacks(key)
+            for callback in callbacks:
+                callback()
         if removed:
             with self.cond:
                 self._pending.pop(key, None)
