@@ -18,7 +18,17 @@ from .exceptions import (
     MetadataError,
 )
 from .observers.base import CacheObserver, LoggingObserver
-from .policies import EvictionPolicy, LfuPolicy, LruPolicy, SizedLruPolicy
+from .policies import (
+    CostAwarePolicy,
+    EvictionPolicy,
+    GdsfPolicy,
+    IdleSizePolicy,
+    LargestFirstPolicy,
+    LfuPolicy,
+    LruPolicy,
+    SievePolicy,
+    SizedLruPolicy,
+)
 from .storage import CacheStorage, LocalStorage, MemoryStorage
 
 __version__ = "0.1.0"
@@ -31,11 +41,15 @@ __all__ = [
     "CacheObserver",
     "CacheSnapshot",
     "CacheStorage",
+    "CostAwarePolicy",
     "EvictionPolicy",
     "EvictionResult",
     "FileCache",
     "FileCacheError",
+    "GdsfPolicy",
+    "IdleSizePolicy",
     "KeyValidationError",
+    "LargestFirstPolicy",
     "LfuPolicy",
     "LocalStorage",
     "LockTimeoutError",
@@ -44,6 +58,7 @@ __all__ = [
     "MemoryStorage",
     "MetadataError",
     "ModelDir",
+    "SievePolicy",
     "SizedLruPolicy",
     "VerifyReport",
     "__version__",
