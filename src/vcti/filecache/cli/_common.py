@@ -18,7 +18,17 @@ from .._manager import CacheManager
 from .._observers import ObserverGroup
 from .._sizes import format_size, parse_size
 from ..observers.base import CacheObserver
-from ..policies import EvictionPolicy, LfuPolicy, LruPolicy, SizedLruPolicy
+from ..policies import (
+    CostAwarePolicy,
+    EvictionPolicy,
+    GdsfPolicy,
+    IdleSizePolicy,
+    LargestFirstPolicy,
+    LfuPolicy,
+    LruPolicy,
+    SievePolicy,
+    SizedLruPolicy,
+)
 from ..storage.local import LocalStorage, _tree_size
 
 if TYPE_CHECKING:
@@ -44,6 +54,11 @@ POLICIES: dict[str, Callable[[], EvictionPolicy]] = {
     "lru": LruPolicy,
     "lfu": LfuPolicy,
     "sized-lru": SizedLruPolicy,
+    "idle-size": IdleSizePolicy,
+    "gdsf": GdsfPolicy,
+    "cost-aware": CostAwarePolicy,
+    "sieve": SievePolicy,
+    "largest": LargestFirstPolicy,
 }
 
 
