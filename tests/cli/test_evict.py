@@ -40,7 +40,16 @@ CASES = [
     (["--evict-above", str(TOTAL)], []),
     (["--evict-above", "4684K", "--evict-to", "0"], []),
 ]
-IDS = ["lru", "lru-evict-to", "lfu", "sized-lru", "idle-size", "everything", "at-limit", "at-limit-to-0"]
+IDS = [
+    "lru",
+    "lru-evict-to",
+    "lfu",
+    "sized-lru",
+    "idle-size",
+    "everything",
+    "at-limit",
+    "at-limit-to-0",
+]
 
 
 def _present(root: Path) -> list[str]:
