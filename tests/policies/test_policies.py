@@ -22,6 +22,7 @@ from vcti.filecache.policies.cost_aware import DEFAULT_SECONDS_PER_BYTE
 
 def entry(
     key: str,
+    *,
     size: int = 1,
     count: int = 1,
     last: float = 0.0,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import hashlib
@@ -200,7 +201,7 @@ class TraceObserver(CacheObserver):
             with self._lock:
                 fd = self._open()
                 if self.max_bytes is not None and os.fstat(fd).st_size + len(line) > self.max_bytes:
-                    fd = self._rotate(fd)
+                    fd = self._rotate()
                 if os.write(fd, line) != len(line):
                     raise OSError(errno.EIO, "short write")
         except OSError as exc:
@@ -219,20 +220,29 @@ class TraceObserver(CacheObserver):
                 pass
         self._close()
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
-        else:
-            try:
-                os.write(fd, TRACE_HEADER.encode())
-            except OSError:
-                os.close(fd)
-                raise
+        except FileNotFoundError:
+            self._create()
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
         st = os.fstat(fd)
         self._fd, self._inode, self._pid = fd, (st.st_dev, st.st_ino), os.getpid()
         return fd
 
-    def _rotate(self, fd: int) -> int:
+    def _create(self) -> None:
+        """Create the file with its header in one step: no process sees it without one."""
+        temporary = f"{self.path}.{os.getpid()}.{threading.get_ident()}.tmp"
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            try:
+                os.write(fd, TRACE_HEADER.encode())
+            finally:
+                os.close(fd)
+            with contextlib.suppress(FileExistsError):  # another process created it first
+                os.link(temporary, self.path)
+        finally:
+            os.unlink(temporary)
+
+    def _rotate(self) -> int:
         """Rotate the file, unless another process did already; return the new descriptor."""
         lock = os.open(self.path + ".lock", os.O_WRONLY | os.O_CREAT, 0o644)
         try:
