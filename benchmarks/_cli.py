@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from . import contention, evict, hit, idle, memory, scan, steady
+from . import contention, evict, hit, idle, memory, replay, scan, steady
 from ._common import REPO, Result, Settings, Stopwatch, machine_facts
 from ._report import table, write
 from ._workspace import Workspace
@@ -28,6 +28,7 @@ BENCHMARKS: dict[str, Callable[[Workspace], Result]] = {
     evict.NAME: evict.run,
     idle.NAME: idle.run,
     memory.NAME: memory.run,
+    replay.NAME: replay.run,
 }
 
 #: Sizes of each mode: (keys, opens, models, files per model, opens per process, repeats,

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-BENCHMARKS = ("hit", "contention", "scan", "steady", "evict", "idle", "memory")
+BENCHMARKS = ("hit", "contention", "scan", "steady", "evict", "idle", "memory", "replay")
 
 
 def is_number(value: Any) -> bool:

@@ -14,6 +14,7 @@ MODULES = [
     "vcti.filecache.policies",
     "vcti.filecache.storage",
     "vcti.filecache.observers",
+    "vcti.filecache.replay",
 ]
 
 

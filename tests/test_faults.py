@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from vcti.filecache import CacheManagerConfig, FileCache, LocalStorage, SizedLruPolicy
+from vcti.filecache import CacheManagerConfig, FileCache, IdleSizePolicy, LocalStorage
 from vcti.filecache.testing import RecordingObserver
 
 from .helpers import FakeClock, wait_for
@@ -199,7 +199,7 @@ def test_an_unreadable_folder_is_reported_and_skipped(
 def test_the_clock_jumping_backwards(tmp_path: Path) -> None:
     clock = FakeClock()
     recorder = RecordingObserver()
-    _, cache = make(tmp_path, recorder, clock=clock, evict_above=15, policy=SizedLruPolicy(clock))
+    _, cache = make(tmp_path, recorder, clock=clock, evict_above=15, policy=IdleSizePolicy(clock))
     with cache:
         add(cache, "m", 10)
         before = cache.entries()[0].last_access

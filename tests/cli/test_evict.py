@@ -27,8 +27,10 @@ CASES = [
     (["--evict-above", "3M", "--evict-to", "1M"], ["fuselage/mesh", "engine/cfd/step9", "tail"]),
     # lfu: mesh (1 access), then tail (2 accesses, older than run2) leaves 3048 KiB.
     (["--evict-above", "3M", "--policy", "lfu"], ["fuselage/mesh", "tail"]),
-    # sized-lru: step9 has the largest idle time x size; it alone leaves 2636 KiB.
-    (["--evict-above", "3M", "--policy", "sized-lru"], ["engine/cfd/step9"]),
+    # sized-lru (1.0's order): oldest access first, no ties here, so as lru.
+    (["--evict-above", "3M", "--policy", "sized-lru"], ["fuselage/mesh", "engine/cfd/step9"]),
+    # idle-size: step9 has the largest idle time x size; it alone leaves 2636 KiB.
+    (["--evict-above", "3M", "--policy", "idle-size"], ["engine/cfd/step9"]),
     # Everything, least recently used first.
     (
         ["--evict-above", "0"],
@@ -38,7 +40,16 @@ CASES = [
     (["--evict-above", str(TOTAL)], []),
     (["--evict-above", "4684K", "--evict-to", "0"], []),
 ]
-IDS = ["lru", "lru-evict-to", "lfu", "sized-lru", "everything", "at-limit", "at-limit-to-0"]
+IDS = [
+    "lru",
+    "lru-evict-to",
+    "lfu",
+    "sized-lru",
+    "idle-size",
+    "everything",
+    "at-limit",
+    "at-limit-to-0",
+]
 
 
 def _present(root: Path) -> list[str]:

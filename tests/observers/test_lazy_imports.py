@@ -59,6 +59,7 @@ def test_all_is_sorted_and_complete():
         "OpenTelemetryObserver",
         "PrometheusObserver",
         "StructlogObserver",
+        "TraceObserver",
         "start_metrics_server",
     }
     for name in observers.__all__:

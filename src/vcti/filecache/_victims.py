@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ._entry import CacheEntry
 from .policies.base import EvictionPolicy, EvictionPolicyV1, PolicyState, StatefulPolicy
+
+#: The models a walk may evict: a sequence, or a mapping of key to entry (not copied).
+Entries = Sequence[CacheEntry] | Mapping[str, CacheEntry]
 
 #: What removing a candidate gave: True removed, False kept (open), None already gone.
 Removal = bool | None
@@ -73,8 +76,10 @@ class Candidates:
     #: models that are not among the entries of this walk, and those are skipped.
     strict = True
 
-    def __init__(self, entries: Sequence[CacheEntry]) -> None:
-        self._known = {e.key: e for e in entries}
+    def __init__(self, entries: Entries) -> None:
+        # A mapping is used as it is: the replay walks once per miss and must not copy
+        # every entry each time.
+        self._known = entries if isinstance(entries, Mapping) else {e.key: e for e in entries}
         self._seen: set[str] = set()
         self.freed = 0
         #: What the walk over these candidates did so far (kept if the policy fails).
@@ -115,22 +120,19 @@ def _key_of(entry: object) -> str:
 
 
 class _Ordered(Candidates):
-    def __init__(self, policy: EvictionPolicy, entries: Sequence[CacheEntry]) -> None:
+    def __init__(self, policy: EvictionPolicy, entries: Entries) -> None:
         super().__init__(entries)
         self._policy = policy
-        self._entries = entries
 
     def _keys(self) -> Iterator[str]:
-        for entry in self._policy.order(list(self._entries)):
+        for entry in self._policy.order(list(self._known.values())):
             yield _key_of(entry)
 
 
 class _Selected(Candidates):
     """1.0's selections, asked again for what is left while open models are kept."""
 
-    def __init__(
-        self, policy: EvictionPolicyV1, entries: Sequence[CacheEntry], required: int
-    ) -> None:
+    def __init__(self, policy: EvictionPolicyV1, entries: Entries, required: int) -> None:
         super().__init__(entries)
         self._policy = policy
         self._required = required
@@ -152,7 +154,7 @@ class _Selected(Candidates):
 class _Tracked(Candidates):
     strict = False
 
-    def __init__(self, state: PolicyState, entries: Sequence[CacheEntry]) -> None:
+    def __init__(self, state: PolicyState, entries: Entries) -> None:
         super().__init__(entries)
         self._state = state
 
@@ -173,7 +175,7 @@ class _Tracked(Candidates):
 
 def candidates(
     policy: object,
-    entries: Sequence[CacheEntry],
+    entries: Entries,
     required: int,
     state: PolicyState | None = None,
 ) -> Candidates:
@@ -181,7 +183,8 @@ def candidates(
 
     Args:
         policy: any policy shape (see :mod:`vcti.filecache.policies.base`).
-        entries: the models that may be evicted.
+        entries: the models that may be evicted (a mapping by key is used without a
+            copy; it must not change while the stream is walked).
         required: the bytes to free (what 1.0's ``select_evictions`` is asked for).
         state: the policy's state, kept in step with ``entries``, for a stateful policy.
     """
@@ -253,16 +256,22 @@ class Tracker:
         for key in [k for k in counts if k not in current]:
             del counts[key]
             self.state.forget(key)
-        new: list[CacheEntry] = []
+        # New models and accesses are told in the order they happened (by last access), so
+        # that a recency order in the state agrees with the models' last accesses.
+        events: list[tuple[float, str, CacheEntry, int]] = []
         for entry in entries:
             seen = counts.get(entry.key)
             if seen is None:
-                new.append(entry)
+                events.append((entry.last_access, entry.key, entry, 0))
             elif entry.access_count > seen:
-                self.state.access(entry, entry.access_count - seen)
+                events.append((entry.last_access, entry.key, entry, entry.access_count - seen))
             counts[entry.key] = max(entry.access_count, seen or 0)
-        for entry in sorted(new, key=lambda e: (e.created, e.key)):
-            self.state.insert(entry)
+        events.sort(key=lambda event: (event[0], event[1]))
+        for _, _, entry, accesses in events:
+            if accesses:
+                self.state.access(entry, accesses)
+            else:
+                self.state.insert(entry)
 
     def evicted(self, keys: Sequence[str]) -> None:
         """Forget the counts of evicted models (the state already knows)."""

@@ -9,7 +9,8 @@ matches it, so ``except ValueError`` and friends keep working::
     ├── CacheClosedError(RuntimeError)    the FileCache is not open
     ├── LockTimeoutError(TimeoutError)    waiting for another thread's or process's fill,
     │                                     or for a model's pins, took too long
-    └── PinLostError(RuntimeError)        a pin lapsed while its context was open (S3)
+    ├── PinLostError(RuntimeError)        a pin lapsed while its context was open (S3)
+    └── TraceError(ValueError)            a request trace that cannot be replayed
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ __all__ = [
     "LockTimeoutError",
     "MetadataError",
     "PinLostError",
+    "TraceError",
 ]
 
 
@@ -55,4 +57,12 @@ class PinLostError(FileCacheError, RuntimeError):
     the pin could not be renewed in time (a host paused longer than the lease): the model
     may have been evicted while it was in use, so what was read from it may be
     incomplete. It is also reported to ``on_error`` with the context ``"pin"``.
+    """
+
+
+class TraceError(FileCacheError, ValueError):
+    """A request trace could not be read: unreadable, a missing column, a bad value.
+
+    The message names the file and, where there is one, the line:
+    ``day.csv:12: size must not be negative: '-5'``.
     """

@@ -4,11 +4,14 @@ Run it as ``filecache`` (the console script) or ``python -m vcti.filecache``::
 
     filecache stats ROOT [--evict-above SIZE] [--json]
     filecache ls ROOT [--sort lru|lfu|size|age] [--json]
-    filecache evict ROOT --evict-above SIZE [--evict-to SIZE] [--policy lru|lfu|sized-lru]
+    filecache evict ROOT --evict-above SIZE [--evict-to SIZE] [--policy NAME]
                     [--dry-run] [--json]
     filecache verify ROOT [--repair] [--json]
     filecache exporter ROOT [--port 9464] [--evict-above SIZE | --no-evict]
     filecache demo [--port 8000] [--duration SECONDS] ...
+    filecache replay TRACE... [--policy NAME,...] [--limit LIMIT,...] [--exact]
+                     [--interval SECONDS] [--evict-to FRACTION] [--concat] [--json]
+                     [--plot FILE]
 
 Each subcommand lives in its own module with a ``register(subparsers)`` function that
 adds its parser and sets ``run``; adding one is one module and one line in
@@ -26,7 +29,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from .. import __version__
 from ..exceptions import FileCacheError
-from . import _demo, _evict, _exporter, _ls, _stats, _verify
+from . import _demo, _evict, _exporter, _ls, _replay, _stats, _verify
 from ._common import (
     EXIT_BROKEN_PIPE,
     EXIT_FAILURE,
@@ -40,7 +43,7 @@ if TYPE_CHECKING:
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
-_SIZE_OPTIONS = frozenset({"--evict-above", "--evict-to"})
+_SIZE_OPTIONS = frozenset({"--evict-above", "--evict-to", "--limit"})
 _NEGATIVE = re.compile(r"-[0-9.]")
 
 #: The subcommands, in the order ``--help`` lists them.
@@ -51,6 +54,7 @@ COMMANDS: tuple[Callable[[Subparsers], None], ...] = (
     _evict.register,
     _verify.register,
     _exporter.register,
+    _replay.register,
 )
 
 _EPILOG = """\
@@ -59,7 +63,7 @@ exit status:
   1    runtime error: ROOT missing or not a cache root, an I/O error, a model that
        could not be removed
   2    usage error: bad arguments (an unknown size unit, a negative size, --evict-to
-       above --evict-above, an unknown policy)
+       above --evict-above, an unknown policy), a trace that replay cannot read
   130  interrupted (Ctrl-C)
   141  stdout was closed early (as in 'filecache ls ROOT | head')
 

@@ -19,7 +19,17 @@ from .._keys import RESERVED
 from .._manager import CacheManager
 from .._sizes import format_size, parse_size
 from ..observers.base import CacheObserver
-from ..policies import EvictionPolicy, LfuPolicy, LruPolicy, SizedLruPolicy
+from ..policies import (
+    CostAwarePolicy,
+    EvictionPolicy,
+    GdsfPolicy,
+    IdleSizePolicy,
+    LargestFirstPolicy,
+    LfuPolicy,
+    LruPolicy,
+    SievePolicy,
+    SizedLruPolicy,
+)
 from ..storage.local import LocalStorage
 
 if TYPE_CHECKING:
@@ -45,6 +55,11 @@ POLICIES: dict[str, Callable[[], EvictionPolicy]] = {
     "lru": LruPolicy,
     "lfu": LfuPolicy,
     "sized-lru": SizedLruPolicy,
+    "idle-size": IdleSizePolicy,
+    "gdsf": GdsfPolicy,
+    "cost-aware": CostAwarePolicy,
+    "sieve": SievePolicy,
+    "largest": LargestFirstPolicy,
 }
 
 

@@ -74,7 +74,10 @@ def register(subparsers: Subparsers) -> None:
         default="lru",
         help=(
             "the eviction order: lru = least recently used first (default), lfu = least "
-            "often used first, sized-lru = largest idle time x size first"
+            "often used first, sized-lru = least recently used, larger first among equals, "
+            "idle-size = largest idle time x size first, gdsf = lowest accesses / size "
+            "first, cost-aware = lowest accesses x fill seconds / size first, sieve = "
+            "oldest not opened since published first, largest = largest first"
         ),
     )
     parser.add_argument(

@@ -55,7 +55,12 @@ def register(subparsers: Subparsers) -> None:
     parser.add_argument("--addr", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--evict-above", type=size_argument, metavar="SIZE", help="the limit")
     parser.add_argument("--evict-to", type=size_argument, metavar="SIZE")
-    parser.add_argument("--policy", choices=sorted(POLICIES), default="lru")
+    parser.add_argument(
+        "--policy",
+        choices=sorted(POLICIES),
+        default="lru",
+        help="the eviction order (default lru; see 'filecache evict --help')",
+    )
     parser.add_argument(
         "--interval", type=float, default=60.0, help="seconds between cycles (default 60)"
     )

@@ -1,7 +1,8 @@
-"""Observers: receive cache events and export them.
+"""Observers: receive cache events and export or record them.
 
 The exporters are imported on first use, so ``import vcti.filecache`` never imports
-prometheus_client, OpenTelemetry or structlog.
+prometheus_client, OpenTelemetry or structlog. :class:`TraceObserver` records the
+requests for ``filecache replay`` with the standard library alone.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ if TYPE_CHECKING:
     from .otel import OpenTelemetryObserver
     from .prometheus import PrometheusObserver, start_metrics_server
     from .structlog import StructlogObserver
+    from .trace import TraceObserver
 
 __all__ = [
     "CacheObserver",
@@ -22,6 +24,7 @@ __all__ = [
     "OpenTelemetryObserver",
     "PrometheusObserver",
     "StructlogObserver",
+    "TraceObserver",
     "start_metrics_server",
 ]
 
@@ -29,6 +32,7 @@ _LAZY = {
     "OpenTelemetryObserver": ".otel",
     "PrometheusObserver": ".prometheus",
     "StructlogObserver": ".structlog",
+    "TraceObserver": ".trace",
     "start_metrics_server": ".prometheus",
 }
 

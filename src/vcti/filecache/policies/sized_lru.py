@@ -1,42 +1,56 @@
-"""Size-weighted least recently used."""
+"""Least recently used, larger models first among equals (1.0's ``SizedLruPolicy``)."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from .._entry import CacheEntry
-from ._select import select_in_order
+from ._state import PriorityState, decode, encode, select
 
 
 class SizedLruPolicy:
-    """Evict the model with the largest ``idle time x size`` first.
+    """Evict the model whose last access is oldest first; ties: the larger model first.
 
-    Large models that have not been used for a while go before small ones of the same
-    age, so one eviction frees more space while touching fewer models.
-
-    Args:
-        clock: returns the current time in epoch seconds (tests pass a fake clock).
+    This is vcti-file-cache 1.0's ``SizedLruPolicy``. The ordering by idle time x size
+    that earlier versions of this package gave this name is :class:`IdleSizePolicy`.
     """
 
     name = "sized-lru"
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
-        self._clock = clock
-
     def order(self, entries: Sequence[CacheEntry]) -> list[CacheEntry]:
-        """Largest ``(now - last_access) * size`` first; ties: oldest first."""
-        now = self._clock()
-
-        def weight(entry: CacheEntry) -> tuple[float, float, str]:
-            idle = max(0.0, now - entry.last_access)
-            return (-idle * entry.size, entry.last_access, entry.key)
-
-        return sorted(entries, key=weight)
+        """Oldest ``last_access`` first; ties: larger ``size`` first."""
+        return sorted(entries, key=lambda e: (e.last_access, -e.size, e.key))
 
     def select_evictions(self, entries: list[CacheEntry], required_free: int) -> list[CacheEntry]:
-        """1.0's selection: entries in this policy's order until ``required_free`` bytes."""
-        return select_in_order(self.order(entries), required_free)
+        """1.0's selection: :meth:`order` until ``required_free`` bytes are selected."""
+        return select(self.order, entries, required_free)
+
+    def new_state(self, data: bytes | None = None) -> SizedLruState:
+        """Last accesses, empty or as :meth:`SizedLruState.dump` wrote them."""
+        return SizedLruState(data)
 
     def __repr__(self) -> str:
         return "SizedLruPolicy()"
+
+
+class SizedLruState(PriorityState):
+    """A heap of models by (last access, -size)."""
+
+    policy = SizedLruPolicy.name
+
+    def __init__(self, data: bytes | None = None) -> None:
+        super().__init__()
+        if data is not None:
+            self._load_items(decode(self.policy, data))
+
+    def insert(self, entry: CacheEntry) -> None:
+        """Track a new model at its last access."""
+        self._set(entry.key, (entry.last_access, -entry.size))
+
+    def access(self, entry: CacheEntry, count: int) -> None:
+        """Move the model to its latest access."""
+        self.insert(entry)
+
+    def dump(self) -> bytes:
+        """The last accesses, in eviction order."""
+        return encode(self.policy, seq=self._seq, items=self._dump_items())

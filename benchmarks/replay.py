@@ -1,0 +1,324 @@
+"""8. Cache effectiveness: the replay's speed, its fidelity, and how good the policies are.
+
+Three measurements, all in exact mode (libCacheSim's conventions) on the shared traces in
+``../shared/traces`` next to the repository:
+
+- **grid**: both real traces x 1/5/10/25% of their unique bytes x lru, lfu, gdsf, sieve,
+  largest, cost-aware, timed as one run (requests per second per policy), every
+  lru/lfu/gdsf/sieve/largest result checked against the ``libcachesim`` package (same
+  misses, same missed bytes). ``sized-lru`` is replayed too, outside the timed grid, and
+  ``idle-size`` (whose order moves with the clock, so it sorts at every eviction) on a
+  cut, for its speed only.
+- **effectiveness**: at every size, the best built-in policy's object and byte miss
+  ratios against the best of 19 libCacheSim policies (default parameters): the gap in
+  points.
+- **costs**: the share of recompute seconds each built-in policy misses on
+  ``synthetic_costs.csv``.
+
+``--quick`` replays cuts of the traces (3,000 requests) and compares with four
+libCacheSim policies, in a few seconds.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+from vcti.filecache.replay import Trace, parse_limit, read_trace, simulate
+
+from ._common import REPO, Result, Target, info_row, limit_target
+from ._workspace import Workspace
+
+NAME = "replay"
+TITLE = "Cache effectiveness: replay speed and fidelity, policies against libCacheSim"
+
+TRACES = REPO / ".." / "shared" / "traces"
+REAL = ("adaptsize_web.csv", "cloudphysics_io.csv")
+COSTS = "synthetic_costs.csv"
+SHARES = ("1%", "5%", "10%", "25%")
+GRID = ("lru", "lfu", "gdsf", "sieve", "largest", "cost-aware")
+REFERENCE = {"lru": "LRU", "lfu": "LFU", "gdsf": "GDSF", "sieve": "Sieve", "largest": "Size"}
+LIBCACHESIM = [
+    "LRU",
+    "LFU",
+    "FIFO",
+    "Clock",
+    "Sieve",
+    "S3FIFO",
+    "ARC",
+    "TwoQ",
+    "SLRU",
+    "GDSF",
+    "Size",
+    "LHD",
+    "Hyperbolic",
+    "LeCaR",
+    "Cacheus",
+    "LIRS",
+    "ClockPro",
+    "WTinyLFU",
+    "LFUDA",
+]
+QUICK_LIBCACHESIM = ("LRU", "GDSF", "Sieve", "S3FIFO")
+QUICK_REQUESTS = 3_000
+IDLE_SIZE_REQUESTS = 5_000
+GRID_SECONDS = 180.0
+
+
+def _cut(trace: Trace, requests: int) -> Trace:
+    """The first ``requests`` of ``trace``, as a trace of its own."""
+    cut = Trace(
+        trace.name,
+        trace.times[:requests],
+        trace.keys[:requests],
+        trace.sizes[:requests],
+        trace.costs[:requests],
+    )
+    first: dict[str, int] = {}
+    for key, size, cost in zip(cut.keys, cut.sizes, cut.costs, strict=True):
+        first.setdefault(key, size)
+        if cost is not None:
+            cut.first_cost.setdefault(key, cost)
+    cut.unique_bytes = sum(first.values())
+    return cut
+
+
+def _generated(requests: int) -> Trace:
+    """A reproducible Zipf-like trace, for when the shared traces are absent."""
+    rng = random.Random(14)
+    keys = [str(rng.paretovariate(0.8) // 1) for _ in range(requests)]
+    sizes: dict[str, int] = {}
+    trace = Trace("generated")
+    for n, key in enumerate(keys):
+        size = sizes.setdefault(key, rng.randint(1, 1 << 20))
+        trace.times.append(float(n))
+        trace.keys.append(key)
+        trace.sizes.append(size)
+        trace.costs.append(None)
+    trace.unique_bytes = sum(sizes.values())
+    return trace
+
+
+def _reference(name: str, trace: Trace, capacity: int) -> tuple[int, int]:
+    """Misses and missed bytes of libCacheSim's ``name`` (default parameters)."""
+    import libcachesim  # noqa: PLC0415 - optional: the test extra has it
+
+    cache = getattr(libcachesim, name)(capacity)
+    request = libcachesim.Request()
+    misses = miss_bytes = 0
+    for key, size in zip(trace.keys, trace.sizes, strict=True):
+        request.obj_id = int(key)
+        request.obj_size = size
+        if not cache.get(request):
+            misses += 1
+            miss_bytes += size
+    return misses, miss_bytes
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _load(result: Result, quick: bool, shared: bool) -> dict[str, Trace]:
+    """The real traces (cut in quick mode), or a generated one without them."""
+    if not shared:
+        result.notes.append(
+            f"The shared traces are not at {TRACES.resolve()}: a generated trace stands in "
+            "for the timing, and nothing is compared."
+        )
+        return {"generated": _generated(QUICK_REQUESTS if quick else 100_000)}
+    traces = {}
+    for name in REAL:
+        trace = read_trace(TRACES / name)
+        traces[name] = _cut(trace, QUICK_REQUESTS) if quick else trace
+    return traces
+
+
+def _grid(result: Result, traces: dict[str, Trace]) -> dict[tuple[str, str, str], Any]:
+    """Replay and time the grid; return every result by (trace, share, policy)."""
+    ours: dict[tuple[str, str, str], Any] = {}
+    seconds = dict.fromkeys(GRID, 0.0)
+    replayed = dict.fromkeys(GRID, 0)
+    started = time.perf_counter()
+    for (name, trace), share, policy in itertools.product(traces.items(), SHARES, GRID):
+        t0 = time.perf_counter()
+        ours[name, share, policy] = simulate(
+            trace, policy, parse_limit(share, trace.unique_bytes), exact=True
+        )
+        seconds[policy] += time.perf_counter() - t0
+        replayed[policy] += trace.requests
+    grid = time.perf_counter() - started
+    runs = len(traces) * len(SHARES) * len(GRID)
+    result.targets.append(
+        limit_target(f"grid of {runs} exact replays", grid, unit="s", limit=GRID_SECONDS)
+    )
+    result.metrics["grid_seconds"] = round(grid, 2)
+    for policy in GRID:
+        rate = replayed[policy] / seconds[policy]
+        result.metrics[f"requests_per_second_{policy}"] = round(rate)
+        result.targets.append(
+            info_row(f"{policy} speed", rate, unit="req/s", peer=None, peer_label="")
+        )
+    return ours
+
+
+def _clocked(
+    result: Result, traces: dict[str, Trace], ours: dict[tuple[str, str, str], Any]
+) -> None:
+    """The speed of the policies outside the target: sized-lru, idle-size (on cuts)."""
+    for policy, requests in (("sized-lru", None), ("idle-size", IDLE_SIZE_REQUESTS)):
+        total = elapsed = 0.0
+        for name, trace in traces.items():
+            part = trace if requests is None else _cut(trace, requests)
+            for share in SHARES:
+                t0 = time.perf_counter()
+                replayed = simulate(part, policy, parse_limit(share, part.unique_bytes), exact=True)
+                elapsed += time.perf_counter() - t0
+                total += part.requests
+                if requests is None:
+                    ours[name, share, policy] = replayed
+        rate = total / elapsed
+        note = "not in the target" if requests is None else f"cuts of {requests} requests"
+        result.targets.append(
+            info_row(f"{policy} speed", rate, unit="req/s", peer=None, peer_label="", note=note)
+        )
+        result.metrics[f"requests_per_second_{policy}"] = round(rate)
+
+
+def run(ws: Workspace) -> Result:
+    """Replay the grid, compare with libCacheSim, and measure recompute seconds."""
+    result = Result(NAME, TITLE)
+    quick = ws.settings.quick
+    shared = all((TRACES / name).is_file() for name in (*REAL, COSTS))
+    traces = _load(result, quick, shared)
+    ws.log.say("replay: the grid")
+    ours = _grid(result, traces)
+    _clocked(result, traces, ours)
+
+    # -- fidelity and effectiveness ---------------------------------------------------
+    if shared and importlib.util.find_spec("libcachesim") is not None:
+        ws.log.say("replay: libCacheSim")
+        _compare(result, traces, ours, QUICK_LIBCACHESIM if quick else LIBCACHESIM)
+    elif shared:
+        result.notes.append("libcachesim is not installed: no comparison (pip install libcachesim)")
+
+    # -- recompute seconds ------------------------------------------------------------
+    if not shared:
+        return result
+    ws.log.say("replay: recompute seconds")
+    costs = read_trace(TRACES / COSTS)
+    if quick:
+        costs = _cut(costs, QUICK_REQUESTS * 3)
+    _costs(result, costs)
+    return result
+
+
+def _compare(
+    result: Result,
+    traces: dict[str, Trace],
+    ours: dict[tuple[str, str, str], Any],
+    names: tuple[str, ...] | list[str],
+) -> None:
+    matches = checked = 0
+    worst = {"object": -1e9, "byte": -1e9}
+    rows: list[list[str]] = []
+    for (name, trace), share in itertools.product(traces.items(), SHARES):
+        capacity = parse_limit(share, trace.unique_bytes)
+        total_bytes = sum(trace.sizes)
+        theirs = {n: _reference(n, trace, capacity) for n in names}
+        for policy, reference in REFERENCE.items():
+            if reference in theirs:
+                checked += 1
+                mine = ours[name, share, policy]
+                matches += (mine.misses, mine.miss_bytes) == theirs[reference]
+        built_in = {p: r for (t, s, p), r in ours.items() if t == name and s == share}
+        cells = [name.split("_")[0], share]
+        for kind in ("object", "byte"):
+            if kind == "object":
+                their_ratio = {n: m / trace.requests for n, (m, _) in theirs.items()}
+                our_ratio = {p: r.object_miss_ratio for p, r in built_in.items()}
+            else:
+                their_ratio = {n: b / total_bytes for n, (_, b) in theirs.items()}
+                our_ratio = {p: r.byte_miss_ratio for p, r in built_in.items()}
+            best_theirs = min(their_ratio, key=their_ratio.__getitem__)
+            best_ours = min(our_ratio, key=our_ratio.__getitem__)
+            gap = 100 * (our_ratio[best_ours] - their_ratio[best_theirs])
+            worst[kind] = max(worst[kind], gap)
+            cells += [
+                f"{best_ours} {100 * our_ratio[best_ours]:.2f}%",
+                f"{best_theirs} {100 * their_ratio[best_theirs]:.2f}%",
+                f"{gap:+.2f}",
+            ]
+        rows.append(cells)
+    result.targets.append(
+        Target(
+            "exact replays equal to libcachesim",
+            matches,
+            f"of {checked}",
+            f"= {checked}",
+            matches == checked,
+        )
+    )
+    for kind in ("object", "byte"):
+        result.targets.append(
+            limit_target(
+                f"best built-in minus best libCacheSim, {kind} miss ratio (worst size)",
+                worst[kind],
+                unit="points",
+                limit=1.0,
+                inclusive=True,
+                note=f"{len(names)} libCacheSim policies",
+            )
+        )
+        result.metrics[f"worst_gap_{kind}_points"] = round(worst[kind], 2)
+    result.metrics["libcachesim_policies"] = ", ".join(names)
+    result.notes.append(
+        "Best built-in against the best libCacheSim policy, miss ratios (gap in points, "
+        "positive: libCacheSim better):\n\n"
+        + _table(
+            [
+                "trace",
+                "size",
+                "object: ours",
+                "object: libCacheSim",
+                "gap",
+                "byte: ours",
+                "byte: libCacheSim",
+                "gap",
+            ],
+            rows,
+        )
+    )
+
+
+def _costs(result: Result, trace: Trace) -> None:
+    policies = ("lru", "lfu", "sized-lru", "idle-size", "gdsf", "cost-aware", "sieve", "largest")
+    rows: list[list[str]] = []
+    wins = 0
+    for share in SHARES:
+        limit = parse_limit(share, trace.unique_bytes)
+        ratios = {p: simulate(trace, p, limit, exact=True).cost_miss_ratio or 0.0 for p in policies}
+        best = min(ratios, key=ratios.__getitem__)
+        wins += best == "cost-aware"
+        rows.append([share, *(f"{100 * ratios[p]:.1f}%" for p in policies), best])
+        result.metrics[f"cost_miss_{share}_cost_aware"] = round(ratios["cost-aware"], 4)
+        result.metrics[f"cost_miss_{share}_lru"] = round(ratios["lru"], 4)
+    result.targets.append(
+        Target(
+            "sizes where cost-aware misses the fewest recompute seconds",
+            wins,
+            f"of {len(SHARES)}",
+            f"= {len(SHARES)}",
+            wins == len(SHARES),
+        )
+    )
+    result.notes.append(
+        f"Recompute seconds missed on {Path(trace.name).name} ({trace.requests} requests), "
+        "exact mode:\n\n" + _table(["size", *policies, "best"], rows)
+    )

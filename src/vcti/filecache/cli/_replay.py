@@ -1,0 +1,203 @@
+"""``filecache replay TRACE...``: replay recorded requests to choose a policy and a limit."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from .._sizes import format_size
+from ..exceptions import TraceError
+from ..replay import DEFAULT_LIMITS, POLICY_NAMES, parse_limit, replay
+from ._common import EXIT_OK, EXIT_USAGE, CommandError, print_lines
+
+if TYPE_CHECKING:
+    from ._common import Subparsers
+
+#: The file types ``--plot`` writes, by extension.
+PLOT_FORMATS = (".png", ".svg")
+
+_RATIOS = (
+    ("object_miss_ratio", "object miss"),
+    ("byte_miss_ratio", "byte miss"),
+    ("cost_miss_ratio", "cost miss"),
+)
+
+
+def register(subparsers: Subparsers) -> None:
+    """Add the ``replay`` subcommand."""
+    parser = subparsers.add_parser(
+        "replay",
+        help="replay recorded requests through the eviction policies",
+        description=(
+            "Replay request traces (CSV with the header time,key,size and optional cost and "
+            "hit columns, as TraceObserver writes them) through the eviction policies at "
+            "each limit, and show the object, byte and (with costs) recompute-seconds miss "
+            "ratios, the best policy of each limit marked with *. By default the cache is "
+            "replayed as it runs: every miss is filled, and eviction happens at background "
+            "cycles every --interval seconds of trace time, down to --evict-to x the limit; "
+            "'peak over' is how far the cache went above its limit between cycles. With "
+            "--exact, libCacheSim's conventions: the request index is the clock, the cache "
+            "evicts before each insert and never admits an object larger than itself."
+        ),
+        epilog=(
+            "LIMIT is a size (50G, 1.5T, a byte count; K, M, G, T, P are powers of 1024, KB, "
+            "MB ... powers of 1000) or N% of the trace's unique bytes (each key's first size, "
+            "summed). A rotated trace is replayed as one with --concat, oldest file first: "
+            "filecache replay --concat day.csv.2 day.csv.1 day.csv"
+        ),
+    )
+    parser.add_argument("traces", metavar="TRACE", nargs="+", help="trace files (CSV)")
+    parser.add_argument(
+        "--policy",
+        action="append",
+        metavar="NAME[,NAME]",
+        help=f"policies to replay (default: all of {', '.join(POLICY_NAMES)})",
+    )
+    parser.add_argument(
+        "--limit",
+        action="append",
+        metavar="LIMIT[,LIMIT]",
+        help=f"cache sizes to replay (default: {','.join(DEFAULT_LIMITS)})",
+    )
+    parser.add_argument(
+        "--exact", action="store_true", help="libCacheSim's conventions (see above)"
+    )
+    parser.add_argument(
+        "--interval",
+        type=float,
+        metavar="SECONDS",
+        help="deployed mode: seconds of trace time between eviction cycles (default 60)",
+    )
+    parser.add_argument(
+        "--evict-to",
+        type=float,
+        metavar="FRACTION",
+        help="deployed mode: each cycle evicts down to this fraction of the limit (default 1)",
+    )
+    parser.add_argument(
+        "--concat", action="store_true", help="replay the files as one trace, in order"
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object per trace, one per line, instead of tables",
+    )
+    parser.add_argument(
+        "--plot",
+        metavar="FILE",
+        help="also draw miss ratio against cache size to FILE (.png or .svg; needs matplotlib)",
+    )
+    parser.set_defaults(run=run)
+
+
+def _split(values: Sequence[str] | None) -> list[str]:
+    return [part.strip() for value in values or () for part in value.split(",")]
+
+
+def _options(args: argparse.Namespace) -> dict[str, Any]:
+    """Check the options before any trace is read; a bad one is a usage error."""
+    policies = _split(args.policy) or list(POLICY_NAMES)
+    for name in policies:
+        if name not in POLICY_NAMES:
+            raise CommandError(
+                f"unknown policy {name!r} (choose from {', '.join(POLICY_NAMES)})", EXIT_USAGE
+            )
+    limits = _split(args.limit) or list(DEFAULT_LIMITS)
+    for limit in limits:
+        try:
+            parse_limit(limit, 0)
+        except ValueError as exc:
+            raise CommandError(f"--limit: {exc}", EXIT_USAGE) from None
+    if args.exact and (args.interval is not None or args.evict_to is not None):
+        raise CommandError(
+            "--interval and --evict-to apply to the deployed mode, not to --exact", EXIT_USAGE
+        )
+    interval = 60.0 if args.interval is None else args.interval
+    if not (math.isfinite(interval) and interval > 0):
+        raise CommandError(f"--interval must be a positive number: {interval}", EXIT_USAGE)
+    evict_to = 1.0 if args.evict_to is None else args.evict_to
+    if not 0 <= evict_to <= 1:
+        raise CommandError(f"--evict-to must be between 0 and 1: {evict_to}", EXIT_USAGE)
+    if args.plot is not None:
+        if not args.plot.lower().endswith(PLOT_FORMATS):
+            raise CommandError(
+                f"--plot: {args.plot}: the file must end in .png or .svg", EXIT_USAGE
+            )
+        from ._plot import check_matplotlib  # noqa: PLC0415 - only when plotting
+
+        check_matplotlib()
+    return {
+        "policies": list(dict.fromkeys(policies)),
+        "limits": list(dict.fromkeys(limits)),
+        "exact": args.exact,
+        "interval": interval,
+        "evict_to": evict_to,
+        "concat": args.concat,
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    """Replay the traces and print the tables (or JSON), and draw the plot if asked."""
+    options = _options(args)
+    try:
+        records = replay(args.traces, **options)
+    except TraceError as exc:
+        raise CommandError(str(exc), EXIT_USAGE) from None
+    if args.json:
+        print_lines([json.dumps(record, separators=(",", ":")) for record in records])
+    else:
+        lines: list[str] = []
+        for record in records:
+            if lines:
+                lines.append("")
+            lines.extend(table(record, exact=options["exact"]))
+        print_lines(lines)
+    if args.plot is not None:
+        from ._plot import plot  # noqa: PLC0415 - matplotlib only when plotting
+
+        plot(records, args.plot)
+    return EXIT_OK
+
+
+def table(record: dict[str, Any], exact: bool) -> list[str]:
+    """Return the lines of one trace's table; the best ratio of each limit is marked ``*``."""
+    results = record["results"]
+    costs = any(r["cost_miss_ratio"] is not None for r in results)
+    ratios = [(field, title) for field, title in _RATIOS if costs or field != "cost_miss_ratio"]
+    mode = "exact (libCacheSim's conventions)" if exact else "deployed"
+    lines = [
+        f"{record['trace']}: {record['requests']} requests, unique bytes "
+        f"{format_size(record['unique_bytes'])}; {mode} mode"
+    ]
+    header = ["limit", "policy", "requests", "misses", *(title for _, title in ratios)]
+    if not exact:
+        header.append("peak over")
+    rows: list[list[str]] = []
+    for limit in dict.fromkeys(r["limit_bytes"] for r in results):
+        group = [r for r in results if r["limit_bytes"] == limit]
+        best = {field: min(r[field] for r in group) for field, _ in ratios}
+        for result in group:
+            row = [
+                format_size(limit),
+                result["policy"],
+                str(record["requests"]),
+                str(result["misses"]),
+            ]
+            for field, _ in ratios:
+                mark = "*" if result[field] == best[field] else " "
+                row.append(f"{100 * result[field]:.2f}%{mark}")
+            if not exact:
+                row.append(format_size(result["peak_overshoot_bytes"]))
+            rows.append(row)
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
+    for cells in (header, *rows):
+        lines.append(
+            "  ".join(
+                cell.ljust(width) if i < 2 else cell.rjust(width)
+                for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
+            ).rstrip()
+        )
+    return lines

@@ -1,0 +1,247 @@
+"""``filecache replay TRACE...``: tables, JSON, plots, and a one-line error for bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vcti.filecache.cli import main
+from vcti.filecache.replay import POLICY_NAMES, replay
+
+from .helpers import Runner
+
+TRACE = "time,key,size,cost,hit\n" + "".join(
+    f"{t},{key},{size},{cost},0\n"
+    for t, (key, size, cost) in enumerate(
+        [("a", 400, 10), ("b", 300, 1), ("c", 300, 50), ("a", 400, 10), ("d", 500, 2)] * 6
+    )
+)
+
+
+@pytest.fixture
+def trace(tmp_path: Path) -> Path:
+    path = tmp_path / "day.csv"
+    path.write_text(TRACE)
+    return path
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str | os.PathLike[str]):
+    status = main(["replay", *map(str, args)])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_table_marks_the_best_policy_of_each_limit(cli: Runner, trace: Path) -> None:
+    result = cli("replay", trace, "--limit", "50%", "--limit", "1K", "--policy", "lru,cost-aware")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"{trace}: 30 requests, unique bytes 1.5 KiB; deployed mode"
+    assert lines[1].split() == [
+        "limit",
+        "policy",
+        "requests",
+        "misses",
+        "object",
+        "miss",
+        "byte",
+        "miss",
+        "cost",
+        "miss",
+        "peak",
+        "over",
+    ]
+    rows = [line.split() for line in lines[2:]]
+    assert [(r[0] + " " + r[1], r[2]) for r in rows] == [
+        ("750 B", "lru"),
+        ("750 B", "cost-aware"),
+        ("1.0 KiB", "lru"),
+        ("1.0 KiB", "cost-aware"),
+    ]
+    records = replay([trace], policies=["lru", "cost-aware"], limits=["50%", "1K"])
+    for row, expected in zip(rows, records[0]["results"], strict=True):
+        assert int(row[4]) == expected["misses"]
+        for cell, field in zip(
+            row[5:8], ("object_miss_ratio", "byte_miss_ratio", "cost_miss_ratio"), strict=True
+        ):
+            assert cell.rstrip("*") == f"{100 * expected[field]:.2f}%"
+    for limit in ("750 B", "1.0 KiB"):
+        group = [r for r in rows if r[0] + " " + r[1] == limit]
+        for column in (5, 6, 7):
+            assert any(r[column].endswith("*") for r in group), (limit, column)
+
+
+def test_json_is_one_object_per_trace_and_matches_the_library(
+    capsys: pytest.CaptureFixture[str], trace: Path, tmp_path: Path
+) -> None:
+    other = tmp_path / "other.csv"
+    other.write_text("time,key,size\n1,x,10\n2,y,10\n3,x,10\n")
+    status, out, err = run(capsys, trace, other, "--json", "--exact", "--limit", "10%,20")
+    assert (status, err) == (0, "")
+    lines = out.splitlines()
+    assert len(lines) == 2
+    records = [json.loads(line) for line in lines]
+    assert records == replay([trace, other], limits=["10%", "20"], exact=True)
+    assert [r["trace"] for r in records] == [str(trace), str(other)]
+    assert [r["policy"] for r in records[0]["results"][: len(POLICY_NAMES)]] == list(POLICY_NAMES)
+    assert records[1]["results"][0]["cost_miss_ratio"] is None
+
+
+def test_concat_replays_rotated_files_as_one(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    old, new = tmp_path / "t.csv.1", tmp_path / "t.csv"
+    old.write_text("time,key,size\n1,a,10\n")
+    new.write_text("time,key,size\n2,a,10\n")
+    status, out, _ = run(capsys, "--concat", old, new, "--json", "--policy", "lru", "--limit", "1K")
+    assert status == 0
+    (record,) = [json.loads(line) for line in out.splitlines()]
+    assert record["requests"] == 2
+    assert record["results"][0]["misses"] == 1
+
+
+@pytest.mark.parametrize("suffix", [".png", ".svg"])
+def test_plot_writes_the_figure(
+    capsys: pytest.CaptureFixture[str], trace: Path, tmp_path: Path, suffix: str
+) -> None:
+    pytest.importorskip("matplotlib")
+    figure = tmp_path / f"plot{suffix}"
+    status, out, err = run(capsys, trace, "--plot", figure, "--limit", "20%,50%,100%")
+    assert (status, err) == (0, "")
+    assert out.startswith(f"{trace}: 30 requests")
+    data = figure.read_bytes()
+    assert data.startswith(b"\x89PNG") if suffix == ".png" else b"<svg" in data[:2000]
+    if suffix == ".svg":
+        for policy in POLICY_NAMES:
+            assert policy.encode() in data
+
+
+def test_plot_without_matplotlib_is_a_clear_error(trace: Path, tmp_path: Path) -> None:
+    code = (
+        "import sys\n"
+        "sys.modules['matplotlib'] = None\n"
+        "from vcti.filecache.cli import main\n"
+        f"sys.exit(main(['replay', {str(trace)!r}, '--plot', {str(tmp_path / 'p.png')!r}]))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr == (
+        "filecache: error: --plot needs matplotlib: pip install 'vcti-file-cache[plot]'\n"
+    )
+    assert not (tmp_path / "p.png").exists()
+
+
+BAD_TRACES = [
+    ("no-size.csv", "time,key\n1,a\n", "{p}:1: missing column size"),
+    ("empty.csv", "", "{p}:1: empty file"),
+    ("header-only.csv", "time,key,size\n", "{p}: no requests after the header"),
+    ("negative.csv", "time,key,size\n1,a,10\n2,b,-5\n", "{p}:3: size must not be negative"),
+    ("fraction.csv", "time,key,size\n1,a,1.5\n", "{p}:2: size is not a whole number"),
+    ("time.csv", "time,key,size\nnoon,a,1\n", "{p}:2: time is not a number: 'noon'"),
+    ("fields.csv", "time,key,size\n1,a,1,9\n", "{p}:2: expected 3 fields, got 4"),
+    ("key.csv", "time,key,size\n1,,1\n", "{p}:2: empty key"),
+    ("cost.csv", "time,key,size,cost\n1,a,1,-2\n", "{p}:2: cost must not be negative"),
+    ("nan.csv", "time,key,size,cost\n1,a,1,nan\n", "{p}:2: cost is not a finite number"),
+    ("hit.csv", "time,key,size,hit\n1,a,1,yes\n", "{p}:2: hit must be 0, 1 or empty"),
+    ("nosize.csv", "time,key,size\n1,a,\n", "{p}:2: empty size, and key 'a' has no known size"),
+]
+
+
+@pytest.mark.parametrize(("name", "text", "message"), BAD_TRACES, ids=[b[0] for b in BAD_TRACES])
+def test_a_bad_trace_is_a_one_line_error_naming_the_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, name: str, text: str, message: str
+) -> None:
+    path = tmp_path / name
+    path.write_text(text)
+    status, out, err = run(capsys, path)
+    assert status == 2
+    assert out == ""
+    assert err.startswith("filecache: error: " + message.format(p=path))
+    assert err.count("\n") == 1
+
+
+def test_unreadable_and_missing_files(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    status, _, err = run(capsys, tmp_path / "missing.csv")
+    assert status == 2
+    assert err == f"filecache: error: {tmp_path / 'missing.csv'}: No such file or directory\n"
+    status, _, err = run(capsys, tmp_path)
+    assert status == 2
+    assert err == f"filecache: error: {tmp_path}: Is a directory\n"
+    binary = tmp_path / "binary.csv"
+    binary.write_bytes(b"time,key,size\n\xff\xfe\x00\n")
+    status, _, err = run(capsys, binary)
+    assert status == 2
+    assert err.startswith(f"filecache: error: {binary}: not a text file")
+
+
+def test_a_file_without_read_permission(tmp_path: Path) -> None:
+    path = tmp_path / "secret.csv"
+    path.write_text(TRACE)
+    path.chmod(0)
+    result = subprocess.run(
+        [
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            sys.executable,
+            "-m",
+            "vcti.filecache",
+            "replay",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if "setpriv" in result.stderr and result.returncode != 2:
+        pytest.skip(f"cannot drop privileges here: {result.stderr.strip()}")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == f"filecache: error: {path}: Permission denied\n"
+    path.chmod(stat.S_IRUSR | stat.S_IWUSR)
+
+
+BAD_OPTIONS = [
+    (["--policy", "fifo"], "unknown policy 'fifo' (choose from lru, lfu,"),
+    (["--policy", "lru,,lfu"], "unknown policy ''"),
+    (["--limit", "10 parsecs"], "--limit: unknown size unit"),
+    (["--limit", "-5G"], "--limit: size must not be negative"),
+    (["--limit", "-5%"], "--limit: limit must not be negative"),
+    (["--limit", "x%"], "--limit: invalid limit 'x%'"),
+    (["--interval", "0"], "--interval must be a positive number"),
+    (["--interval", "nan"], "--interval must be a positive number"),
+    (["--interval", "soon"], "argument --interval: invalid float value: 'soon'"),
+    (["--evict-to", "1.5"], "--evict-to must be between 0 and 1"),
+    (["--exact", "--interval", "5"], "--interval and --evict-to apply to the deployed mode"),
+    (["--exact", "--evict-to", "0.5"], "--interval and --evict-to apply to the deployed mode"),
+    (["--plot", "figure.pdf"], "--plot: figure.pdf: the file must end in .png or .svg"),
+]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"), BAD_OPTIONS, ids=[" ".join(a) for a, _ in BAD_OPTIONS]
+)
+def test_bad_options_are_usage_errors(
+    capsys: pytest.CaptureFixture[str], trace: Path, args: list[str], message: str
+) -> None:
+    status, out, err = run(capsys, trace, *args)
+    assert status == 2
+    assert out == ""
+    assert err.startswith("filecache: error: " + message), err
+    assert err.count("\n") == 1
+
+
+def test_no_trace_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    status, _, err = run(capsys)
+    assert status == 2
+    assert "the following arguments are required: TRACE" in err
