@@ -56,9 +56,9 @@ def _opener(kind: str, root: Path, dc_dir: Path | None) -> tuple[Any, Any]:
 
         def open_floor(key: str) -> None:
             path = paths.get(key) or paths.setdefault(
-                key, os.path.join(root, *key.split("/"), ".filecache", "pin.lock")
+                key, os.path.join(root, *key.split("/"), ".filecache")
             )
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NOFOLLOW)
             fcntl.flock(fd, fcntl.LOCK_SH)
             os.close(fd)
 

@@ -115,13 +115,14 @@ def evict_alone(root: Path) -> tuple[float, float, list[CacheEntry], _Phases]:
         total = keeper.snapshot().total_size
         phases = _Phases()
         with FileCache(root=root, config=evictor_config(total, phases)) as evictor:
+            by_key = {e.key: e for e in evictor.snapshot().entries}
             os.sync()  # each deletion starts with nothing left to write back
             cpu = time.thread_time()
             started = time.perf_counter()
             removed = evictor.evict()
             seconds = time.perf_counter() - started
             cpu = time.thread_time() - cpu
-    return seconds, cpu, removed, phases
+    return seconds, cpu, [by_key[key] for key in removed], phases
 
 
 def evict_with_hits(root: Path, idle_seconds: float) -> dict[str, object]:
@@ -147,7 +148,7 @@ def evict_with_hits(root: Path, idle_seconds: float) -> dict[str, object]:
             busy.stop.set()
             busy.join()
     during = busy.window(begin, end)
-    hit_evicted = sorted({e.key for e in removed} & set(keys))
+    hit_evicted = sorted(set(removed) & set(keys))
     return {
         "idle": list(idle.latencies),
         "during": during,

@@ -70,8 +70,8 @@ def diskcache_loop(dc: Any) -> Loop:
 
 
 def pin_path(root: Path, key: str) -> str:
-    """The pin file of a model (see ``LocalStorage``'s layout)."""
-    return os.path.join(root, *key.split("/"), ".filecache", "pin.lock")
+    """The folder a pin locks: the model's ``.filecache`` (see ``LocalStorage``'s layout)."""
+    return os.path.join(root, *key.split("/"), ".filecache")
 
 
 def floor_loop(root: Path) -> Loop:
@@ -83,7 +83,7 @@ def floor_loop(root: Path) -> Loop:
         for i, key in enumerate(keys):
             path = paths.get(key) or paths.setdefault(key, pin_path(root, key))
             started = clock()
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NOFOLLOW)
             fcntl.flock(fd, fcntl.LOCK_SH)
             os.close(fd)
             out[i] = clock() - started

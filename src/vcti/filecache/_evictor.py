@@ -23,7 +23,7 @@ from ._victims import (
     Tracker,
     candidates,
     evict_until,
-    is_stateful,
+    keeps_history,
     policy_name,
 )
 from .storage.base import CacheStorage, PolicyStateStorage
@@ -127,7 +127,7 @@ class Evictor:
         self, policy: object, snapshot: CacheSnapshot, required: int, group: ObserverGroup
     ) -> Candidates:
         entries = snapshot.entries
-        if not is_stateful(policy):
+        if not keeps_history(policy):
             return candidates(policy, entries, required)
         tracker = self._tracker(policy, group)  # type: ignore[arg-type]
         tracker.sync(entries)
@@ -245,7 +245,7 @@ class Evictor:
 
     def sync(self, policy: object, entries: Sequence[CacheEntry], group: ObserverGroup) -> None:
         """Keep a stateful policy's state in step with a scan (every cycle of the leader)."""
-        if is_stateful(policy):
+        if keeps_history(policy):
             with self.lock:
                 self._tracker(policy, group).sync(entries)  # type: ignore[arg-type]
                 self._dirty.add(policy_name(policy))

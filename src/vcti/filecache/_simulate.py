@@ -14,7 +14,7 @@ from fractions import Fraction
 from ._entry import CacheEntry
 from ._sizes import parse_size
 from ._trace import Trace
-from ._victims import Tracker, candidates, evict_until, is_stateful, policy_name
+from ._victims import Tracker, candidates, evict_until, is_stateful, keeps_history, policy_name
 from .policies import (
     CostAwarePolicy,
     EvictionPolicy,
@@ -247,7 +247,7 @@ class _Run:
     def deployed(self, interval: float, target: int) -> None:
         """The cache as it runs: fill every miss, evict at background cycles only."""
         policy, limit, cached = self.policy, self.limit, self.cached
-        tracker = Tracker(policy) if is_stateful(policy) else None  # type: ignore[arg-type]
+        tracker = Tracker(policy) if keeps_history(policy) else None  # type: ignore[arg-type]
         trace = self.trace
         next_cycle: float | None = None
         now = 0.0

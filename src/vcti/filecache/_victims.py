@@ -49,8 +49,18 @@ def check_policy(policy: object) -> None:
 
 
 def is_stateful(policy: object) -> bool:
-    """True if the manager drives ``policy`` through a state of its own."""
+    """True if ``policy`` can be driven through a state (the exact replay does)."""
     return has_method(policy, "new_state")
+
+
+def keeps_history(policy: object) -> bool:
+    """True if the manager drives ``policy`` through its state, kept across scans.
+
+    That is a stateful policy whose choices depend on history (its ``history`` is not
+    False): GreedyDual's clock, SIEVE's hand. A policy whose state only indexes what its
+    ``order()`` computes from the entries is asked for an order.
+    """
+    return is_stateful(policy) and getattr(policy, "history", True) is not False
 
 
 @dataclass

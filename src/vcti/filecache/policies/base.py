@@ -112,7 +112,14 @@ class PolicyState(Protocol):
 
 @runtime_checkable
 class StatefulPolicy(EvictionPolicy, Protocol):
-    """A policy driven through a :class:`PolicyState` (every built-in policy is one)."""
+    """A policy driven through a :class:`PolicyState` (every built-in policy is one).
+
+    The replay's exact mode drives every such policy through its state. The manager (and
+    the replay's deployed mode) does so for the policies whose choices depend on history,
+    keeping the state in step with the scans and stored with the cache; a policy whose
+    state only indexes what ``order()`` computes from the entries says so with a class
+    attribute ``history = False``, and is asked for an order instead.
+    """
 
     def new_state(self, data: bytes | None = None) -> PolicyState:
         """Return a fresh state, or the state that :meth:`PolicyState.dump` wrote.

@@ -23,6 +23,9 @@ class IdleSizePolicy:
     """
 
     name = "idle-size"
+    #: Its state only indexes what order() computes from the entries: the manager uses
+    #: order(); the exact replay uses the state, for speed.
+    history = False
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock

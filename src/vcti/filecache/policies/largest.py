@@ -19,6 +19,9 @@ class LargestFirstPolicy:
     """
 
     name = "largest"
+    #: Its state only indexes what order() computes from the entries: the manager uses
+    #: order(); the exact replay uses the state, for speed.
+    history = False
 
     def order(self, entries: Sequence[CacheEntry]) -> list[CacheEntry]:
         """Largest ``size`` first (equal sizes: as the heap pops them)."""

@@ -16,6 +16,9 @@ class LfuPolicy:
     """
 
     name = "lfu"
+    #: Its state only indexes what order() computes from the entries: the manager uses
+    #: order(); the exact replay uses the state, for speed.
+    history = False
 
     def order(self, entries: Sequence[CacheEntry]) -> list[CacheEntry]:
         """Lowest ``access_count`` first, then oldest ``last_access``."""

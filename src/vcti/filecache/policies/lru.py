@@ -16,6 +16,9 @@ class LruPolicy:
     """
 
     name = "lru"
+    #: Its state only indexes what order() computes from the entries: the manager uses
+    #: order(); the exact replay uses the state, for speed.
+    history = False
 
     def order(self, entries: Sequence[CacheEntry]) -> list[CacheEntry]:
         """Oldest ``last_access`` first; ties: larger model first."""
