@@ -190,10 +190,21 @@ def print_lines(lines: Sequence[str]) -> None:
 
 
 def _write(text: str) -> None:
-    # Flush now, inside main(), so that a closed pipe is reported there and not by the
-    # interpreter's final flush.
-    sys.stdout.write(text)
-    sys.stdout.flush()
+    # Write to the descriptor until every byte is out, inside main(), so that a closed pipe
+    # is reported there (BrokenPipeError, status 141). Through sys.stdout an unbuffered
+    # stream (PYTHONUNBUFFERED=1, usual in containers) drops the rest of a partial write:
+    # `filecache ls ROOT | head -c 10` then exited 0 with its output cut short.
+    stream = sys.stdout
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):  # not a file (io.StringIO, a capture)
+        stream.write(text)
+        stream.flush()
+        return
+    stream.flush()
+    data = memoryview(text.encode(stream.encoding or "utf-8", stream.errors or "strict"))
+    while data:
+        data = data[os.write(fd, data) :]
 
 
 def format_time(epoch: float) -> str:
