@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import stat
 import sys
 import threading
 import time
@@ -95,16 +96,27 @@ def check_root(path: str) -> str:
     if not path:
         raise CommandError("ROOT must not be empty", EXIT_USAGE)
     root = os.path.abspath(path)
-    if not os.path.exists(root):
-        raise CommandError(f"{path}: no such directory")
-    if not os.path.isdir(root):
+    # stat() rather than os.path.isdir(), which reads "permission denied" as "absent".
+    if not stat.S_ISDIR(_stat(path, root, f"{path}: no such directory")):
         raise CommandError(f"{path}: not a directory")
     internal = os.path.join(root, RESERVED)
-    if not os.path.isdir(internal):
+    if not stat.S_ISDIR(
+        _stat(path, internal, f"{path}: not a cache root (it has no {RESERVED}/ folder)")
+    ):
         raise CommandError(f"{path}: not a cache root (it has no {RESERVED}/ folder)")
     if any(os.path.exists(os.path.join(internal, name)) for name in _MODEL_MARKERS):
         raise CommandError(f"{path}: a model directory, not a cache root")
     return root
+
+
+def _stat(given: str, path: str, missing: str) -> int:
+    """The mode of ``path``; a CommandError saying ``missing`` or "permission denied"."""
+    try:
+        return os.stat(path).st_mode
+    except PermissionError:
+        raise CommandError(f"{given}: permission denied") from None
+    except (FileNotFoundError, NotADirectoryError):
+        raise CommandError(missing) from None
 
 
 class Recorder(CacheObserver):
