@@ -100,6 +100,10 @@ _GAUGES: tuple[tuple[str, str, str, _GaugeMode], ...] = (
 )
 
 
+#: The gauges left out with ``export_limit=False``.
+_LIMIT_GAUGES = frozenset({"limit", "overage"})
+
+
 class _Families:
     """The metric families of one registry (or of the process, in multiprocess mode)."""
 
@@ -253,13 +257,22 @@ class PrometheusObserver(CacheObserver):
             Ignored in multiprocess mode, where a ``MultiProcessCollector`` exports the
             values of every worker (see :func:`start_metrics_server`).
         cache_name: the ``cache`` label value; default the storage root.
+        export_limit: set False for a cache whose limit is not enforced (one that only
+            measures, as ``filecache exporter --no-evict``): ``filecache_limit_bytes`` and
+            ``filecache_overage_bytes`` are then not exported for it, rather than a
+            meaningless limit.
     """
 
     def __init__(
-        self, registry: CollectorRegistry = REGISTRY, cache_name: str | None = None
+        self,
+        registry: CollectorRegistry = REGISTRY,
+        cache_name: str | None = None,
+        *,
+        export_limit: bool = True,
     ) -> None:
         self.registry = registry
         self.cache_name = cache_name
+        self.export_limit = export_limit
         self._bound: _Bound | None = None
         self._local = threading.local()  # the scan or eviction running in this thread
 
@@ -274,8 +287,10 @@ class PrometheusObserver(CacheObserver):
         # multiprocess mode a "mostrecent" gauge appears with the first scan: a child
         # that was never set has no timestamp and is not exported.)
         for attr in families.gauges:
-            bound.gauge(attr)
-        bound.gauge("limit").set(config.evict_above)
+            if self.export_limit or attr not in _LIMIT_GAUGES:
+                bound.gauge(attr)
+        if self.export_limit:
+            bound.gauge("limit").set(config.evict_above)
         bound.gauge("interval").set(config.interval)
         for counter in (
             families.lookups,
@@ -370,12 +385,12 @@ class PrometheusObserver(CacheObserver):
         if context == "scan":
             self._local.scan_failed = True
 
-    @staticmethod
-    def _set_sizes(bound: _Bound, snapshot: CacheSnapshot) -> None:
+    def _set_sizes(self, bound: _Bound, snapshot: CacheSnapshot) -> None:
         bound.gauge("size").set(snapshot.total_size)
-        bound.gauge("limit").set(snapshot.evict_above)
-        bound.gauge("overage").set(snapshot.overage)
         bound.gauge("entries").set(snapshot.entry_count)
+        if self.export_limit:
+            bound.gauge("limit").set(snapshot.evict_above)
+            bound.gauge("overage").set(snapshot.overage)
 
 
 def start_metrics_server(
