@@ -349,6 +349,94 @@ def test_background_thread_updates_the_metrics(open_cache, registry):
     assert scrape.get("filecache_manager_leader", cache=root) == 1
 
 
+class FixedDisk(LocalStorage):
+    """LocalStorage on a filesystem of known free space and size."""
+
+    def __init__(self, root: str | os.PathLike[str], free: int, total: int) -> None:
+        super().__init__(root)
+        self.free, self.total = free, total
+
+    def disk_usage(self) -> tuple[int, int]:
+        return self.free, self.total
+
+
+def test_filesystem_gauges_follow_the_scans(tmp_path: Path, open_cache, registry):
+    storage = FixedDisk(tmp_path / "cache", free=3000, total=10000)
+    cache = open_cache([PrometheusObserver(registry=registry)], storage=storage)
+    root = storage.root
+    scrape = Scrape(generate_latest(registry).decode())
+    assert scrape.get("filecache_filesystem_free_bytes", cache=root) == 3000
+    assert scrape.get("filecache_filesystem_size_bytes", cache=root) == 10000
+    storage.free = 2500
+    cache.snapshot()
+    scrape = Scrape(generate_latest(registry).decode())
+    assert scrape.get("filecache_filesystem_free_bytes", cache=root) == 2500
+    assert scrape.get("filecache_filesystem_size_bytes", cache=root) == 10000
+    promtool_check(scrape.text)
+
+
+def test_filesystem_gauges_measure_the_real_disk(tmp_path: Path, open_cache, registry):
+    cache = open_cache([PrometheusObserver(registry=registry)])
+    root = cache.storage.root
+    scrape = Scrape(generate_latest(registry).decode())
+    st = os.statvfs(root)
+    assert scrape.get("filecache_filesystem_size_bytes", cache=root) == st.f_blocks * st.f_frsize
+    free = scrape.get("filecache_filesystem_free_bytes", cache=root)
+    assert 0 < free <= st.f_blocks * st.f_frsize
+
+
+def test_no_filesystem_gauges_where_the_storage_cannot_tell(open_cache, registry, serve):
+    from vcti.filecache.testing import MemoryStorage
+
+    storage = MemoryStorage()
+    cache = open_cache([PrometheusObserver(registry=registry)], storage=storage)
+    cache.snapshot()
+    scrape = serve(registry)()
+    assert scrape.get("filecache_scans_total", cache=storage.root) == 2
+    # Absent rather than 0: a free space of 0 would fire FilecacheDiskNearlyFull.
+    assert scrape.series("filecache_filesystem_free_bytes") == []
+    assert scrape.series("filecache_filesystem_size_bytes") == []
+    promtool_check(scrape.text)
+
+
+@pytest.mark.parametrize(("reason", "expired"), [("age", 2), ("size", 0), ("free_space", 0)])
+def test_age_evictions_are_counted_as_expired_too(
+    tmp_path: Path, registry, reason: str, expired: int
+):
+    from vcti.filecache import CacheEntry, CacheSnapshot, EvictionResult
+
+    observer = PrometheusObserver(registry=registry)
+    observer.on_attach(LocalStorage(tmp_path), CacheManagerConfig(evict_above=10))
+    entries = (CacheEntry("a", 10, 2, 100.0, 50.0), CacheEntry("b", 20, 1, 150.0, 60.0))
+    observer.on_evict_start(CacheSnapshot.build(entries, evict_above=10, taken_at=T0), "lru", "x")
+    observer.on_evict_end(
+        EvictionResult(entries, 30, "lru", "background", T0, 0.5, 0, reason=reason)
+    )
+    scrape = Scrape(generate_latest(registry).decode())
+    root = str(tmp_path)
+    assert scrape.get("filecache_expired_total", cache=root) == expired
+    assert scrape.get("filecache_evictions_total", cache=root, policy="lru") == 2
+    assert scrape.get("filecache_evicted_bytes_total", cache=root, policy="lru") == 30
+    # No new label on the existing series.
+    assert {tuple(sorted(s.labels)) for s in scrape.series("filecache_evictions_total")} == {
+        ("cache", "policy")
+    }
+    assert [s.labels for s in scrape.series("filecache_expired_total")] == [{"cache": root}]
+
+
+def test_a_cache_that_only_measures_exports_no_limit(open_cache, registry, serve):
+    cache = open_cache([PrometheusObserver(registry=registry, export_limit=False)])
+    with cache.model("a") as m:
+        Path(m.path, "data.bin").write_bytes(b"x" * 3000)  # over the configured limit
+    cache.snapshot()
+    scrape = serve(registry)()
+    root = cache.storage.root
+    assert scrape.get("filecache_size_bytes", cache=root) == 3000
+    assert scrape.series("filecache_limit_bytes") == []
+    assert scrape.series("filecache_overage_bytes") == []
+    promtool_check(scrape.text)
+
+
 def test_hooks_before_attach_do_nothing(registry):
     from vcti.filecache import CacheSnapshot, EvictionResult
 
