@@ -399,6 +399,40 @@ def test_every_dashboard_panel_has_data(prometheus: Prometheus, demo: Demo) -> N
     assert empty == []
 
 
+def test_the_disk_panel_shows_the_demo_filesystem(prometheus: Prometheus, demo: Demo) -> None:
+    # The demo's cache is on local storage: Prometheus has the filesystem of its work folder.
+    disk = _panel("Filesystem free space vs size")
+    exprs = {t["refId"]: t["expr"].replace("$cache", "demo") for t in disk["targets"]}
+
+    def value(ref: str) -> float | None:
+        result = prometheus.query(exprs[ref])
+        return float(result[0]["value"][1]) if result else None
+
+    size = poll("the filesystem size", lambda: value("B"))
+    st = os.statvfs(demo.work / "cache")
+    assert size == st.f_blocks * st.f_frsize
+    free = value("A")
+    assert free is not None
+    assert 0 < free <= size
+    assert value("C") == pytest.approx(0.1 * size)
+    # The alert's expression, without its threshold, is the free fraction the panel shows.
+    (rule,) = [
+        rule
+        for group in yaml.safe_load((PROMETHEUS_DIR / "alerts.yml").read_text())["groups"]
+        for rule in group["rules"]
+        if rule["alert"] == "FilecacheDiskNearlyFull"
+    ]
+    fraction_expr = rule["expr"].rsplit("<", 1)[0]
+    (series,) = prometheus.query(fraction_expr)
+    assert series["metric"] == {"cache": "demo"}
+    assert 0 < float(series["value"][1]) <= 1
+
+
+def _panel(title: str) -> dict[str, Any]:
+    (panel,) = [p for p in json.loads(DASHBOARD.read_text())["panels"] if p["title"] == title]
+    return dict(panel)
+
+
 def test_the_alert_rules_load_and_evaluate(prometheus: Prometheus) -> None:
     names = {
         rule["alert"]
