@@ -90,8 +90,8 @@ def check_root(path: str) -> str:
     layout: a typo must not turn a foreign directory into a cache root.
 
     Raises:
-        CommandError: ``path`` is empty, missing, not a directory, not a cache root, or
-            a model directory inside a cache root.
+        CommandError: ``path`` is empty, missing, not a directory, not a cache root, a
+            model directory inside a cache root, or not readable ("permission denied").
     """
     if not path:
         raise CommandError("ROOT must not be empty", EXIT_USAGE)

@@ -32,6 +32,10 @@ if TYPE_CHECKING:
     from ._common import Subparsers
 
 
+#: The signals that stop the exporter: SIGTERM with status 0, SIGINT (Ctrl-C) with 130.
+_STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
+
+
 class NoEviction:
     """A policy that chooses nothing: the manager measures and reports, and never evicts."""
 
@@ -99,9 +103,6 @@ def run(args: argparse.Namespace) -> int:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
     print("stopped", file=sys.stderr)
     return EXIT_INTERRUPTED if received == signal.SIGINT else EXIT_OK
-
-
-_STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
 
 
 def _config(args: argparse.Namespace, observer: CacheObserver) -> CacheManagerConfig:
