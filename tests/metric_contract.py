@@ -16,12 +16,16 @@ GAUGES = (
     "filecache_last_scan_success_timestamp_seconds",
     "filecache_manager_leader",
 )
+#: Gauges exported only where the storage measures its filesystem (LocalStorage), from the
+#: first scan on.
+DISK_GAUGES = ("filecache_filesystem_free_bytes", "filecache_filesystem_size_bytes")
 #: Counters with only the ``cache`` label.
 PLAIN_COUNTERS = (
     "filecache_lookups_total",
     "filecache_hits_total",
     "filecache_fills_total",
     "filecache_fill_failures_total",
+    "filecache_expired_total",
     "filecache_scans_total",
 )
 #: Counters with a ``policy`` label too.
@@ -36,8 +40,8 @@ HISTOGRAMS = (
 INFO = ("filecache_build_info",)
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 
-CONTRACT = frozenset(GAUGES + COUNTERS + HISTOGRAMS + INFO)
+CONTRACT = frozenset(GAUGES + DISK_GAUGES + COUNTERS + HISTOGRAMS + INFO)
 #: Series names a query may select: histograms only through their suffixed series.
-QUERYABLE = frozenset(GAUGES + COUNTERS + INFO) | {
+QUERYABLE = frozenset(GAUGES + DISK_GAUGES + COUNTERS + INFO) | {
     h + s for h in HISTOGRAMS for s in HISTOGRAM_SUFFIXES
 }

@@ -32,6 +32,7 @@ REQUIRED_ALERTS = {
     "FileCacheFillFailures",
     "FileCacheNoLeader",
     "FileCacheThrashing",
+    "FilecacheDiskNearlyFull",
 }
 SEVERITIES = {"info", "warning", "critical"}
 
@@ -124,6 +125,11 @@ def test_required_alert_conditions() -> None:
     assert "<300" in thrashing
     assert "filecache_errors_total" in compact["FileCacheEvictionOrScanErrors"]
     assert "filecache_fill_failures_total" in compact["FileCacheFillFailures"]
+    disk = compact["FilecacheDiskNearlyFull"]
+    assert rules["FilecacheDiskNearlyFull"]["for"] == "5m"
+    assert "maxby(cache)(filecache_filesystem_free_bytes)" in disk
+    assert "/maxby(cache)(filecache_filesystem_size_bytes>0)" in disk
+    assert disk.endswith("<0.1")
 
 
 def test_unit_tests_cover_firing_and_quiet_cases() -> None:

@@ -184,6 +184,28 @@ def test_demo_service(services: dict[str, Any]) -> None:
     assert environment["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://jaeger:4318"
 
 
+def _seconds(duration: str) -> float:
+    """A Compose duration (``1m30s``, ``45s``, ``500ms``) in seconds."""
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001, "us": 1e-6}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|us|h|m|s)", duration)
+    assert parts, f"not a duration: {duration!r}"
+    assert "".join(n + u for n, u in parts) == duration, f"not a duration: {duration!r}"
+    return sum(float(number) * units[unit] for number, unit in parts)
+
+
+def test_the_demo_gets_the_stop_signal_and_time_to_clean_up(services: dict[str, Any]) -> None:
+    demo = services["demo"]
+    # Not PID 1 (which ignores SIGTERM without a handler and reaps no children): an init.
+    assert demo.get("init") is True
+    # SIGTERM (the default) is what the demo stops cleanly on, with status 0.
+    assert demo.get("stop_signal", "SIGTERM") == "SIGTERM"
+    # The shell execs the demo, so that the signal reaches it and not only the shell.
+    assert re.search(r"&& exec filecache demo\b", _command_text(demo)), _command_text(demo)
+    # Time to stop the load and the server, close the cache and remove the work folder
+    # (Docker's default is 10 s).
+    assert _seconds(str(demo.get("stop_grace_period", "10s"))) >= 20
+
+
 def test_jaeger_accepts_otlp(services: dict[str, Any]) -> None:
     assert str(services["jaeger"]["environment"]["COLLECTOR_OTLP_ENABLED"]).lower() == "true"
 

@@ -242,6 +242,10 @@ def test_required_views(dashboard: dict[str, Any]) -> None:
     assert "sumby(cache,policy)(rate(filecache_evicted_bytes_total{" in compact
     assert "sumby(cache,context)(rate(filecache_errors_total{" in compact
     assert "filecache_manager_leader{" in compact
+    assert "maxby(cache)(filecache_filesystem_free_bytes{" in compact
+    assert "maxby(cache)(filecache_filesystem_size_bytes{" in compact
+    assert "0.1*maxby(cache)(filecache_filesystem_size_bytes{" in compact  # the alert's line
+    assert "sumby(cache)(rate(filecache_expired_total{" in compact
 
 
 def test_panel_queries_parse_as_promql(dashboard: dict[str, Any], tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ every dashboard panel returns data, and the alert rules load and evaluate.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -45,15 +46,16 @@ class Demo:
             return exc.code, dict(exc.headers), exc.read()
 
 
-def start_demo(work: Path, *extra: str) -> Demo:
+def start_demo(work: Path | None, *extra: str, env: dict[str, str] | None = None) -> Demo:
+    """Start the demo in ``work`` (None: a temporary folder of its own)."""
+    root = [] if work is None else ["--root", str(work)]
     proc = subprocess.Popen(
         [
             sys.executable,
             "-m",
             "vcti.filecache",
             "demo",
-            "--root",
-            str(work),
+            *root,
             "--port",
             "0",
             "--evict-above",
@@ -76,13 +78,14 @@ def start_demo(work: Path, *extra: str) -> Demo:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env=env,
     )
     assert proc.stderr is not None
     for _ in range(10):
         line = proc.stderr.readline()
-        match = re.search(r"filecache demo on http://127\.0\.0\.1:(\d+)", line)
+        match = re.search(r"filecache demo on http://127\.0\.0\.1:(\d+)  .*root: (\S+)", line)
         if match:
-            return Demo(proc, int(match.group(1)), work)
+            return Demo(proc, int(match.group(1)), work or Path(match.group(2)).parent)
     proc.kill()
     raise AssertionError(f"the demo did not start: {line}{proc.communicate()[1]}")
 
@@ -162,10 +165,104 @@ def test_ctrl_c_stops_the_demo_cleanly(tmp_path: Path) -> None:
     poll("a request", lambda: demo.get("/models/1/summary")[0] == 200)
     demo.proc.send_signal(signal.SIGINT)
     _, err = demo.proc.communicate(timeout=60)
-    assert demo.proc.returncode == 0, err
+    assert demo.proc.returncode == 130, err
     assert "Traceback" not in err
     assert "interrupted, stopping" in err
     assert re.search(r"requests +\d+ \| hit ratio", err)
+    assert (tmp_path / "cache").is_dir()  # a work folder given with --root is kept
+
+
+def _private_tmp(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """A folder for the demo's temporary work folder, and the environment that points at it."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    return tmp, {**os.environ, "TMPDIR": str(tmp)}
+
+
+@pytest.mark.parametrize(
+    ("stop", "status", "said"),
+    [
+        (signal.SIGTERM, 0, "terminated, stopping"),
+        (signal.SIGINT, 130, "interrupted, stopping"),
+        (signal.SIGHUP, 129, "hung up, stopping"),
+    ],
+    ids=["SIGTERM", "SIGINT", "SIGHUP"],
+)
+def test_a_stop_signal_stops_cleanly_and_removes_the_temporary_folder(
+    tmp_path: Path, stop: int, status: int, said: str
+) -> None:
+    tmp, env = _private_tmp(tmp_path)
+    demo = start_demo(None, env=env)
+    assert demo.work.parent == tmp
+    poll("a request", lambda: demo.get("/models/1/field")[0] == 200)
+    poll("models in the cache", lambda: list((demo.work / "cache" / "models").rglob("*.bin")))
+    demo.proc.send_signal(stop)
+    _, err = demo.proc.communicate(timeout=60)
+    assert demo.proc.returncode == status, err
+    assert "Traceback" not in err
+    assert said in err
+    assert re.search(r"requests +\d+ \| hit ratio", err)  # the summary of a clean stop
+    assert list(tmp.iterdir()) == []
+
+
+def test_the_temporary_folder_goes_when_the_duration_ends_or_start_fails(tmp_path: Path) -> None:
+    tmp, env = _private_tmp(tmp_path)
+    demo = start_demo(None, "--duration", "1", env=env)
+    _, err = demo.proc.communicate(timeout=60)
+    assert demo.proc.returncode == 0, err
+    assert list(tmp.iterdir()) == []
+
+    with socket.socket() as taken:  # the port is in use: the server cannot start
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        result = subprocess.run(
+            [sys.executable, "-m", "vcti.filecache", "demo", "--port", port, "--clients", "0"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1].startswith("filecache: error: ")
+    assert list(tmp.iterdir()) == []
+
+
+@pytest.mark.parametrize("second", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_second_signal_while_stopping_is_ignored(tmp_path: Path, second: int) -> None:
+    tmp, env = _private_tmp(tmp_path)
+    for gap in (0.0, 0.0, 0.0, 0.001, 0.01, 0.1):
+        demo = start_demo(None, env=env)
+        demo.proc.send_signal(signal.SIGINT)
+        if gap:
+            time.sleep(gap)
+        with contextlib.suppress(ProcessLookupError):
+            demo.proc.send_signal(second)
+        _, err = demo.proc.communicate(timeout=60)
+        assert demo.proc.returncode == 130, f"gap {gap}: {err}"
+        assert "Traceback" not in err, f"gap {gap}: {err}"
+        assert list(tmp.iterdir()) == [], f"gap {gap}"
+
+
+def test_spans_and_events_are_rotated_at_the_size_cap(tmp_path: Path) -> None:
+    cap = 32 * 1024
+    demo = start_demo(tmp_path, "--max-log-size", "32K")
+    try:
+        poll("rotated spans", (tmp_path / "spans.jsonl.1").exists)
+    finally:
+        demo.proc.send_signal(signal.SIGTERM)
+        _, err = demo.proc.communicate(timeout=60)
+    assert demo.proc.returncode == 0, err
+    for name in ("spans.jsonl", "spans.jsonl.1", "events.jsonl"):
+        path = tmp_path / name
+        assert path.stat().st_size <= cap, name
+        records = [json.loads(line) for line in path.read_text().splitlines()]  # whole lines
+        assert records, name
+    assert not (tmp_path / "spans.jsonl.2").exists()
+    spans = [json.loads(line) for line in (tmp_path / "spans.jsonl.1").read_text().splitlines()]
+    assert {"filecache.model", "GET /models/{id}/summary"} <= {span["name"] for span in spans}
 
 
 def test_duration_stops_the_demo(tmp_path: Path) -> None:
@@ -302,6 +399,40 @@ def test_every_dashboard_panel_has_data(prometheus: Prometheus, demo: Demo) -> N
     assert empty == []
 
 
+def test_the_disk_panel_shows_the_demo_filesystem(prometheus: Prometheus, demo: Demo) -> None:
+    # The demo's cache is on local storage: Prometheus has the filesystem of its work folder.
+    disk = _panel("Filesystem free space vs size")
+    exprs = {t["refId"]: t["expr"].replace("$cache", "demo") for t in disk["targets"]}
+
+    def value(ref: str) -> float | None:
+        result = prometheus.query(exprs[ref])
+        return float(result[0]["value"][1]) if result else None
+
+    size = poll("the filesystem size", lambda: value("B"))
+    st = os.statvfs(demo.work / "cache")
+    assert size == st.f_blocks * st.f_frsize
+    free = value("A")
+    assert free is not None
+    assert 0 < free <= size
+    assert value("C") == pytest.approx(0.1 * size)
+    # The alert's expression, without its threshold, is the free fraction the panel shows.
+    (rule,) = [
+        rule
+        for group in yaml.safe_load((PROMETHEUS_DIR / "alerts.yml").read_text())["groups"]
+        for rule in group["rules"]
+        if rule["alert"] == "FilecacheDiskNearlyFull"
+    ]
+    fraction_expr = rule["expr"].rsplit("<", 1)[0]
+    (series,) = prometheus.query(fraction_expr)
+    assert series["metric"] == {"cache": "demo"}
+    assert 0 < float(series["value"][1]) <= 1
+
+
+def _panel(title: str) -> dict[str, Any]:
+    (panel,) = [p for p in json.loads(DASHBOARD.read_text())["panels"] if p["title"] == title]
+    return dict(panel)
+
+
 def test_the_alert_rules_load_and_evaluate(prometheus: Prometheus) -> None:
     names = {
         rule["alert"]
@@ -320,3 +451,23 @@ def test_the_alert_rules_load_and_evaluate(prometheus: Prometheus) -> None:
     # A healthy demo fires nothing but, at most, the warnings of a deliberately tiny cache.
     firing = {r["name"] for r in rules if r["state"] == "firing"}
     assert firing <= {"FileCacheOverLimit", "FileCacheThrashing"}, firing
+
+
+def test_rotating_file_keeps_whole_records_under_the_cap(tmp_path: Path) -> None:
+    from vcti.filecache.demo._rotating import RotatingFile
+
+    path = tmp_path / "log.jsonl"
+    path.write_text("old\n")  # appended to
+    stream = RotatingFile(path, max_bytes=10)
+    stream.write("abcd\n")  # 4 + 5 bytes: fits
+    stream.write("efgh\n")  # would make 14: rotates first
+    stream.write("x" * 20 + "\n")  # larger than the cap: alone in a file
+    stream.write("ij\n")
+    stream.flush()
+    stream.close()
+    stream.close()
+    assert path.read_text() == "ij\n"
+    assert (tmp_path / "log.jsonl.1").read_text() == "x" * 20 + "\n"
+    assert not (tmp_path / "log.jsonl.2").exists()
+    with pytest.raises(ValueError, match="max_bytes must be positive"):
+        RotatingFile(path, 0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
@@ -14,7 +15,7 @@ import pytest
 from vcti.filecache import LocalStorage, LockTimeoutError, __version__
 from vcti.filecache.cli import main
 
-from .helpers import SCRIPT, Runner, snapshot_tree
+from .helpers import SCRIPT, Model, Runner, build_cache, snapshot_tree
 
 
 def test_the_console_script_is_installed() -> None:
@@ -87,22 +88,87 @@ def test_ctrl_c_exits_130_without_a_traceback(cache_root: Path, args: list[str])
     assert result.stdout == ""
 
 
-def test_a_closed_pipe_exits_quietly(cache_root: Path) -> None:
+def _pipe_capacity() -> int:
+    """Bytes a pipe holds before a writer blocks (64 KiB unless the system says otherwise)."""
     read_end, write_end = os.pipe()
-    os.close(read_end)  # the reader is gone before the first write, like `| head -0`
     try:
+        return int(fcntl.fcntl(write_end, getattr(fcntl, "F_GETPIPE_SZ", 1032)))
+    except OSError:
+        return 65536
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
+def _environment(unbuffered: bool) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONUNBUFFERED"}
+    if unbuffered:  # as in most container images
+        env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+BUFFERING = pytest.mark.parametrize("unbuffered", [False, True], ids=["buffered", "unbuffered"])
+
+
+@BUFFERING
+@pytest.mark.parametrize("json_output", [False, True], ids=["text", "json"])
+def test_a_reader_that_leaves_early_gets_status_141(
+    tmp_path: Path, unbuffered: bool, json_output: bool
+) -> None:
+    # `filecache ls ROOT | head -c 10` with more output than the pipe holds: the command
+    # is still writing when head has read its 10 bytes and exited.
+    capacity = _pipe_capacity()
+    models = [Model(f"{'s' * 200}/{i:05d}", 1, created=i) for i in range(4 * capacity // 200)]
+    root = build_cache(tmp_path / "cache", models)
+    command = [sys.executable, "-m", "vcti.filecache", "ls", str(root)]
+    if json_output:
+        command.append("--json")
+    env = _environment(unbuffered)
+    whole = subprocess.run(command, capture_output=True, env=env, timeout=120, check=True)
+    assert len(whole.stdout) > 3 * capacity
+
+    ls = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    assert ls.stdout is not None
+    assert ls.stderr is not None
+    head = subprocess.Popen(["head", "-c", "10"], stdin=ls.stdout, stdout=subprocess.PIPE)
+    ls.stdout.close()  # head holds the only read end now
+    shown, _ = head.communicate(timeout=120)
+    errors = ls.stderr.read()
+    ls.stderr.close()
+    assert ls.wait(timeout=120) == 141
+    assert head.returncode == 0
+    assert shown == whole.stdout[:10]
+    assert errors == b""
+
+
+@BUFFERING
+def test_a_reader_gone_before_a_short_output_gets_status_141(
+    cache_root: Path, unbuffered: bool
+) -> None:
+    # The output fits in the pipe: the command sees the closed pipe only if the reader has
+    # gone before it writes (otherwise it writes everything and exits 0, like `seq 3 | head
+    # -c 1`). Here head reads 10 bytes from the test and exits first.
+    read_end, write_end = os.pipe()
+    try:
+        head = subprocess.Popen(["head", "-c", "10"], stdin=read_end, stdout=subprocess.PIPE)
+        os.close(read_end)
+        read_end = -1
+        os.write(write_end, b"0123456789")
+        assert head.communicate(timeout=60)[0] == b"0123456789"
         result = subprocess.run(
             [sys.executable, "-m", "vcti.filecache", "ls", str(cache_root)],
             stdout=write_end,
             stderr=subprocess.PIPE,
-            text=True,
+            env=_environment(unbuffered),
             timeout=60,
             check=False,
         )
     finally:
+        if read_end >= 0:
+            os.close(read_end)
         os.close(write_end)
     assert result.returncode == 141
-    assert result.stderr == ""
+    assert result.stderr == b""
 
 
 def test_reading_commands_leave_broken_metadata_alone(cli: Runner, cache_root: Path) -> None:

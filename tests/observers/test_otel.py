@@ -10,7 +10,7 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import StatusCode
 
-from vcti.filecache import LocalStorage, __version__
+from vcti.filecache import CacheManagerConfig, LocalStorage, __version__
 from vcti.filecache.exceptions import KeyValidationError
 from vcti.filecache.observers import OpenTelemetryObserver
 
@@ -161,15 +161,45 @@ def test_scripted_sequence(tracing, script):
         "filecache.limit": 2500,
         "filecache.evicted.count": 1,
         "filecache.evicted.size": 1000,
+        "filecache.reason": "size",
     }
     assert [(e.name, dict(e.attributes)) for e in evict.events] == [
         (
             "filecache.entry.evicted",
-            {"filecache.key": "b", "filecache.size": 1000, "filecache.idle_seconds": 1200.0},
+            {
+                "filecache.key": "b",
+                "filecache.size": 1000,
+                "filecache.idle_seconds": 1200.0,
+                "filecache.reason": "size",
+            },
         )
     ]
     # The evict span runs after the scan it starts from, inside the request.
     assert scans[3].end_time <= evict.start_time <= evict.end_time <= request.end_time
+
+
+@pytest.mark.parametrize("reason", ["size", "free_space", "age"])
+def test_evicted_events_say_why(tracing, tmp_path: Path, reason: str):
+    from vcti.filecache import CacheEntry, CacheSnapshot, EvictionResult
+
+    observer = OpenTelemetryObserver(tracer_provider=tracing.provider)
+    observer.on_attach(LocalStorage(tmp_path), CacheManagerConfig(evict_above=1))
+    entries = (CacheEntry("a", 10, 2, 100.0, 50.0), CacheEntry("b", 20, 1, 150.0, 60.0))
+    observer.on_evict_start(
+        CacheSnapshot.build(entries, evict_above=1, taken_at=999.0), "lru", "background"
+    )
+    observer.on_evict_end(
+        EvictionResult(entries, 30, "lru", "background", 1000.0, 0.5, 0, reason=reason)
+    )
+    (evict,) = tracing.exporter.get_finished_spans()
+    assert evict.attributes["filecache.reason"] == reason
+    assert [
+        (e.name, e.attributes["filecache.key"], e.attributes["filecache.reason"])
+        for e in evict.events
+    ] == [
+        ("filecache.entry.evicted", "a", reason),
+        ("filecache.entry.evicted", "b", reason),
+    ]
 
 
 def test_models_are_not_traced_when_switched_off(tracing, open_cache):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import shutil
@@ -350,6 +351,94 @@ def test_background_thread_updates_the_metrics(open_cache, registry):
     assert scrape.get("filecache_manager_leader", cache=root) == 1
 
 
+class FixedDisk(LocalStorage):
+    """LocalStorage on a filesystem of known free space and size."""
+
+    def __init__(self, root: str | os.PathLike[str], free: int, total: int) -> None:
+        super().__init__(root)
+        self.free, self.total = free, total
+
+    def disk_usage(self) -> tuple[int, int]:
+        return self.free, self.total
+
+
+def test_filesystem_gauges_follow_the_scans(tmp_path: Path, open_cache, registry):
+    storage = FixedDisk(tmp_path / "cache", free=3000, total=10000)
+    cache = open_cache([PrometheusObserver(registry=registry)], storage=storage)
+    root = storage.root
+    scrape = Scrape(generate_latest(registry).decode())
+    assert scrape.get("filecache_filesystem_free_bytes", cache=root) == 3000
+    assert scrape.get("filecache_filesystem_size_bytes", cache=root) == 10000
+    storage.free = 2500
+    cache.snapshot()
+    scrape = Scrape(generate_latest(registry).decode())
+    assert scrape.get("filecache_filesystem_free_bytes", cache=root) == 2500
+    assert scrape.get("filecache_filesystem_size_bytes", cache=root) == 10000
+    promtool_check(scrape.text)
+
+
+def test_filesystem_gauges_measure_the_real_disk(tmp_path: Path, open_cache, registry):
+    cache = open_cache([PrometheusObserver(registry=registry)])
+    root = cache.storage.root
+    scrape = Scrape(generate_latest(registry).decode())
+    st = os.statvfs(root)
+    assert scrape.get("filecache_filesystem_size_bytes", cache=root) == st.f_blocks * st.f_frsize
+    free = scrape.get("filecache_filesystem_free_bytes", cache=root)
+    assert 0 < free <= st.f_blocks * st.f_frsize
+
+
+def test_no_filesystem_gauges_where_the_storage_cannot_tell(open_cache, registry, serve):
+    from vcti.filecache.testing import MemoryStorage
+
+    storage = MemoryStorage()
+    cache = open_cache([PrometheusObserver(registry=registry)], storage=storage)
+    cache.snapshot()
+    scrape = serve(registry)()
+    assert scrape.get("filecache_scans_total", cache=storage.root) == 2
+    # Absent rather than 0: a free space of 0 would fire FilecacheDiskNearlyFull.
+    assert scrape.series("filecache_filesystem_free_bytes") == []
+    assert scrape.series("filecache_filesystem_size_bytes") == []
+    promtool_check(scrape.text)
+
+
+@pytest.mark.parametrize(("reason", "expired"), [("age", 2), ("size", 0), ("free_space", 0)])
+def test_age_evictions_are_counted_as_expired_too(
+    tmp_path: Path, registry, reason: str, expired: int
+):
+    from vcti.filecache import CacheEntry, CacheSnapshot, EvictionResult
+
+    observer = PrometheusObserver(registry=registry)
+    observer.on_attach(LocalStorage(tmp_path), CacheManagerConfig(evict_above=10))
+    entries = (CacheEntry("a", 10, 2, 100.0, 50.0), CacheEntry("b", 20, 1, 150.0, 60.0))
+    observer.on_evict_start(CacheSnapshot.build(entries, evict_above=10, taken_at=T0), "lru", "x")
+    observer.on_evict_end(
+        EvictionResult(entries, 30, "lru", "background", T0, 0.5, 0, reason=reason)
+    )
+    scrape = Scrape(generate_latest(registry).decode())
+    root = str(tmp_path)
+    assert scrape.get("filecache_expired_total", cache=root) == expired
+    assert scrape.get("filecache_evictions_total", cache=root, policy="lru") == 2
+    assert scrape.get("filecache_evicted_bytes_total", cache=root, policy="lru") == 30
+    # No new label on the existing series.
+    assert {tuple(sorted(s.labels)) for s in scrape.series("filecache_evictions_total")} == {
+        ("cache", "policy")
+    }
+    assert [s.labels for s in scrape.series("filecache_expired_total")] == [{"cache": root}]
+
+
+def test_a_cache_that_only_measures_exports_no_limit(open_cache, registry, serve):
+    cache = open_cache([PrometheusObserver(registry=registry, export_limit=False)])
+    with cache.model("a") as m:
+        Path(m.path, "data.bin").write_bytes(b"x" * 3000)  # over the configured limit
+    cache.snapshot()
+    scrape = serve(registry)()
+    root = cache.storage.root
+    assert scrape.get("filecache_size_bytes", cache=root) == 3000
+    assert scrape.series("filecache_limit_bytes") == []
+    assert scrape.series("filecache_overage_bytes") == []
+    promtool_check(scrape.text)
+
+
 def test_hooks_before_attach_do_nothing(registry):
     from vcti.filecache import CacheSnapshot, EvictionResult
 
@@ -369,51 +458,88 @@ def test_hooks_before_attach_do_nothing(registry):
 # -- multiprocess mode ---------------------------------------------------------------------
 
 WORKER = """
+import contextlib
+import json
 import sys
+import time
 from pathlib import Path
 
-from vcti.filecache import CacheManagerConfig, FileCache
+from vcti.filecache import CacheManagerConfig, FileCache, LocalStorage
 from vcti.filecache.observers import PrometheusObserver, start_metrics_server
 
-name, serve, roots = sys.argv[1], sys.argv[2] == "serve", sys.argv[3:]
-caches = [
-    FileCache(
-        root=root,
-        config=CacheManagerConfig(
-            evict_above=10**9, interval=3600, observer=PrometheusObserver()
-        ),
-    ).open()
-    for root in roots
-]
-for cache in caches:
-    for i in range(2):
-        with cache.model(f"{name}/m{i}") as m:
-            Path(m.path, "data.bin").write_bytes(b"x" * 100)
-    with cache.model(f"{name}/m0"):
-        pass
-if serve:
+role = json.loads(sys.argv[1])
+
+
+class FixedDisk(LocalStorage):
+    def disk_usage(self):
+        return role["free"], role["total"]
+
+
+class Discard(Exception):
+    pass
+
+
+def open_cache(root, name=None):
+    config = CacheManagerConfig(
+        evict_above=role["limit"],
+        interval=role["interval"],
+        clock=lambda: role["clock"],
+        observer=PrometheusObserver(cache_name=name),
+    )
+    return FileCache(storage=FixedDisk(root), config=config)
+
+
+def command(word):
+    assert sys.stdin.readline() == word + "\\n"
+
+
+def say(*words):
+    print(*words, flush=True)
+
+
+command("open")
+caches = [open_cache(role["root"]).open()]
+if role["pair"]:
+    caches.append(open_cache(role["pair"], name="pair").open())
+while any(cache.manager.cycles < 1 for cache in caches):  # the first cycle took the lead
+    time.sleep(0.01)
+main = caches[0]
+if role["serve"]:
     server, thread = start_metrics_server(0)
-    print("port", server.server_port, flush=True)
-print("filled", flush=True)
-assert sys.stdin.readline() == "scan\\n"
-for cache in caches:
-    cache.snapshot()
-print("scanned", flush=True)
-assert sys.stdin.readline() == "close\\n"
+    say("port", server.server_port)
+say("opened", "leader" if main.manager.is_leader else "follower")
+
+command("scan")
+for key in role["fill"]:
+    with main.model(key) as m:
+        Path(m.path, "data.bin").write_bytes(b"x" * 100)
+if role["evict"]:
+    main.evict()
+with contextlib.ExitStack() as pins:
+    for key in role["pins"]:
+        pins.enter_context(main.model(key))
+    with contextlib.suppress(Discard), main.model(role["name"] + "/staging") as m:
+        Path(m.path, "data.bin").write_bytes(b"x" * role["staging"])
+        main.snapshot()
+        raise Discard
+say("scanned")
+
+command("close")
 for cache in caches:
     cache.close()
-print("closed", flush=True)
+say("closed")
 """
 
 
 class Worker:
-    """A worker process running WORKER, driven line by line."""
+    """A worker process running WORKER in one role, driven line by line."""
 
-    def __init__(self, args: list[str], env: dict[str, str], stderr: Path) -> None:
+    def __init__(self, role: dict[str, object], env: dict[str, str], stderr: Path) -> None:
+        self.name = str(role["name"])
         self.stderr_path = stderr
         self._stderr: IO[str] = stderr.open("w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", WORKER, *args],
+            [sys.executable, "-c", WORKER, json.dumps(role)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._stderr,
@@ -432,14 +558,15 @@ class Worker:
 
     def expect(self, word: str) -> str:
         line = self._lines.get(timeout=120)
-        assert line is not None, f"worker died: {self.stderr_path.read_text()}"
+        assert line is not None, f"worker {self.name} died: {self.stderr_path.read_text()}"
         assert line.split()[0] == word, line
         return line
 
-    def send(self, line: str) -> None:
+    def ask(self, command: str, answer: str) -> str:
         assert self.proc.stdin is not None
-        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.write(command + "\n")
         self.proc.stdin.flush()
+        return self.expect(answer)
 
     def stop(self) -> None:
         try:
@@ -454,81 +581,154 @@ class Worker:
         self._stderr.close()
 
 
-def assert_merged(exposition: Scrape, roots: list[str]) -> None:
-    """One series per cache (no pid label), the counters summed over the 3 workers."""
+# Three workers on one root, each with its own configuration and view of the disk, scan
+# one after the other while the root changes: A first, then B, then C. Each gauge's
+# documented mode is then the only one that gives the expected value: C's measurements
+# (the most recent) lie strictly between A's and B's, so "mostrecent" differs from "max",
+# "min" and "sum"; A holds the largest interval and the latest scan time, so marking A dead
+# tells the "live" modes from the others; the pins (1, 3, 2) and two leaders under one
+# label tell "livesum" from "livemax". Models are 100 bytes.
+#
+# B opens first and leads the root; its limit is above anything published, so no cycle
+# of it ever evicts. A publishes exactly its limit (never above), C evicts by hand.
+ROLES: dict[str, dict[str, object]] = {
+    "B": {
+        "limit": 2000, "interval": 3600, "clock": T0 + 100, "free": 9000, "total": 20000,
+        "fill": ["B/m0", "B/m1", "B/m2", "B/m3"], "pins": ["B/m0", "B/m1", "B/m2"],
+        "staging": 500, "evict": False, "pair": None, "serve": True,
+    },
+    "A": {
+        "limit": 200, "interval": 7200, "clock": T0 + 300, "free": 3000, "total": 10000,
+        "fill": ["A/m0", "A/m1"], "pins": ["A/m0"],
+        "staging": 100, "evict": False, "pair": "pair-one", "serve": False,
+    },
+    "C": {
+        "limit": 550, "interval": 5400, "clock": T0 + 200, "free": 6000, "total": 15000,
+        "fill": [], "pins": ["A/m0", "A/m1"],
+        "staging": 120, "evict": True, "pair": "pair-two", "serve": False,
+    },
+}  # fmt: skip
+
+# What each scan saw: (A, B, C).
+#   size     300 = 2 models + 100 staging; 1100 = 6 models + 500; 620 = 5 models + 120
+#   entries  2, 6, 5 (C evicted one model down to its limit 550)
+#   overage  100 (limit 200), 0 (limit 2000), 70 (limit 550)
+#   pinned   1, 3, 2
+EXPECTED_LIVE = {
+    # mostrecent: C's scan
+    "filecache_size_bytes": 620,
+    "filecache_entries": 5,
+    "filecache_staging_bytes": 120,
+    "filecache_overage_bytes": 70,
+    "filecache_limit_bytes": 550,
+    "filecache_filesystem_free_bytes": 6000,
+    "filecache_filesystem_size_bytes": 15000,
+    # livesum: 1 + 3 + 2 pins; one leader of the root
+    "filecache_pinned_entries": 6,
+    "filecache_manager_leader": 1,
+    # livemax: A's interval
+    "filecache_scan_interval_seconds": 7200,
+    # max: A's scan, the latest by its clock though not the last one made
+    "filecache_last_scan_success_timestamp_seconds": T0 + 300,
+}
+# A closed and marked dead: the "live" gauges lose A; the others keep what A set.
+EXPECTED_WITHOUT_A = {
+    **EXPECTED_LIVE,
+    "filecache_pinned_entries": 5,
+    "filecache_scan_interval_seconds": 5400,
+}
+LIVE_ONLY = (
+    "filecache_pinned_entries",
+    "filecache_manager_leader",
+    "filecache_scan_interval_seconds",
+    "filecache_build_info",
+)
+
+
+def check_merged(exposition: Scrape, root: str, expected: dict[str, float]) -> None:
+    """One series per cache (no pid label) with the expected values; counters summed."""
     promtool_check(exposition.text)
     assert not [s for s in exposition.samples if s.name.endswith("_created")]
     assert not [s for s in exposition.samples if "pid" in s.labels]
-    for name in GAUGES:
-        series = exposition.series(name)
-        assert sorted(s.labels["cache"] for s in series) == roots, name
-    for root in roots:
-        assert exposition.get("filecache_size_bytes", cache=root) == 600
-        assert exposition.get("filecache_entries", cache=root) == 6
-        assert exposition.get("filecache_manager_leader", cache=root) == 1
-        assert exposition.get("filecache_limit_bytes", cache=root) == 10**9
-        assert exposition.get("filecache_lookups_total", cache=root) == 9
-        assert exposition.get("filecache_hits_total", cache=root) == 3
-        assert exposition.get("filecache_fills_total", cache=root) == 6
-        assert exposition.get("filecache_fill_duration_seconds_count", cache=root) == 6
-        assert exposition.get("filecache_build_info", cache=root) == 1
+    for name, value in expected.items():
+        assert exposition.get(name, cache=root) == value, name
+    # Counters: A 4 lookups (2 fills, 1 pin, 1 discarded fill), B 8, C 3 (no fill, 2 pins).
+    assert exposition.get("filecache_lookups_total", cache=root) == 15
+    assert exposition.get("filecache_hits_total", cache=root) == 6
+    assert exposition.get("filecache_fills_total", cache=root) == 9
+    assert exposition.get("filecache_fill_failures_total", cache=root) == 3
+    assert exposition.get("filecache_fill_duration_seconds_count", cache=root) == 6
+    assert exposition.get("filecache_evictions_total", cache=root, policy="lru") == 1
+    assert exposition.get("filecache_evicted_bytes_total", cache=root, policy="lru") == 100
 
 
-def test_multiprocess_mode(tmp_path: Path):
+def test_multiprocess_mode_pins_each_gauge_mode(tmp_path: Path):
     multiproc_dir = tmp_path / "multiproc"
     multiproc_dir.mkdir()
-    roots = [str(tmp_path / "cache-one"), str(tmp_path / "cache-two")]
+    root = str(tmp_path / "cache")
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(multiproc_dir)}
-    workers = [
-        Worker([f"w{i}", "serve" if i == 0 else "-", *roots], env, tmp_path / f"w{i}.err")
-        for i in range(3)
-    ]
+    workers = {}
+    for name, role in ROLES.items():
+        pair = None if role["pair"] is None else str(tmp_path / str(role["pair"]))
+        settings = {**role, "name": name, "root": root, "pair": pair}
+        workers[name] = Worker(settings, env, tmp_path / f"{name}.err")
+
+    def collect() -> Scrape:
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=str(multiproc_dir))
+        return Scrape(generate_latest(registry).decode())
+
     try:
-        port = int(workers[0].expect("port").split()[1])
-        for worker in workers:
-            worker.expect("filled")
-        for worker in workers:  # every model is there now: every scan sees 600 bytes
-            worker.send("scan")
-        for worker in workers:
-            worker.expect("scanned")
+        port = int(workers["B"].ask("open", "port").split()[1])
+        assert workers["B"].expect("opened") == "opened leader"
+        for name in ("A", "C"):
+            assert workers[name].ask("open", "opened") == "opened follower"
+        for name in ("A", "B", "C"):  # the order the scans must be made in
+            workers[name].ask("scan", "scanned")
 
-        def collect() -> Scrape:
-            registry = CollectorRegistry()
-            MultiProcessCollector(registry, path=str(multiproc_dir))
-            return Scrape(generate_latest(registry).decode())
-
-        deadline = time.monotonic() + 60
         scrape = collect()
-        while sum(s.value for s in scrape.series("filecache_manager_leader")) != 2:
-            assert time.monotonic() < deadline, "no leader for both caches"
-            time.sleep(0.05)
-            scrape = collect()
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as response:
             served = Scrape(response.read().decode())
+        for exposition in (scrape, served):
+            check_merged(exposition, root, EXPECTED_LIVE)
+            # A leads one root and C another, both labelled "pair": the sum shows the 2
+            # leaders that the "no leader / two leaders" checks rely on, not the max.
+            assert exposition.get("filecache_manager_leader", cache="pair") == 2
+            # One series per label set, 1 from each of the 3 workers: the max, not the sum.
+            assert exposition.get("filecache_build_info", cache=root) == 1
 
-        assert_merged(scrape, roots)
-        assert_merged(served, roots)
+        workers["A"].ask("close", "closed")
+        assert workers["A"].proc.wait(timeout=60) == 0
+        # What the process manager does when a worker exits (the gunicorn hook).
+        mark_process_dead(workers["A"].proc.pid, path=str(multiproc_dir))
+        without_a = collect()
+        check_merged(without_a, root, EXPECTED_WITHOUT_A)
+        assert without_a.get("filecache_manager_leader", cache="pair") == 1
+        assert without_a.get("filecache_build_info", cache=root) == 1
 
-        for worker in workers:
-            worker.send("close")
-        for worker in workers:
-            worker.expect("closed")
-        after = collect()
-        for root in roots:
-            assert after.get("filecache_manager_leader", cache=root) == 0
-            assert after.get("filecache_lookups_total", cache=root) == 9
-        # What the process manager does when a worker exits: "live" gauges go with it,
-        # the last measurements and the counters stay.
-        for worker in workers:
-            mark_process_dead(worker.proc.pid, path=str(multiproc_dir))
+        for name in ("B", "C"):
+            workers[name].ask("close", "closed")
+            assert workers[name].proc.wait(timeout=60) == 0
+            mark_process_dead(workers[name].proc.pid, path=str(multiproc_dir))
         dead = collect()
-        assert dead.series("filecache_manager_leader") == []
-        assert dead.series("filecache_build_info") == []
-        for root in roots:
-            assert dead.get("filecache_size_bytes", cache=root) == 600
-            assert dead.get("filecache_lookups_total", cache=root) == 9
+        for name in LIVE_ONLY:
+            assert dead.series(name) == [], name
+        # B, the leader, ran a last cycle as it closed: its scan is the most recent one.
+        after_close = {k: v for k, v in EXPECTED_LIVE.items() if k not in LIVE_ONLY}
+        after_close.update(
+            {
+                "filecache_size_bytes": 500,  # 5 models, no fill in progress any more
+                "filecache_entries": 5,
+                "filecache_staging_bytes": 0,
+                "filecache_overage_bytes": 0,
+                "filecache_limit_bytes": 2000,
+                "filecache_filesystem_free_bytes": 9000,
+                "filecache_filesystem_size_bytes": 20000,
+            }
+        )
+        check_merged(dead, root, after_close)
     finally:
-        for worker in workers:
+        for worker in workers.values():
             worker.stop()
-    for worker in workers:
+    for worker in workers.values():
         assert worker.proc.returncode == 0, worker.stderr_path.read_text()

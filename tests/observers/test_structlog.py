@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import structlog
 from structlog.testing import LogCapture, capture_logs
 
@@ -91,6 +92,7 @@ def test_scripted_sequence(script):
         "idle_s": 1200.0,
         "access_count": 1,
         "policy": "lru",
+        "reason": "size",
     }
     (eviction,) = events("filecache.eviction.completed")
     duration = eviction.pop("duration_s")
@@ -104,6 +106,7 @@ def test_scripted_sequence(script):
         "bytes": 1000,
         "policy": "lru",
         "trigger": "manual",
+        "reason": "size",
         "skipped_pinned": 0,
     }
     (error,) = events("filecache.error")
@@ -137,6 +140,25 @@ def test_background_eviction_reports_skipped_models(open_cache):
         1,
     )
     assert eviction["skipped_pinned"] == 1
+
+
+@pytest.mark.parametrize("reason", ["size", "free_space", "age"])
+def test_evicted_events_say_why(tmp_path: Path, reason: str):
+    from vcti.filecache import CacheEntry, CacheManagerConfig, EvictionResult, LocalStorage
+
+    observer = StructlogObserver()
+    storage = LocalStorage(tmp_path)
+    observer.on_attach(storage, CacheManagerConfig(evict_above=1))
+    entries = (CacheEntry("a", 10, 2, 100.0, 50.0), CacheEntry("b", 20, 1, 150.0, 60.0))
+    with capture_logs() as logs:
+        observer.on_evict_end(
+            EvictionResult(entries, 30, "lru", "background", 1000.0, 0.5, 0, reason=reason)
+        )
+    assert [(e["event"], e.get("key"), e["reason"]) for e in logs] == [
+        ("filecache.entry.evicted", "a", reason),
+        ("filecache.entry.evicted", "b", reason),
+        ("filecache.eviction.completed", None, reason),
+    ]
 
 
 def test_given_logger_is_used(open_cache):

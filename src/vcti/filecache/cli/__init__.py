@@ -7,7 +7,7 @@ Run it as ``filecache`` (the console script) or ``python -m vcti.filecache``::
     filecache evict ROOT --evict-above SIZE [--evict-to SIZE] [--policy NAME]
                     [--dry-run] [--json]
     filecache verify ROOT [--repair] [--json]
-    filecache exporter ROOT [--port 9464] [--evict-above SIZE | --no-evict]
+    filecache exporter ROOT [--port 9464] (--evict-above SIZE [--evict-to SIZE] | --no-evict)
     filecache demo [--port 8000] [--duration SECONDS] ...
     filecache replay TRACE... [--policy NAME,...] [--limit LIMIT,...] [--exact]
                      [--interval SECONDS] [--evict-to FRACTION] [--concat] [--json]
@@ -64,7 +64,7 @@ exit status:
        could not be removed
   2    usage error: bad arguments (an unknown size unit, a negative size, --evict-to
        above --evict-above, an unknown policy), a trace that replay cannot read
-  130  interrupted (Ctrl-C)
+  130  interrupted (Ctrl-C); 'exporter' and 'demo' stop with 0 on SIGTERM
   141  stdout was closed early (as in 'filecache ls ROOT | head')
 
 Run 'filecache COMMAND --help' for the options of a command.

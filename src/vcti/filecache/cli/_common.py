@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import os
+import stat
 import sys
 import threading
 import time
@@ -105,18 +106,23 @@ def check_root(path: str) -> str:
     layout: a typo must not turn a foreign directory into a cache root.
 
     Raises:
-        CommandError: ``path`` is empty, missing, not a directory, not a cache root, or
-            a model directory inside a cache root.
+        CommandError: ``path`` is empty, missing, not a directory, not a cache root, a
+            model directory inside a cache root, or not readable ("permission denied").
     """
     if not path:
         raise CommandError("ROOT must not be empty", EXIT_USAGE)
     root = os.path.abspath(path)
-    if not os.path.exists(root):
-        raise CommandError(f"{path}: no such directory")
-    if not os.path.isdir(root):
+    # stat() rather than os.path.isdir(), which reads "permission denied" as "absent".
+    if not stat.S_ISDIR(_stat(path, root, f"{path}: no such directory")):
         raise CommandError(f"{path}: not a directory")
     internal = os.path.join(root, RESERVED)
-    if not os.path.isdir(internal) and not LocalStorage(root).plan_v1().models:
+    try:
+        has_internal = stat.S_ISDIR(os.stat(internal).st_mode)
+    except PermissionError:
+        raise CommandError(f"{path}: permission denied") from None
+    except (FileNotFoundError, NotADirectoryError):
+        has_internal = False
+    if not has_internal and not LocalStorage(root).plan_v1().models:
         raise CommandError(
             f"{path}: not a cache root (it has no {RESERVED}/ folder, nor models of a "
             "vcti-file-cache 1.0 root)"
@@ -124,6 +130,16 @@ def check_root(path: str) -> str:
     if any(os.path.exists(os.path.join(internal, name)) for name in _MODEL_MARKERS):
         raise CommandError(f"{path}: a model directory, not a cache root")
     return root
+
+
+def _stat(given: str, path: str, missing: str) -> int:
+    """The mode of ``path``; a CommandError saying ``missing`` or "permission denied"."""
+    try:
+        return os.stat(path).st_mode
+    except PermissionError:
+        raise CommandError(f"{given}: permission denied") from None
+    except (FileNotFoundError, NotADirectoryError):
+        raise CommandError(missing) from None
 
 
 class Recorder(CacheObserver):
@@ -211,10 +227,21 @@ def print_lines(lines: Sequence[str]) -> None:
 
 
 def _write(text: str) -> None:
-    # Flush now, inside main(), so that a closed pipe is reported there and not by the
-    # interpreter's final flush.
-    sys.stdout.write(text)
-    sys.stdout.flush()
+    # Write to the descriptor until every byte is out, inside main(), so that a closed pipe
+    # is reported there (BrokenPipeError, status 141). Through sys.stdout an unbuffered
+    # stream (PYTHONUNBUFFERED=1, usual in containers) drops the rest of a partial write:
+    # `filecache ls ROOT | head -c 10` then exited 0 with its output cut short.
+    stream = sys.stdout
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):  # not a file (io.StringIO, a capture)
+        stream.write(text)
+        stream.flush()
+        return
+    stream.flush()
+    data = memoryview(text.encode(stream.encoding or "utf-8", stream.errors or "strict"))
+    while data:
+        data = data[os.write(fd, data) :]
 
 
 def format_time(epoch: float) -> str:

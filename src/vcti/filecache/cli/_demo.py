@@ -51,7 +51,8 @@ def register(subparsers: Subparsers) -> None:
             "popularity over a working set larger than the budget. Every option can also be "
             f"set by an environment variable {_ENV_PREFIX}NAME (for example "
             f"{_ENV_PREFIX}PORT=8001); a flag wins over the variable. Stop it with Ctrl-C "
-            "or --duration."
+            "(status 130), SIGTERM (status 0) or --duration; a temporary work folder is "
+            "removed when it stops."
         ),
         epilog=SIZE_UNITS_HELP,
     )
@@ -127,6 +128,13 @@ def register(subparsers: Subparsers) -> None:
         choices=("auto", "otlp", "console", "off"),
     )
     option("log-file", str, None, "JSON event log ('-' = stderr; default: ROOT/events.jsonl)")
+    option(
+        "max-log-size",
+        _positive(size_argument),
+        defaults.log_max_bytes,
+        "the size at which the spans file and the event log are rotated to NAME.1 "
+        f"(default {format_size(defaults.log_max_bytes)})",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no refreshing progress line")
     parser.set_defaults(run=run)
 
@@ -159,6 +167,7 @@ def run(args: argparse.Namespace) -> int:
         load=args.clients > 0,
         tracing=args.tracing,
         log_file=args.log_file,
+        log_max_bytes=args.max_log_size,
         progress=not args.no_progress,
     )
     return run_demo(settings)

@@ -6,14 +6,16 @@ import argparse
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from .._cache import FileCache
 from .._config import CacheManagerConfig
 from .._entry import CacheEntry
 from .._sizes import SIZE_UNITS_HELP
+from ..observers.base import CacheObserver
 from ._common import (
+    EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
     NO_LIMIT,
@@ -25,7 +27,13 @@ from ._common import (
 )
 
 if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
+
     from ._common import Subparsers
+
+
+#: The signals that stop the exporter: SIGTERM with status 0, SIGINT (Ctrl-C) with 130.
+_STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
 
 
 class NoEviction:
@@ -46,7 +54,9 @@ def register(subparsers: Subparsers) -> None:
         description=(
             "A sidecar for caches filled by processes that export no metrics themselves: "
             "it runs the root's manager (scans, and evicts above --evict-above) and serves "
-            "/metrics until interrupted. With --no-evict it only measures."
+            "/metrics until stopped. With --no-evict it only measures, and exports no limit. "
+            "SIGTERM stops it with status 0, Ctrl-C (SIGINT) with status 130; a signal "
+            "that comes while it stops is ignored, so that the stop stays clean."
         ),
         epilog=SIZE_UNITS_HELP,
     )
@@ -54,12 +64,11 @@ def register(subparsers: Subparsers) -> None:
     parser.add_argument("--port", type=int, default=9464, help="port to serve (default 9464)")
     parser.add_argument("--addr", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--evict-above", type=size_argument, metavar="SIZE", help="the limit")
-    parser.add_argument("--evict-to", type=size_argument, metavar="SIZE")
     parser.add_argument(
-        "--policy",
-        choices=sorted(POLICIES),
-        default="lru",
-        help="the eviction order (default lru; see 'filecache evict --help')",
+        "--evict-to", type=size_argument, metavar="SIZE", help="evict down to this size"
+    )
+    parser.add_argument(
+        "--policy", choices=sorted(POLICIES), help="the eviction order (default lru)"
     )
     parser.add_argument(
         "--interval", type=float, default=60.0, help="seconds between cycles (default 60)"
@@ -72,12 +81,48 @@ def register(subparsers: Subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``filecache exporter`` until SIGINT or SIGTERM."""
+    """Run ``filecache exporter`` until SIGTERM (status 0) or SIGINT (status 130)."""
     # Imported here, so that the other subcommands never import prometheus_client.
     from ..observers.prometheus import PrometheusObserver, start_metrics_server  # noqa: PLC0415
 
     root = check_root(args.root)
-    if args.evict_above is None and not args.no_evict:
+    config = _config(
+        args, PrometheusObserver(cache_name=args.cache_name, export_limit=not args.no_evict)
+    )
+    # The signals are taken synchronously (sigwait) rather than by handlers: a handler's
+    # KeyboardInterrupt, raised inside the locks of the shutdown by a second Ctrl-C, ended
+    # in "RuntimeError: release unlocked lock". Blocked before any thread starts, so that
+    # every thread inherits the mask and only the main thread receives them.
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        received = _serve(root, args, config, start_metrics_server)
+    finally:
+        # Signals sent while stopping are dropped, not delivered when the mask is restored.
+        while signal.sigtimedwait(_STOP_SIGNALS, 0) is not None:
+            pass
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+    print("stopped", file=sys.stderr)
+    return EXIT_INTERRUPTED if received == signal.SIGINT else EXIT_OK
+
+
+def _config(args: argparse.Namespace, observer: CacheObserver) -> CacheManagerConfig:
+    """The manager's configuration, or a usage error."""
+    if args.no_evict:
+        given = [
+            option
+            for option, value in (
+                ("--evict-above", args.evict_above),
+                ("--evict-to", args.evict_to),
+                ("--policy", args.policy),
+            )
+            if value is not None
+        ]
+        if given:
+            raise CommandError(
+                f"--no-evict never evicts: {', '.join(given)} cannot be given with it",
+                EXIT_USAGE,
+            )
+    elif args.evict_above is None:
         raise CommandError(
             "give --evict-above SIZE (nothing is evicted without a limit) or --no-evict",
             EXIT_USAGE,
@@ -85,30 +130,32 @@ def run(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         raise CommandError(f"--port {args.port} is not a port number", EXIT_USAGE)
     try:
-        config = CacheManagerConfig(
-            evict_above=NO_LIMIT if args.evict_above is None else args.evict_above,
+        return CacheManagerConfig(
+            evict_above=NO_LIMIT if args.no_evict else args.evict_above,
             evict_to=args.evict_to,
             interval=args.interval,
-            policy=NoEviction() if args.no_evict else POLICIES[args.policy](),
-            observer=PrometheusObserver(cache_name=args.cache_name),
+            policy=NoEviction() if args.no_evict else POLICIES[args.policy or "lru"](),
+            observer=observer,
         )
     except ValueError as exc:
         raise CommandError(str(exc), EXIT_USAGE) from exc
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    server, _ = start_metrics_server(args.port, args.addr)
+
+
+def _serve(
+    root: str,
+    args: argparse.Namespace,
+    config: CacheManagerConfig,
+    start_metrics_server: Callable[[int, str], tuple[WSGIServer, threading.Thread]],
+) -> int:
+    """Serve until SIGINT or SIGTERM; return the signal that stopped it."""
+    server, thread = start_metrics_server(args.port, args.addr)
     try:
         with FileCache(root=root, config=config):
             host, port = server.server_address[:2]
             mode = "measuring only" if args.no_evict else f"evicting above {args.evict_above} B"
             print(f"serving http://{host!s}:{port}/metrics for {root} ({mode})", flush=True)
-            try:
-                while not stop.wait(0.5):
-                    pass
-            except KeyboardInterrupt:
-                pass
+            return signal.sigwait(_STOP_SIGNALS)
     finally:
         server.shutdown()
         server.server_close()
-    print("stopped", file=sys.stderr)
-    return EXIT_OK
+        thread.join()

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import threading
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from .._cache import FileCache
 from .._config import CacheManagerConfig
 from .._manager import CacheManager
+from ..observers.base import CacheObserver
 from ..storage.local import LocalStorage
 from ._common import (
     EXIT_FAILURE,
     EXIT_OK,
     NO_LIMIT,
     ONE_DAY,
-    Recorder,
     add_json_argument,
     add_root_argument,
     check_root,
@@ -49,43 +51,77 @@ def register(subparsers: Subparsers) -> None:
     parser.set_defaults(run=run)
 
 
+class ErrorLog(CacheObserver):
+    """Collects what the library reports to ``on_error`` while verify runs.
+
+    Each error is a problem: a folder that cannot be read hides the models in it, so a
+    root that looks clean may not be. Metadata repairs (context ``"metadata"``) are left
+    out: verify lists unreadable metadata itself. Hooks may run in the manager's thread,
+    hence the lock.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._problems: list[str] = []
+
+    def on_error(self, error: Exception, context: str) -> None:
+        """Keep the error as a problem (unless it is a metadata repair)."""
+        if context != "metadata":
+            with self._lock:
+                self._problems.append(f"{context}: {error}")
+
+    def take(self) -> list[str]:
+        """Return the problems collected since the last call, and forget them."""
+        with self._lock:
+            problems, self._problems = self._problems, []
+        return problems
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``filecache verify``."""
     root = check_root(args.root)
-    recorder = Recorder()
-    config = CacheManagerConfig(evict_above=NO_LIMIT, interval=ONE_DAY, observer=recorder)
+    errors = ErrorLog()
+    config = CacheManagerConfig(evict_above=NO_LIMIT, interval=ONE_DAY, observer=errors)
     if args.repair:
         with FileCache(root=root, config=config) as cache:
             report = cache.verify(repair=True)
-            remaining = cache.verify().problems
+            problems = _merge(report.problems, errors.take())
+            check = cache.verify()
+            remaining = _merge(check.problems, errors.take())
     else:
         # Read-only: no FileCache.open(), which would sweep leftovers.
         report = CacheManager.check(LocalStorage(root), config)
-        remaining = report.problems
+        problems = remaining = _merge(report.problems, errors.take())
     if args.json:
         print_json(
             {
                 "root": root,
-                "problems": list(report.problems),
+                "problems": problems,
                 "repaired": report.repaired,
-                "remaining": list(remaining),
+                "remaining": remaining,
                 "entry_count": report.snapshot.entry_count,
                 "total_size": report.snapshot.total_size,
             }
         )
     else:
-        print_lines(_text(root, report, remaining))
-    recorder.report_errors()
+        print_lines(_text(root, report, problems, remaining))
     return EXIT_FAILURE if remaining else EXIT_OK
 
 
-def _text(root: str, report: VerifyReport, remaining: tuple[str, ...]) -> list[str]:
+def _merge(problems: Sequence[str], errors: Sequence[str]) -> list[str]:
+    """The problems, then the errors, each once (a scan may report an error twice)."""
+    return list(dict.fromkeys([*problems, *errors]))
+
+
+def _text(
+    root: str, report: VerifyReport, problems: Sequence[str], remaining: Sequence[str]
+) -> list[str]:
     lines = [f"root:     {root}", f"models:   {report.snapshot.entry_count}"]
-    if report.ok:
+    if not problems:
         lines.append("ok: no problems found")
         return lines
-    lines.append(f"found {len(report.problems)} problem(s):")
-    lines.extend(f"  {problem}" for problem in report.problems)
+    lines.append(f"found {len(problems)} problem(s):")
+    lines.extend(f"  {problem}" for problem in problems)
     if report.repaired:
         if remaining:
             lines.append(f"repaired; {len(remaining)} problem(s) remain:")
@@ -93,5 +129,5 @@ def _text(root: str, report: VerifyReport, remaining: tuple[str, ...]) -> list[s
         else:
             lines.append("repaired: no problems remain")
     else:
-        lines.append("run with --repair to fix them")
+        lines.append("run with --repair to fix what can be fixed")
     return lines

@@ -17,7 +17,10 @@ __all__ = ["DemoSettings", "run_demo"]
 
 
 def run_demo(settings: DemoSettings, out: IO[str] = sys.stderr) -> int:
-    """Run the demo until ``settings.duration`` passes or Ctrl-C; return an exit status.
+    """Run the demo until ``settings.duration`` passes or a stop signal; return the status.
+
+    Ctrl-C (SIGINT) returns 130, SIGTERM 0, SIGHUP 129, the end of the duration 0; a
+    temporary work folder is removed in every case.
 
     The exporters' libraries are imported here, not when the package is imported.
     """

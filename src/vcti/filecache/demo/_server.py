@@ -9,6 +9,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -36,6 +37,7 @@ from ..policies.base import EvictionPolicy
 from ..storage.base import CacheStorage
 from ..storage.local import LocalStorage
 from ._data import extract, input_path
+from ._rotating import RotatingFile
 from ._settings import DemoSettings
 
 POLICIES: dict[str, Callable[[], EvictionPolicy]] = {
@@ -292,7 +294,7 @@ def progress_line(app: DemoApp, stats: DemoStats, settings: DemoSettings) -> str
         )
 
 
-def _setup_tracing(mode: str, spans_file: Path, out: IO[str]) -> Callable[[], None]:
+def _setup_tracing(mode: str, spans_file: Path, max_bytes: int, out: IO[str]) -> Callable[[], None]:
     """Install an SDK tracer provider for the demo; return its shutdown function."""
     if mode == "off":
         return lambda: None
@@ -315,18 +317,31 @@ def _setup_tracing(mode: str, spans_file: Path, out: IO[str]) -> Callable[[], No
             "spans: OTLP to " + os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "default"), file=out
         )
     else:
-        stream = spans_file.open("a")
-        provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter(out=stream)))
-        print(f"spans: {spans_file}", file=out)
+        stream = RotatingFile(spans_file, max_bytes)
+        exporter = ConsoleSpanExporter(
+            out=stream,  # type: ignore[arg-type]  # it only calls write() and flush()
+            formatter=lambda span: span.to_json(indent=None) + "\n",  # one span a line
+        )
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+        print(f"spans: {spans_file} (rotated at {_human(max_bytes)})", file=out)
+
+        def shutdown() -> None:
+            provider.shutdown()
+            stream.close()
+
+        trace.set_tracer_provider(provider)
+        return shutdown
     trace.set_tracer_provider(provider)
     return provider.shutdown
 
 
-def _setup_logging(log_file: str, out: IO[str]) -> Callable[[], None]:
+def _setup_logging(log_file: str, max_bytes: int, out: IO[str]) -> Callable[[], None]:
     """Configure structlog for the demo application: JSON lines with trace ids."""
     from ..observers.structlog import add_trace_ids
 
-    stream: TextIO = sys.stderr if log_file == "-" else open(log_file, "a")  # noqa: SIM115
+    stream: TextIO | RotatingFile = (
+        sys.stderr if log_file == "-" else RotatingFile(log_file, max_bytes)
+    )
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -336,16 +351,17 @@ def _setup_logging(log_file: str, out: IO[str]) -> Callable[[], None]:
             structlog.processors.format_exc_info,
             structlog.processors.JSONRenderer(),
         ],
-        logger_factory=structlog.WriteLoggerFactory(file=stream),
+        logger_factory=structlog.WriteLoggerFactory(file=stream),  # type: ignore[arg-type]
         cache_logger_on_first_use=True,
     )
     if log_file != "-":
-        print(f"events: {log_file}", file=out)
+        print(f"events: {log_file} (rotated at {_human(max_bytes)})", file=out)
     return (lambda: None) if stream is sys.stderr else stream.close
 
 
 @contextmanager
 def _workdir(root: Path | None) -> Iterator[Path]:
+    """``root``, created if needed; or a temporary folder, removed however the demo ends."""
     if root is not None:
         root.mkdir(parents=True, exist_ok=True)
         yield root
@@ -357,68 +373,105 @@ def _workdir(root: Path | None) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+#: The signals that stop the demo, what it says, and its exit status for each (128 + the
+#: signal, as a shell reports it, except SIGTERM: a requested stop, `docker stop`, is a
+#: success).
+_STOPS: dict[int, tuple[str, int]] = {
+    signal.SIGINT: ("interrupted", 128 + signal.SIGINT),
+    signal.SIGTERM: ("terminated", 0),
+    signal.SIGHUP: ("hung up", 128 + signal.SIGHUP),
+}
+
+
 def run_demo(settings: DemoSettings, out: IO[str] = sys.stderr) -> int:
-    """Run the demo until ``settings.duration`` passes or Ctrl-C; return an exit status."""
-    with _workdir(settings.root) as work:
-        inputs = work / "inputs"
-        inputs.mkdir(exist_ok=True)
-        stop_tracing = _setup_tracing(settings.tracing, work / "spans.jsonl", out)
-        close_log = _setup_logging(settings.log_file or str(work / "events.jsonl"), out)
-        registry = CollectorRegistry(auto_describe=True)
-        stats = DemoStats()
-        config = CacheManagerConfig(
-            evict_above=settings.evict_above,
-            evict_to=settings.evict_to,
-            policy=POLICIES[settings.policy](),
-            interval=settings.interval,
-            observer=[
-                PrometheusObserver(registry=registry, cache_name="demo"),
-                OpenTelemetryObserver(),
-                StructlogObserver(),
-                stats,
-            ],
-        )
-        try:
-            with FileCache(storage=make_storage(settings.storage, work), config=config) as cache:
-                app = DemoApp(cache, inputs, settings, registry)
-                server = ThreadingHTTPServer((settings.host, settings.port), _handler(app))
-                server.daemon_threads = True
-                host, port = settings.host, server.server_port
-                serving = threading.Thread(target=server.serve_forever, name="demo-http")
-                serving.start()
-                print(
-                    f"filecache demo on http://{host}:{port}  (metrics: /metrics)  "
-                    f"root: {cache.storage.root}",
-                    file=out,
-                    flush=True,
-                )
-                load = LoadGenerator(
-                    "127.0.0.1" if host in ("0.0.0.0", "") else host, port, settings
-                )
-                if settings.load:
-                    load.start()
-                try:
-                    _wait(app, stats, settings, out)
-                except KeyboardInterrupt:
-                    print("\ninterrupted, stopping", file=out)
-                finally:
-                    load.stop()
-                    server.shutdown()
-                    serving.join()
-                    server.server_close()
-                print("\n" + progress_line(app, stats, settings), file=out, flush=True)
-        finally:
-            close_log()
-            stop_tracing()
-    return 0
+    """Run the demo until ``settings.duration`` passes or a stop signal; return the status.
+
+    SIGINT (Ctrl-C), SIGTERM and SIGHUP stop it cleanly: the load and the server stop, the
+    cache closes and a temporary work folder is removed. They are taken synchronously
+    (``sigtimedwait``) rather than by handlers, so that a second Ctrl-C cannot interrupt
+    the stop half-way; signals that come while it stops are dropped. They are blocked
+    before any thread starts, so that every thread inherits the mask.
+    """
+    stops = frozenset(_STOPS)
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, stops)
+    try:
+        with _workdir(settings.root) as work:
+            received = _run(settings, work, out)
+    finally:
+        while signal.sigtimedwait(stops, 0) is not None:
+            pass
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+    return 0 if received is None else _STOPS[received][1]
 
 
-def _wait(app: DemoApp, stats: DemoStats, settings: DemoSettings, out: IO[str]) -> None:
+def _run(settings: DemoSettings, work: Path, out: IO[str]) -> int | None:
+    """Run the demo in ``work``; return the stop signal received, or None."""
+    inputs = work / "inputs"
+    inputs.mkdir(exist_ok=True)
+    max_bytes = settings.log_max_bytes
+    stop_tracing = _setup_tracing(settings.tracing, work / "spans.jsonl", max_bytes, out)
+    close_log = _setup_logging(settings.log_file or str(work / "events.jsonl"), max_bytes, out)
+    registry = CollectorRegistry(auto_describe=True)
+    stats = DemoStats()
+    config = CacheManagerConfig(
+        evict_above=settings.evict_above,
+        evict_to=settings.evict_to,
+        policy=POLICIES[settings.policy](),
+        interval=settings.interval,
+        observer=[
+            PrometheusObserver(registry=registry, cache_name="demo"),
+            OpenTelemetryObserver(),
+            StructlogObserver(),
+            stats,
+        ],
+    )
+    try:
+        with FileCache(storage=make_storage(settings.storage, work), config=config) as cache:
+            app = DemoApp(cache, inputs, settings, registry)
+            server = ThreadingHTTPServer((settings.host, settings.port), _handler(app))
+            server.daemon_threads = True
+            host, port = settings.host, server.server_port
+            serving = threading.Thread(target=server.serve_forever, name="demo-http")
+            serving.start()
+            print(
+                f"filecache demo on http://{host}:{port}  (metrics: /metrics)  "
+                f"root: {cache.storage.root}",
+                file=out,
+                flush=True,
+            )
+            load = LoadGenerator("127.0.0.1" if host in ("0.0.0.0", "") else host, port, settings)
+            if settings.load:
+                load.start()
+            try:
+                received = _wait(app, stats, settings, out)
+                if received is not None:
+                    print(f"\n{_STOPS[received][0]}, stopping", file=out, flush=True)
+            finally:
+                load.stop()
+                server.shutdown()
+                serving.join()
+                server.server_close()
+            print("\n" + progress_line(app, stats, settings), file=out, flush=True)
+    finally:
+        close_log()
+        stop_tracing()
+    return received
+
+
+def _wait(app: DemoApp, stats: DemoStats, settings: DemoSettings, out: IO[str]) -> int | None:
+    """Show progress until the duration passes (None) or a stop signal comes (its number)."""
     deadline = None if settings.duration is None else time.monotonic() + settings.duration
     tty = out.isatty()
     last_plain = 0.0
-    while deadline is None or time.monotonic() < deadline:
-        time.sleep(0.5 if deadline is None else min(0.5, max(0.0, deadline - time.monotonic())))
+    while True:
+        timeout = 0.5
+        if deadline is not None:
+            timeout = min(timeout, deadline - time.monotonic())
+            if timeout <= 0:
+                return None
+        info = signal.sigtimedwait(_STOPS, timeout)
+        if info is not None:
+            return info.si_signo
         if not settings.progress:
             continue
         if tty:

@@ -27,4 +27,5 @@ class DemoSettings:
     load: bool = True
     tracing: str = "auto"
     log_file: str | None = None
+    log_max_bytes: int = 16 * 1024**2
     progress: bool = True

@@ -71,10 +71,10 @@ class OpenTelemetryObserver(CacheObserver):
     * ``filecache.scan`` around each scan: ``cache``, ``entries``, ``size``,
       ``overage``, ``limit``.
     * ``filecache.evict`` around each eviction run, manual or background: the same
-      attributes as the scan it starts from, plus ``policy``, ``trigger``,
-      ``evicted.count`` and ``evicted.size``, and one ``filecache.entry.evicted`` event
-      per removed model (``filecache.key``, ``filecache.size``,
-      ``filecache.idle_seconds``).
+      attributes as the scan it starts from, plus ``policy``, ``trigger``, ``reason``
+      (``size``, ``free_space`` or ``age``), ``evicted.count`` and ``evicted.size``, and
+      one ``filecache.entry.evicted`` event per removed model (``filecache.key``,
+      ``filecache.size``, ``filecache.idle_seconds``, ``filecache.reason``).
     * ``filecache.model`` around each ``model()`` context (``cache``, ``key``, ``hit``,
       and ``fill_duration_seconds`` for a fill). It is a child of the caller's current
       span and is current inside the context, so the work done there nests under it.
@@ -172,6 +172,7 @@ class OpenTelemetryObserver(CacheObserver):
         span = frame.span
         span.set_attribute("filecache.evicted.count", len(result.entries))
         span.set_attribute("filecache.evicted.size", result.bytes_freed)
+        span.set_attribute("filecache.reason", result.reason)
         for entry in result.entries:
             span.add_event(
                 "filecache.entry.evicted",
@@ -179,6 +180,7 @@ class OpenTelemetryObserver(CacheObserver):
                     "filecache.key": entry.key,
                     "filecache.size": entry.size,
                     "filecache.idle_seconds": max(0.0, result.started_at - entry.last_access),
+                    "filecache.reason": result.reason,
                 },
             )
         span.end()

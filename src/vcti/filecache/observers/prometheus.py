@@ -76,7 +76,9 @@ _GaugeMode = Literal["mostrecent", "max", "livemax", "livesum"]
 # - the sizes are measurements of one shared root, taken by whichever worker scanned
 #   last: "mostrecent" keeps the newest one (a worker that never scanned has no
 #   timestamp and never wins; a recycled worker's last value stays until a newer scan).
-#   The limit is set from the config and by every scan, so it pairs with the size.
+#   The limit is set from the config and by every scan, so it pairs with the size. The
+#   filesystem's free space and size are measurements of the disk under the shared root
+#   too, taken with the scan: "mostrecent" as well (a sum would count one disk per worker).
 # - the interval is configuration: "livemax" is the longest interval among live workers,
 #   the safe bound for a "no scan for too long" alert.
 # - the last successful scan is a timestamp: "max" is the latest success of any worker.
@@ -98,7 +100,28 @@ _GAUGES: tuple[tuple[str, str, str, _GaugeMode], ...] = (
         "max",
     ),
     ("leader", "filecache_manager_leader", "1 in the process that scans and evicts.", "livesum"),
+    (
+        "disk_free",
+        "filecache_filesystem_free_bytes",
+        "Bytes free for unprivileged users on the filesystem of the root (local storage).",
+        "mostrecent",
+    ),
+    (
+        "disk_total",
+        "filecache_filesystem_size_bytes",
+        "Size in bytes of the filesystem of the root (local storage).",
+        "mostrecent",
+    ),
 )
+
+#: The gauges that exist only for storage that can tell (the snapshot's disk_free and
+#: disk_total are None elsewhere): created by the first scan that measures them, so that a
+#: cache on S3 exports no series rather than a free space of 0.
+_DISK_GAUGES = frozenset({"disk_free", "disk_total"})
+
+
+#: The gauges left out with ``export_limit=False``.
+_LIMIT_GAUGES = frozenset({"limit", "overage"})
 
 
 class _Families:
@@ -136,6 +159,10 @@ class _Families:
         self.evicted_bytes = counter(
             "filecache_evicted_bytes_total", "Bytes removed by eviction.", "policy"
         )
+        self.expired = counter(
+            "filecache_expired_total",
+            "Models removed by eviction because they were idle for longer than max_age.",
+        )
         self.scans = counter("filecache_scans_total", "Scans of the cache root.")
         self.errors = counter(
             "filecache_errors_total", "Errors reported by the cache, by where.", "context"
@@ -169,6 +196,7 @@ class _Families:
             self.fill_failures,
             self.evictions,
             self.evicted_bytes,
+            self.expired,
             self.scans,
             self.errors,
             self.scan_duration,
@@ -254,13 +282,22 @@ class PrometheusObserver(CacheObserver):
             Ignored in multiprocess mode, where a ``MultiProcessCollector`` exports the
             values of every worker (see :func:`start_metrics_server`).
         cache_name: the ``cache`` label value; default the storage root.
+        export_limit: set False for a cache whose limit is not enforced (one that only
+            measures, as ``filecache exporter --no-evict``): ``filecache_limit_bytes`` and
+            ``filecache_overage_bytes`` are then not exported for it, rather than a
+            meaningless limit.
     """
 
     def __init__(
-        self, registry: CollectorRegistry = REGISTRY, cache_name: str | None = None
+        self,
+        registry: CollectorRegistry = REGISTRY,
+        cache_name: str | None = None,
+        *,
+        export_limit: bool = True,
     ) -> None:
         self.registry = registry
         self.cache_name = cache_name
+        self.export_limit = export_limit
         self._bound: _Bound | None = None
         self._local = threading.local()  # the scan or eviction running in this thread
 
@@ -275,14 +312,17 @@ class PrometheusObserver(CacheObserver):
         # multiprocess mode a "mostrecent" gauge appears with the first scan: a child
         # that was never set has no timestamp and is not exported.)
         for attr in families.gauges:
-            bound.gauge(attr)
-        bound.gauge("limit").set(config.evict_above)
+            if attr not in _DISK_GAUGES and (self.export_limit or attr not in _LIMIT_GAUGES):
+                bound.gauge(attr)
+        if self.export_limit:
+            bound.gauge("limit").set(config.evict_above)
         bound.gauge("interval").set(config.interval)
         for counter in (
             families.lookups,
             families.hits,
             families.fills,
             families.fill_failures,
+            families.expired,
             families.scans,
         ):
             counter.labels(cache=bound.cache)
@@ -341,6 +381,9 @@ class PrometheusObserver(CacheObserver):
         self._set_sizes(bound, snapshot)
         bound.gauge("pinned").set(len(snapshot.pinned))
         bound.gauge("staging").set(snapshot.staging_size)
+        if snapshot.disk_free is not None and snapshot.disk_total is not None:
+            bound.gauge("disk_free").set(snapshot.disk_free)
+            bound.gauge("disk_total").set(snapshot.disk_total)
         if not failed:
             bound.gauge("last_success").set(snapshot.taken_at)
 
@@ -356,6 +399,8 @@ class PrometheusObserver(CacheObserver):
         families = bound.families
         bound.count(families.evictions, len(result.entries), policy=result.policy)
         bound.count(families.evicted_bytes, result.bytes_freed, policy=result.policy)
+        if result.reason == "age":
+            bound.count(families.expired, len(result.entries))
         bound.observe(families.eviction_duration, max(0.0, result.duration))
         for entry in result.entries:
             bound.observe(families.evicted_idle, max(0.0, result.started_at - entry.last_access))
@@ -371,12 +416,12 @@ class PrometheusObserver(CacheObserver):
         if context == "scan":
             self._local.scan_failed = True
 
-    @staticmethod
-    def _set_sizes(bound: _Bound, snapshot: CacheSnapshot) -> None:
+    def _set_sizes(self, bound: _Bound, snapshot: CacheSnapshot) -> None:
         bound.gauge("size").set(snapshot.total_size)
-        bound.gauge("limit").set(snapshot.evict_above)
-        bound.gauge("overage").set(snapshot.overage)
         bound.gauge("entries").set(snapshot.entry_count)
+        if self.export_limit:
+            bound.gauge("limit").set(snapshot.evict_above)
+            bound.gauge("overage").set(snapshot.overage)
 
 
 def start_metrics_server(

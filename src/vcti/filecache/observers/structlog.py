@@ -44,13 +44,17 @@ class StructlogObserver(CacheObserver):
     ``filecache.scan.completed``            info     size_bytes, limit_bytes, overage_bytes,
                                                      entries, duration_s
     ``filecache.entry.evicted``             info     key, size_bytes, idle_s, access_count,
-                                                     policy (one per evicted model)
-    ``filecache.eviction.completed``        info     count, bytes, policy, trigger, duration_s,
-                                                     skipped_pinned
+                                                     policy, reason (one per evicted model)
+    ``filecache.eviction.completed``        info     count, bytes, policy, trigger, reason,
+                                                     duration_s, skipped_pinned
     ``filecache.fill.failed``               warning  key, error
     ``filecache.error``                     error    context, exc_info
     ``filecache.model.opened``              debug    key, hit
     ======================================  =======  ============================================
+
+    ``reason`` says why a run evicted: ``"size"`` (the total was above the limit),
+    ``"free_space"`` (the filesystem had less than ``min_free`` free) or ``"age"`` (idle
+    for longer than ``max_age``).
 
     Args:
         logger: a structlog logger; default ``structlog.get_logger("vcti.filecache")``.
@@ -109,6 +113,7 @@ class StructlogObserver(CacheObserver):
                 idle_s=max(0.0, result.started_at - entry.last_access),
                 access_count=entry.access_count,
                 policy=result.policy,
+                reason=result.reason,
             )
         self.logger.info(
             "filecache.eviction.completed",
@@ -117,6 +122,7 @@ class StructlogObserver(CacheObserver):
             bytes=result.bytes_freed,
             policy=result.policy,
             trigger=result.trigger,
+            reason=result.reason,
             duration_s=result.duration,
             skipped_pinned=len(result.skipped_pinned),
         )
