@@ -45,6 +45,14 @@ class AsyncModelDir:
     def __repr__(self) -> str:
         return f"AsyncModelDir({self._model!r})"
 
+    def __enter__(self) -> None:
+        raise TypeError(
+            "amodel() is for 'async with' in a coroutine; use model() in synchronous code"
+        )
+
+    def __exit__(self, *exc_info: object) -> None:
+        """Never reached: entering raises."""
+
     def _run(self, loop: asyncio.AbstractEventLoop, function: Callable[[], T]) -> asyncio.Future[T]:
         """Run ``function`` in the executor, in this context's copy of the task's context."""
         assert self._context is not None
