@@ -586,24 +586,29 @@ def test_nothing_changed_means_no_walk(tmp_path: Path) -> None:
         assert walks == []  # no process changed anything: the last scan still holds
         with cache.model("m") as model:  # a hit that adds a file
             Path(model.path, "more.bin").write_bytes(b"y" * 5)
-        # Its access is not written yet: the scan walks, and measures what changed.
+        # Its access is not written yet: the scan looks at that model alone, and measures it.
         assert [e.size for e in cache.entries()] == [15]
-        assert walks == [""]
+        assert walks == ["m"]
         cache.manager.flush()  # writing the access announces the change to every process
         assert storage.generation() != generation
 
 
-def test_the_generation_file_is_renewed_when_large(tmp_path: Path) -> None:
+def test_the_journal_is_renewed_when_large(tmp_path: Path) -> None:
     storage = LocalStorage(tmp_path)
     storage.open()
     assert storage.generation() is None
-    storage._bump()
+    with (
+        FileCache(CacheManagerConfig(evict_above=10**9), storage=storage) as cache,
+        cache.model("m") as model,
+    ):
+        Path(model.path, "data.bin").write_bytes(b"x")
     first = storage.generation()
     assert first is not None
-    with open(tmp_path / ".filecache" / "generation", "ab") as f:
-        f.write(b"." * (1 << 20))
+    journal = tmp_path / ".filecache" / "journal"
+    with open(journal, "ab") as f:
+        f.write(b'["m","m"]\n' * (1 << 17))
     storage.sweep()
     renewed = storage.generation()
     assert renewed is not None
     assert renewed != first
-    assert (tmp_path / ".filecache" / "generation").stat().st_size == 0
+    assert journal.stat().st_size == 0

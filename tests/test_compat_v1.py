@@ -332,12 +332,15 @@ def test_observers_get_size_updates_and_cycles(tmp_path: Path) -> None:
 
 def test_logging_observer_levels(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG, logger="vcti.filecache")
-    settings = config(evict_above=10, observer=LoggingObserver(), prompt_eviction=False)
+    settings = config(
+        evict_above=10, observer=LoggingObserver(), prompt_eviction=False, full_scan_every=1
+    )
     with FileCache(settings, root=tmp_path) as cache:
         wait_for(lambda: cache.manager.cycles >= 1)
         with cache.model("m") as model:
             write(model, 40)
         cache.evict()
+        # A model made behind the library's back, with junk metadata: a full walk finds it.
         (Path(cache.storage.path("x")) / ".filecache").mkdir(parents=True)
         (Path(cache.storage.path("x")) / ".filecache" / "meta.json").write_text("junk")
         cache.manager.run_once()

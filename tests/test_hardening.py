@@ -298,23 +298,23 @@ def test_the_command_line_reports_bad_metadata_without_a_traceback(tmp_path: Pat
         assert run.returncode in (0, 1), (command, run.stderr)
 
 
-# -- 8. silent undercounting ---------------------------------------------------------------
+# -- 8. silent undercounting: a change journal that is not a file ----------------------------
 
 
 @pytest.mark.parametrize("kind", ["folder", "symlink"])
-def test_a_broken_generation_counter_is_reported_and_walked_past(tmp_path: Path, kind: str) -> None:
+def test_a_broken_journal_is_reported_and_walked_past(tmp_path: Path, kind: str) -> None:
     recorder = RecordingObserver()
     with opened(tmp_path, observer=recorder) as cache:
         fill(cache, "a")
         cache.manager.run_once()
-        generation = tmp_path / ".filecache" / "generation"
-        generation.unlink()
+        journal = tmp_path / ".filecache" / "journal"
+        journal.unlink()
         if kind == "folder":
-            generation.mkdir()
+            journal.mkdir()
         else:
-            generation.symlink_to(tmp_path / "nowhere")
-        cache.manager.run_once()  # the counter is seen broken: reported, and scans walk
-        assert any(c == "scan" and "generation" in str(e) for e, c in recorder.errors())
+            journal.symlink_to(tmp_path / "nowhere")
+        cache.manager.run_once()  # the journal is seen broken: reported, and scans walk
+        assert any(c == "scan" and "journal" in str(e) for e, c in recorder.errors())
         fill_elsewhere = subprocess.run(
             [
                 sys.executable,

@@ -60,6 +60,11 @@ class BrokenWalk(LocalStorage):
             raise RuntimeError("walk failed")
         return super().iter_stamped_models(prefix, onerror)
 
+    def read_changes(self, cursor):  # what a scan reads first, changes or not
+        if self.broken:
+            raise RuntimeError("walk failed")
+        return super().read_changes(cursor)
+
 
 def ticking_clock():
     """A clock that moves one second per call, so access times never tie."""

@@ -28,6 +28,8 @@ from .exceptions import LockTimeoutError, MetadataError
 from .storage.base import (
     AdoptingStorage,
     CacheStorage,
+    FreeSpaceStorage,
+    JournaledStorage,
     LeasedStorage,
     Lock,
     SharedStorage,
@@ -38,6 +40,10 @@ if TYPE_CHECKING:
     from ._manager import CacheManager
 
 log = logging.getLogger("vcti.filecache")
+
+#: Seconds between two looks of the leader at the journal, for publishes in other
+#: processes that call for a cycle before the interval is up.
+_WATCH_INTERVAL = 0.25
 
 
 @dataclass(eq=False)
@@ -68,6 +74,8 @@ class Runtime:
         self._shared = storage if isinstance(storage, SharedStorage) else None
         self._leased = isinstance(storage, LeasedStorage)
         self._adopting = storage if isinstance(storage, AdoptingStorage) else None
+        self._journal = storage if isinstance(storage, JournaledStorage) else None
+        self._disk = storage if isinstance(storage, FreeSpaceStorage) else None
         self.coord = Coordinator(storage)
         self.scanner = Scanner(storage, self.coord)
         self.evictor = Evictor(storage, self.coord)
@@ -88,6 +96,7 @@ class Runtime:
         self._wake = threading.Event()
         self._leader: Lock | None = None
         self._estimate: int | None = None  # the total after the last cycle, plus publishes
+        self._watched: object = None  # where the watch read the journal up to
         self._final: tuple[ObserverGroup, CacheManagerConfig] | None = None
 
     def __repr__(self) -> str:
@@ -230,11 +239,52 @@ class Runtime:
                         if not self._attached:
                             break
                         _, config = self._context()
-                    self._wake.wait(config.interval)
+                    self._wait(config)
                 if self._final is not None:
                     self._final_cycle(*self._final)
             finally:
                 group.emit("on_manager_stop", self.storage.root)
+
+    def _wait(self, config: CacheManagerConfig) -> None:
+        """Wait for the next cycle: ``interval`` seconds, or less if it is needed sooner.
+
+        This process's publishes wake the thread directly (:meth:`note_publish`). With a
+        journal, the leader also watches it, a few times a second, for publishes by other
+        processes that take the total over the limit, or the free space under ``min_free``.
+        """
+        deadline = time.monotonic() + config.interval
+        watch = self._journal if config.prompt_eviction else None
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            step = min(remaining, _WATCH_INTERVAL) if watch is not None else remaining
+            if self._wake.wait(step):
+                return
+            if watch is not None and self._leader is not None and self._crossed(config):
+                return
+
+    def _crossed(self, config: CacheManagerConfig) -> bool:
+        """True if publishes recorded since the last look call for a cycle now."""
+        assert self._journal is not None
+        changes = self._journal.read_changes(self._watched)
+        self._watched = changes.cursor
+        if not changes.published or self._estimate is None:
+            return False
+        self._estimate += changes.published
+        return self._over(config)
+
+    def _over(self, config: CacheManagerConfig, extra: int = 0) -> bool:
+        """True if the estimated total (plus ``extra``) is above the limit, or free space low."""
+        if self._estimate is not None and self._estimate + extra > config.evict_above:
+            return True
+        if config.min_free is not None and self._disk is not None:
+            try:
+                free, total = self._disk.disk_usage()
+            except OSError:
+                return False
+            return free < config.min_free_bytes(total)
+        return False
 
     def _final_cycle(
         self, group: ObserverGroup | None = None, config: CacheManagerConfig | None = None
@@ -291,11 +341,16 @@ class Runtime:
         _, snapshot = self.evictor.evict(group, config, config.policy, trigger, snapshot)
         self.evictor.save(group)
         self._estimate = snapshot.total_size
+        if self._journal is not None:  # what the scan counted is no news to the watch
+            self._watched = self._journal.read_changes(self._watched).cursor
         group.emit("on_cycle_complete", snapshot.total_size, snapshot.entry_count)
         return snapshot
 
     def note_publish(self, config: CacheManagerConfig, size: int | None) -> None:
-        """A fill of ``size`` bytes was published here: run a cycle now if it crossed the limit."""
+        """A fill of ``size`` bytes was published here: run a cycle now if it is needed.
+
+        With a journal the watching thread counts every publish, this one's included.
+        """
         if (
             not config.prompt_eviction
             or size is None
@@ -303,8 +358,10 @@ class Runtime:
             or self._leader is None
         ):
             return
-        self._estimate += size
-        if self._estimate > config.evict_above:
+        if self._journal is None:
+            self._estimate += size
+            size = 0
+        if self._over(config, size):  # with a journal, the watch counts it later
             self._wake.set()
 
     def _sweep(self, group: ObserverGroup) -> None:

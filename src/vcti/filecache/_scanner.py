@@ -27,6 +27,7 @@ from .storage.base import (
     AdoptingStorage,
     CacheStorage,
     FreeSpaceStorage,
+    JournaledStorage,
     SharedStorage,
     StampedStorage,
 )
@@ -46,6 +47,18 @@ class _Known:
     meta: Meta
 
 
+def _entry(key: str, size: int, meta: Meta) -> CacheEntry:
+    return CacheEntry(
+        key,
+        size,
+        meta.access_count,
+        meta.last_access,
+        meta.created,
+        meta.fill_seconds,
+        meta.version,
+    )
+
+
 def stamp_text(stamp: Hashable) -> str | None:
     """A data stamp as recorded in metadata (None: no stamp, never trusted)."""
     return None if stamp is None else str(stamp)
@@ -60,11 +73,15 @@ class Scanner:
         self._stamps = storage if isinstance(storage, StampedStorage) else None
         self._shared = storage if isinstance(storage, SharedStorage) else None
         self._disk = storage if isinstance(storage, FreeSpaceStorage) else None
+        self._journal = storage if isinstance(storage, JournaledStorage) else None
         self._adopting = storage if isinstance(storage, AdoptingStorage) else None
         self.io_lock = threading.Lock()  # scans and write-behind see one consistent state
         self._known: dict[str, _Known] = {}
         self._generation: Hashable = None
         self._entries: tuple[CacheEntry, ...] = ()
+        self._cursor: object = None  # where this process read the journal up to
+        self._complete = False  # _known holds every model (a walk was made)
+        self._retry: set[str] = set()  # models a scan could not measure: tried again
 
     def after_fork(self) -> None:
         """A forked child starts with its own lock (the parent's may be held)."""
@@ -107,22 +124,12 @@ class Scanner:
         started = time.perf_counter()
         with self.io_lock:
             pending = self.coord.pending()
-            generation = self._generation_now(group)
-            if (
-                repair
-                and not full
-                and not pending
-                and generation is not None
-                and generation == self._generation
-            ):
-                # No process changed the cache through the library since the last scan,
-                # and this one has no accesses to add: the last scan still holds.
-                entries = self._entries
-            else:
+            if not repair:
                 entries = self._walk(group, config, pending, repair, full=full)
-                if repair:
-                    self._generation = generation
-                    self._entries = entries
+            elif self._journal is not None:
+                entries = self._journaled(group, config, pending, full=full)
+            else:
+                entries = self._counted(group, config, pending, full=full)
             try:
                 staging = self.storage.staging_size()
             except OSError as exc:
@@ -144,6 +151,97 @@ class Scanner:
         )
         group.emit("on_scan_end", snapshot, time.perf_counter() - started)
         return snapshot
+
+    def _counted(
+        self,
+        group: ObserverGroup,
+        config: CacheManagerConfig,
+        pending: dict[str, tuple[int, float]],
+        *,
+        full: bool,
+    ) -> tuple[CacheEntry, ...]:
+        """A scan that remembers, for backends with a generation counter (or nothing)."""
+        generation = self._generation_now(group)
+        if not full and not pending and generation is not None and generation == self._generation:
+            # No process changed the cache through the library since the last scan, and
+            # this one has no accesses to add: the last scan still holds.
+            return self._entries
+        entries = self._walk(group, config, pending, True, full=full)
+        self._generation = generation
+        self._entries = entries
+        return entries
+
+    def _journaled(
+        self,
+        group: ObserverGroup,
+        config: CacheManagerConfig,
+        pending: dict[str, tuple[int, float]],
+        *,
+        full: bool,
+    ) -> tuple[CacheEntry, ...]:
+        """A scan that reads the journal and touches only the models that changed.
+
+        A walk is needed when this process knows nothing yet (its first scan, or the
+        journal was rotated) and, measuring every model, when the journal is damaged or
+        missing (reported) or a full walk is due.
+        """
+        assert self._journal is not None
+        changes = self._journal.read_changes(self._cursor)
+        self._cursor = changes.cursor
+        if changes.error is not None:
+            group.error(changes.error, "scan")
+            full = True
+        if full or changes.keys is None or not self._complete:
+            entries = self._walk(group, config, pending, True, full=full)
+            self._complete = True
+        elif changes.keys or pending or self._retry:
+            retry, self._retry = self._retry, set()
+            for key in changes.keys | pending.keys() | retry:
+                self._refresh(group, config, key, remeasure=key in pending)
+            entries = self._entries_from_known(pending)
+        else:
+            return self._entries  # nothing changed anywhere, nothing to add here
+        self._entries = entries
+        return entries
+
+    def _refresh(
+        self, group: ObserverGroup, config: CacheManagerConfig, key: str, *, remeasure: bool
+    ) -> None:
+        """Bring what is known of one model up to date (or forget it, if it is gone)."""
+        try:
+            if self._stamps is not None:
+                found = next(self._stamps.iter_stamped_models(prefix=key), None)
+            else:
+                found = (key, None, None) if self.storage.is_model(key) else None
+            if found is None or found[0] != key:
+                self._known.pop(key, None)
+                return
+            meta, size, meta_stamp = self._measure(
+                group,
+                config,
+                key,
+                stamps=(found[1], found[2]),
+                previous=self._known.get(key),
+                remeasure=remeasure,
+                repair=True,
+            )
+        except FileNotFoundError:
+            self._known.pop(key, None)
+            return
+        except OSError as exc:
+            # Left out of this scan, as a walk would; measured again at the next one.
+            group.error(exc, "scan")
+            self._known.pop(key, None)
+            self._retry.add(key)
+            return
+        self._known[key] = _Known(found[1], size, meta_stamp, meta)
+
+    def _entries_from_known(self, pending: dict[str, tuple[int, float]]) -> tuple[CacheEntry, ...]:
+        entries: list[CacheEntry] = []
+        for key, known in self._known.items():
+            meta = known.meta.add(*pending[key]) if key in pending else known.meta
+            entries.append(_entry(key, known.size, meta))
+        return tuple(entries)
 
     def forget(self, keys: set[str]) -> None:
         """Drop removed models from what the last scan remembers."""
@@ -181,21 +279,11 @@ class Scanner:
             except OSError as exc:
                 group.error(exc, "scan")
                 continue
-            if data_stamp is not None:
+            if data_stamp is not None or self._journal is not None:
                 seen[key] = _Known(data_stamp, size, new_meta_stamp, meta)
             if key in pending:
                 meta = meta.add(*pending[key])
-            entries.append(
-                CacheEntry(
-                    key,
-                    size,
-                    meta.access_count,
-                    meta.last_access,
-                    meta.created,
-                    meta.fill_seconds,
-                    meta.version,
-                )
-            )
+            entries.append(_entry(key, size, meta))
         if repair:
             self._known = seen
         return tuple(entries)

@@ -19,6 +19,8 @@ docstring says what the manager does with it and without it:
   must watch for a lost pin or a lost leadership.
 - :class:`StampedStorage`: cheap per-model stamps and a root-wide generation counter, so
   that a scan skips what did not change.
+- :class:`JournaledStorage`: a record of which models changed, so that a cycle touches
+  only those, and the leader hears of other processes' publishes at once.
 - :class:`FreeSpaceStorage`: the free space of the filesystem under the root
   (``min_free``).
 - :class:`PolicyStateStorage`: a place for an eviction policy's state, so that it
@@ -36,6 +38,7 @@ test class inherits the suites of the protocols it implements.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
@@ -44,7 +47,9 @@ if TYPE_CHECKING:
 __all__ = [
     "AdoptingStorage",
     "CacheStorage",
+    "Changes",
     "FreeSpaceStorage",
+    "JournaledStorage",
     "LeaseLock",
     "LeasedStorage",
     "Lock",
@@ -267,6 +272,43 @@ class StampedStorage(CacheStorage, Protocol):
 
     def staged_stamp(self, staged: str) -> Hashable:
         """The ``data_stamp`` the staged fill will have once published, as it is now."""
+        ...
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What changed in a root since a cursor (:meth:`JournaledStorage.read_changes`).
+
+    Attributes:
+        cursor: where to read from next time (opaque).
+        keys: the models published, removed or written since; None when that cannot be
+            known (the first read, a journal that was rotated, lost or damaged): then
+            every model may have changed.
+        published: bytes published since the cursor (a publish records its size).
+        error: why ``keys`` is None, when something was wrong with the journal.
+    """
+
+    cursor: object
+    keys: frozenset[str] | None
+    published: int = 0
+    error: OSError | None = None
+
+
+@runtime_checkable
+class JournaledStorage(CacheStorage, Protocol):
+    """A record, kept by every process, of which models changed.
+
+    Publishing, removing and writing metadata (accesses written behind, sizes recorded)
+    each record the model's key. With it, a cycle measures only the models that changed
+    since the last one (and a periodic full walk reconciles what changed behind the
+    library's back), and the leader watches the record between cycles, so that a publish
+    in any process that takes the total over the limit starts a cycle at once. Without
+    it, a cycle walks every model's stamps (:class:`StampedStorage`) or measures every
+    model, and only this process's publishes start a cycle early.
+    """
+
+    def read_changes(self, cursor: object | None) -> Changes:
+        """Return what changed since ``cursor`` (None: the first read, which knows nothing)."""
         ...
 
 

@@ -5,7 +5,7 @@ Layout under the root::
     ROOT/.filecache/staging/HASH.UUID/    fills in progress (renamed into place on publish)
     ROOT/.filecache/trash/UUID/           evicted models being deleted
     ROOT/.filecache/locks/BUCKET.lock     fill locks (flock, one per key hash bucket)
-    ROOT/.filecache/generation            one byte appended per change made through the library
+    ROOT/.filecache/journal               one line per change made through the library
     ROOT/.filecache/policy/NAME.state     the state of a stateful eviction policy
     ROOT/.filecache/layout                written once the root's layout is complete
     ROOT/a/b/model/.filecache/meta.json   the marker and metadata of model "a/b/model"
@@ -41,16 +41,16 @@ from collections.abc import Callable, Hashable, Iterator
 
 from .._entry import AdoptionReport
 from .._keys import RESERVED, ancestors
-from .._meta import MAX_META_BYTES
+from .._meta import MAX_META_BYTES, Meta
 from ..exceptions import KeyValidationError, LockTimeoutError, MetadataError
 from . import _fs
 from . import _local_v1 as _v1
 from ._fs import FdLock
+from ._journal import Journal
+from .base import Changes
 
 _META = "meta.json"
 _FILL_BUCKETS_HEX = 4  # 65,536 fill-lock files at most; a collision only serialises two fills
-_GENERATION = "generation"
-_GENERATION_ROTATE = 1 << 20  # bytes: one per change, so a fresh file every million changes
 _LAYOUT = "layout"
 _LAYOUT_VERSION = b"2\n"
 _STATE_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
@@ -59,6 +59,14 @@ _MAX_STATE_BYTES = 256 * 1024 * 1024
 
 def _key_hash(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _recorded_size(meta: bytes) -> int | None:
+    """The size a publish's metadata records (the journal announces it to the leader)."""
+    try:
+        return Meta.decode(meta).size
+    except MetadataError:
+        return None
 
 
 def _rename_folder(source: str, dest: str) -> None:
@@ -100,7 +108,7 @@ class LocalStorage:
         self._trash = os.path.join(self._internal, "trash")
         self._locks = os.path.join(self._internal, "locks")
         self._policy = os.path.join(self._internal, "policy")
-        self._generation = os.path.join(self._internal, _GENERATION)
+        self._journal = Journal(os.path.join(self._internal, "journal"))
         self._staged: dict[str, FdLock] = {}  # staged path -> the lock that keeps it alive
         self._checked: set[str] = set()  # keys whose folders were checked for symlinks
 
@@ -146,8 +154,8 @@ class LocalStorage:
                     return report
                 if exclusive:
                     report = _v1.adopt_v1(self._root)
-                    if report.models:
-                        self._bump()
+                    for key in report.models:
+                        self._journal.record("m", key)
                     _fs.write_atomic(layout, _LAYOUT_VERSION)
             finally:
                 lock.release()
@@ -173,49 +181,19 @@ class LocalStorage:
     def generation(self) -> Hashable:
         """A value that changes whenever any process changes the cache through the library.
 
-        Publishing, removing and writing metadata (which every ``model()`` context leads
-        to, through the written-behind access) each append one byte to
-        ``.filecache/generation``; the value is that file's identity and size. None when
-        the file is missing. Changes made behind the library's back do not count: the
-        manager's full scans see them.
+        The journal's identity and size (see :meth:`read_changes`); None when there is
+        none. Changes made behind the library's back do not count: the manager's full
+        walks see them.
 
         Raises:
-            OSError: something other than a regular file is in its place (it is
-                replaced at the next change).
+            OSError: something other than a regular file is in the journal's place (it
+                is replaced at the next change).
         """
-        try:
-            st = os.stat(self._generation, follow_symlinks=False)
-        except FileNotFoundError:
-            return None
-        if not stat.S_ISREG(st.st_mode):
-            raise OSError(
-                errno.EINVAL,
-                "not a regular file; scans walk until it is replaced",
-                self._generation,
-            )
-        return st.st_ino, st.st_size
+        return self._journal.generation()
 
-    def _bump(self) -> None:
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
-        try:
-            try:
-                fd = os.open(self._generation, flags | os.O_NONBLOCK, 0o644)
-            except OSError as exc:
-                if exc.errno not in (errno.EISDIR, errno.ELOOP, errno.ENXIO):
-                    raise
-                _fs.remove_entry(self._generation)  # a directory or symlink in its place
-                fd = os.open(self._generation, flags, 0o644)
-            try:
-                if not stat.S_ISREG(os.fstat(fd).st_mode):
-                    raise OSError(errno.EINVAL, "not a regular file", self._generation)
-                os.write(fd, b".")
-            finally:
-                os.close(fd)
-        except OSError:
-            # The change itself is done; if it cannot be announced, make the generation
-            # unknown, which makes every scan walk, until the next bump recreates the file.
-            with contextlib.suppress(OSError):
-                _fs.remove_entry(self._generation)
+    def read_changes(self, cursor: object | None) -> Changes:
+        """The models changed through the library since ``cursor`` (``ROOT/.filecache/journal``)."""
+        return self._journal.read(cursor)
 
     # -- sweeping and checking ----------------------------------------------------------
 
@@ -229,10 +207,7 @@ class LocalStorage:
         in the old file after the swap is one whose change happened before the swap,
         which the scan that follows the sweep sees.)
         """
-        with contextlib.suppress(OSError):
-            st = os.stat(self._generation, follow_symlinks=False)
-            if stat.S_ISREG(st.st_mode) and st.st_size > _GENERATION_ROTATE:
-                _fs.write_atomic(self._generation, b"")
+        self._journal.rotate_if_large()
         strays: list[str] = []
         failures: list[OSError] = []
         freed = 0
@@ -333,12 +308,13 @@ class LocalStorage:
         try:
             self.generation()
         except OSError as exc:
-            problems.append(f"generation counter: {exc.filename}: {exc.strerror}")
+            problems.append(f"change journal: {exc.filename}: {exc.strerror}")
         if repair:
             with contextlib.suppress(OSError):
                 self.sweep()
-            with contextlib.suppress(OSError):
-                self._bump()
+            if problems and problems[-1].startswith("change journal"):
+                with contextlib.suppress(OSError):
+                    _fs.remove_entry(self._journal.path)  # the next change makes a new one
         for key in self.iter_models():
             problems.extend(self._verify_model(key, repair))
         return problems
@@ -530,7 +506,7 @@ class LocalStorage:
             _fs.write_atomic(target, update(current))
         finally:
             lock.release()
-        self._bump()
+        self._journal.record("m", key)
 
     # -- policy state -------------------------------------------------------------------
 
@@ -669,7 +645,7 @@ class LocalStorage:
                     ) from exc
                 raise
         self._release_staged(staged)
-        self._bump()
+        self._journal.record("p", key, _recorded_size(meta))
 
     def _make_parents(self, key: str) -> None:
         """Create the folders above ``key``, refusing symlinks and models on the way."""
@@ -730,7 +706,7 @@ class LocalStorage:
             _rename_folder(folder, trash)
         finally:
             lock.release()
-        self._bump()
+        self._journal.record("r", key)
         _fs.rmtree(trash)
         self._prune_parents(folder)
         return True
