@@ -105,14 +105,23 @@ class S3Calls:
     """
 
     def __init__(self, client: S3Client, bucket: str) -> None:
-        self.client = client
         self.bucket = bucket
         self._counts: Counter[str] = Counter()
         self._counts_lock = threading.Lock()
         self._ours = threading.local()
-        client.meta.events.register(
-            "before-send.s3", self._count, unique_id=f"vcti-filecache-count-{uuid.uuid4().hex}"
-        )
+        self._hook_id = f"vcti-filecache-count-{uuid.uuid4().hex}"
+        self.client = client
+        self.bind(client)
+
+    def bind(self, client: S3Client) -> None:
+        """Send the requests with ``client`` from now on (counted like the first one)."""
+        client.meta.events.register("before-send.s3", self._count, unique_id=self._hook_id)
+        self.client = client
+
+    def after_fork(self) -> None:
+        """In a forked child: new locks (a parent's thread may have held them at the fork)."""
+        self._counts_lock = threading.Lock()
+        self._ours = threading.local()
 
     def _count(self, event_name: str = "", **kwargs: Any) -> None:
         if getattr(self._ours, "active", False):
@@ -149,13 +158,19 @@ class S3Calls:
             "HeadObject", key, lambda: self.client.head_object(Bucket=self.bucket, Key=key)
         )["ETag"]
 
-    def get(self, key: str) -> tuple[bytes, str]:
-        """Return the body and ETag of object ``key``."""
+    def get(self, key: str, *, limit: int | None = None) -> tuple[bytes, str]:
+        """Return the body and ETag of object ``key``.
+
+        Args:
+            limit: read at most this many bytes and one more (so that the caller can tell
+                an oversized object from one that fits); None reads it all.
+        """
 
         def call() -> tuple[bytes, str]:
             response = self.client.get_object(Bucket=self.bucket, Key=key)
             with response["Body"] as body:
-                return body.read(), response["ETag"]
+                data = body.read() if limit is None else body.read(limit + 1)
+                return data, response["ETag"]
 
         return self._run("GetObject", key, call)
 
@@ -183,17 +198,26 @@ class S3Calls:
             lambda: self.client.put_object(Bucket=self.bucket, Key=key, Body=body, **extra),  # type: ignore[arg-type]
         )["ETag"]
 
-    def copy(self, source: str, key: str) -> str:
+    def copy(self, source: str, key: str, *, if_match: str | None = None) -> str:
         """Copy object ``source`` to ``key``; return the copy's ETag.
+
+        Args:
+            if_match: copy only if ``source`` has this ETag (``CopySourceIfMatch``). Some
+                S3-compatible servers ignore it: callers compare the returned ETag too.
 
         Raises:
             FileNotFoundError: ``source`` does not exist.
+            ConditionFailedError: ``source`` no longer has the ETag ``if_match``.
         """
+        extra: dict[str, str] = {} if if_match is None else {"CopySourceIfMatch": if_match}
         response = self._run(
             "CopyObject",
             source,
             lambda: self.client.copy_object(
-                Bucket=self.bucket, Key=key, CopySource={"Bucket": self.bucket, "Key": source}
+                Bucket=self.bucket,
+                Key=key,
+                CopySource={"Bucket": self.bucket, "Key": source},
+                **extra,  # type: ignore[arg-type]
             ),
         )
         return response["CopyObjectResult"].get("ETag", "")
