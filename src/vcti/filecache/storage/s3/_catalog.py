@@ -10,7 +10,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from ._client import ConditionFailedError, S3Calls
-from ._head import HeadState, etag_attempt, read_head
+from ._head import ORPHAN, ORPHAN_PROBLEM, HeadState, etag_attempt, read_head
 from ._lease import MAX_BODY, Observations
 from ._listing import HEAD, INNER, LEADER, META, MODELS, PINS, POLICY, Listing
 
@@ -175,7 +175,11 @@ class Catalog:
 
         A head seen before with the same ETag is known; a head whose ETag is the MD5 of a
         published body naming an attempt that has a metadata record is identified without
-        a request; the others are read, a few at a time.
+        a request; the others are read, a few at a time. A published head whose attempt
+        has no object in the listing is no model (an orphan, for the sweep to check).
+
+        Raises:
+            OSError: a head could not be read (after the others were).
         """
         unknown: list[tuple[str, str]] = []
         for key, etag in listing.heads.items():
@@ -189,24 +193,30 @@ class Catalog:
                 continue
             self._place(listing, key, state)
 
-        def fetch(item: tuple[str, str]) -> tuple[str, tuple[str, HeadState] | None] | None:
+        def fetch(item: tuple[str, str]) -> tuple[str, tuple[str, HeadState] | OSError | None]:
             try:
                 return item[0], self.read_state(item[0])
-            except OSError:
-                return None  # unknown for now; a later listing reads it again
+            except OSError as exc:
+                return item[0], exc
 
+        errors: list[OSError] = []
         if unknown:
             with ThreadPoolExecutor(min(_GET_WORKERS, len(unknown))) as pool:
-                for found in pool.map(fetch, unknown):
-                    if found is None:
-                        continue
-                    key, seen = found
-                    if seen is None:
+                for key, seen in pool.map(fetch, unknown):
+                    if isinstance(seen, OSError):
+                        errors.append(seen)
+                    elif seen is None:
                         listing.heads.pop(key, None)  # gone since the listing
-                        continue
-                    listing.heads[key] = seen[0]
-                    self._place(listing, key, seen[1])
+                    else:
+                        listing.heads[key] = seen[0]
+                        self._place(listing, key, seen[1])
+        for key, attempt in list(listing.models.items()):
+            if attempt not in listing.attempts.get(key, {}):
+                del listing.models[key]
+                listing.claims[key] = HeadState(ORPHAN, attempt, {}, ORPHAN_PROBLEM)
         listing.settle()
+        if errors:  # a partial answer would make the cache look smaller than it is
+            raise errors[0]
 
     def _place(self, listing: Listing, key: str, state: HeadState) -> None:
         if state.published:

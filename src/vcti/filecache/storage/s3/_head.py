@@ -80,6 +80,17 @@ class HeadState:
         """True for a published model."""
         return self.kind == PUBLISHED
 
+    @property
+    def orphan(self) -> bool:
+        """True for a published head whose attempt has no object at all (as listed)."""
+        return self.kind == ORPHAN
+
+
+#: A published head whose attempt has neither files nor a metadata record: only a
+#: deletion behind the library's back makes one (a publish writes the record first).
+ORPHAN = "orphan"
+ORPHAN_PROBLEM = "it names an attempt with no files and no metadata record (a marker without data)"
+
 
 def read_head(raw: bytes, key: str, own_ttl: float) -> HeadState:
     """Classify the head body ``raw`` of ``key``.

@@ -89,6 +89,8 @@ class Sweeper:
         name = self.cat.head_name(key)
         if not self.leases.expired(name, etag, state.data):
             return False
+        if state.orphan and not self._still_orphan(key, state.attempt):
+            return False
         try:
             self.calls.delete(name, if_match=etag)
         except (ConditionFailedError, FileNotFoundError):
@@ -99,6 +101,12 @@ class Sweeper:
         listing.heads.pop(key, None)
         self.cat.forget(key)
         return True
+
+    def _still_orphan(self, key: str, attempt: str | None) -> bool:
+        """True if the attempt has no object now (a listing's pages are not one snapshot)."""
+        assert attempt is not None
+        prefix = self.cat.attempt_prefix(key, attempt)
+        return not any(True for _ in self.calls.list(prefix, limit=1))
 
     def _reclaim_attempts(self, listing: Listing, key: str) -> int:
         """Delete the attempts of ``key`` that nobody can publish or read any more."""
@@ -159,6 +167,8 @@ class Sweeper:
         problems = []
         for key, state in sorted(listing.claims.items()):
             name = self.cat.head_name(key)
+            if state.orphan and not self._still_orphan(key, state.attempt):
+                continue  # published while the root was listed
             if state.problem is not None:
                 problems.append(f"corrupt head of {key!r}: {self.calls.uri(name)}: {state.problem}")
                 doomed.append((name, listing.heads[key]))
@@ -170,14 +180,6 @@ class Sweeper:
             uri = self.calls.uri(self.cat.leader_name)
             problems.append(f"corrupt leader lease: {uri}: {problem}")
             doomed.append((self.cat.leader_name, leader[1]))
-        for key, attempt in sorted(listing.models.items()):
-            if attempt not in listing.metas.get(key, {}) and not listing.sizes.get(key):
-                uri = self.calls.uri(self.cat.head_name(key))
-                problems.append(
-                    f"model {key!r} has no files and no metadata record (its head {uri} "
-                    "names an attempt that is gone)"
-                )
-                doomed.append((self.cat.head_name(key), listing.heads[key]))
         return problems
 
     def _check_attempts(self, listing: Listing) -> list[str]:
