@@ -281,3 +281,22 @@ def test_verify_reports_a_model_inside_a_model(s3: S3Env) -> None:
     problems = storage.verify(repair=True)
     assert problems == [f"model 'a' contains another model at s3://{s3.bucket}/cache/a/b"]
     assert storage.is_model("a/b")  # reported, never deleted
+
+
+def test_a_fill_lock_taken_over_a_model_claims_when_the_model_vanishes(s3: S3Env) -> None:
+    owner, filler = s3.storage(), s3.storage()
+    publish(owner, "m")
+    lock = filler.lock_fill("m", timeout=5)  # a model: the core pins it instead...
+    assert not lock.lost
+    with pytest.raises(FileExistsError, match="published by another host meanwhile"):
+        filler.stage("m")  # ...and never stages over a model
+    assert owner.remove("m") is True  # evicted before the core's pin
+    assert filler.pin("m") is None
+    staged = filler.stage("m")  # the fill claims the key now, as lock_fill would have
+    head = s3.client.get_object(Bucket=s3.bucket, Key="cache/.filecache/models/m/head")
+    assert json.loads(head["Body"].read())["attempt"] == staged.rsplit("/", 1)[1]
+    s3.put(staged, "data.bin", b"new")
+    filler.publish("m", staged, Meta(1, 1.0, 1.0).encode())
+    lock.release()
+    assert filler.model_size("m") == 3
+    assert owner.is_model("m")

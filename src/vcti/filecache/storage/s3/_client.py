@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import logging
 import threading
 import uuid
 from collections import Counter
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 T = TypeVar("T")
+log = logging.getLogger("vcti.filecache")
 
 #: DeleteObjects takes at most this many keys.
 DELETE_BATCH = 1000
@@ -96,6 +98,17 @@ def wrap_error(exc: Exception, op: str, uri: str) -> OSError:
     return OSError(errno.EIO, text, uri)
 
 
+def _empty_pools(client: Any) -> None:
+    """Drop the connections a forked child inherited (they belong to the parent)."""
+    try:
+        session = client._endpoint.http_session
+        session._manager.clear()
+        for manager in session._proxy_managers.values():
+            manager.clear()
+    except Exception:  # private structures of botocore: best effort
+        log.warning("could not empty the connection pool of the S3 client after fork()")
+
+
 class S3Calls:
     """The few S3 requests the backend needs, on one bucket.
 
@@ -106,22 +119,44 @@ class S3Calls:
 
     def __init__(self, client: S3Client, bucket: str) -> None:
         self.bucket = bucket
+        self._hook_id = f"vcti-filecache-count-{uuid.uuid4().hex}"
+        self._client = client
+        self._factory: Callable[[], S3Client] | None = None
+        self._reset()
+        self.bind(client)
+
+    def _reset(self) -> None:
         self._counts: Counter[str] = Counter()
         self._counts_lock = threading.Lock()
+        self._bind_lock = threading.Lock()
         self._ours = threading.local()
-        self._hook_id = f"vcti-filecache-count-{uuid.uuid4().hex}"
-        self.client = client
-        self.bind(client)
+
+    @property
+    def client(self) -> S3Client:
+        """The client the requests go through (made on first use after a fork)."""
+        if self._factory is not None:
+            with self._bind_lock:
+                factory, self._factory = self._factory, None
+                if factory is not None:
+                    self.bind(factory())
+        return self._client
 
     def bind(self, client: S3Client) -> None:
         """Send the requests with ``client`` from now on (counted like the first one)."""
         client.meta.events.register("before-send.s3", self._count, unique_id=self._hook_id)
-        self.client = client
+        self._client = client
 
-    def after_fork(self) -> None:
-        """In a forked child: new locks (a parent's thread may have held them at the fork)."""
-        self._counts_lock = threading.Lock()
-        self._ours = threading.local()
+    def after_fork(self, factory: Callable[[], S3Client] | None) -> None:
+        """In a forked child: new locks and counts, and no connection of the parent's.
+
+        With ``factory``, a new client is made on first use; otherwise the given client's
+        connection pool is emptied (its sockets are the parent's).
+        """
+        self._reset()
+        if factory is not None:
+            self._factory = factory
+        else:
+            _empty_pools(self._client)
 
     def _count(self, event_name: str = "", **kwargs: Any) -> None:
         if getattr(self._ours, "active", False):

@@ -50,6 +50,22 @@ class Claim:
     uncertain: bool = False  # a publish whose outcome could not be learned
 
 
+@dataclass(eq=False)
+class _Later:
+    """A fill lock taken while the key was a model: it claims only if stage() needs it."""
+
+    key: str
+    deadline: float
+    claim: Claim | None = None
+
+
+class _Wait:
+    """Another fill (of the key, or of a key nested with it) is in progress."""
+
+
+_WAIT = _Wait()
+
+
 class Fills:
     """Claims, nesting checks, stage, publish and discard for one S3Storage."""
 
@@ -64,6 +80,7 @@ class Fills:
     def after_fork(self) -> None:
         """Forget the fills in progress (in a forked child they are the parent's)."""
         self.claims: dict[str, Claim] = {}  # key -> this process's live claim
+        self.later: dict[str, _Later] = {}  # key -> a fill lock taken over a model
         self.loose: dict[str, tuple[str, bytes]] = {}  # stage() without a claim: uri -> body
 
     # -- the claim ----------------------------------------------------------------------
@@ -72,31 +89,40 @@ class Fills:
         """Take the fill of ``key``, waiting while another fill of it (or of a key nested
         with it) is in progress.
 
-        Returns a handle that does nothing when ``key`` is published already (the core
-        then pins it).
+        When ``key`` is published already, the handle claims nothing (the core then pins
+        the model); should the model vanish before that, :meth:`stage` claims it then.
 
         Raises:
             KeyValidationError: a model is published at an ancestor of ``key`` or below it.
             LockTimeoutError: the fill stayed taken for ``timeout`` seconds.
         """
         deadline = self.clock() + timeout
+        claim = self._claim(key, deadline)
+        if claim is not None:
+            return Handle(partial(self.end, claim), partial(self._lapsed, claim))
+        later = _Later(key, deadline)
+        self.later[key] = later
+        return Handle(partial(self._end_later, later), partial(self._later_lapsed, later))
+
+    def _claim(self, key: str, deadline: float) -> Claim | None:
+        """Claim ``key`` (None if it is published), waiting until ``deadline``."""
         delay = 0.05
         look_first = False
         while True:
-            handle = self._try(key, look_first)
-            if handle is not None:
-                return handle
+            claim = self._try(key, look_first)
+            if not isinstance(claim, _Wait):
+                return claim
             look_first = True  # while another holds it: one GET a poll
             remaining = deadline - self.clock()
             if remaining <= 0:
                 raise LockTimeoutError(
-                    f"another process has been filling {key!r} (or a key nested with it) "
-                    f"for more than {timeout}s"
+                    f"another process kept filling {key!r} (or a key nested with it) "
+                    "beyond the lock timeout"
                 )
             time.sleep(min(remaining, random.uniform(delay / 2, delay)))
             delay = min(delay * 2, 1.0)
 
-    def _try(self, key: str, look_first: bool) -> Handle | None:
+    def _try(self, key: str, look_first: bool) -> Claim | _Wait | None:
         body, attempt = new_published(key)
         extra = {"state": FILLING, "attempt": attempt}
         name = self.cat.head_name(key)
@@ -107,17 +133,17 @@ class Fills:
             if lease is None:
                 seen = self.cat.read_state(key)
                 if seen is None:
-                    return None  # withdrawn in between: the next try creates it
+                    return _WAIT  # withdrawn in between: the next try creates it
         if lease is None:
             assert seen is not None
             etag, state = seen
             if state.published:
-                return Handle(lambda: None)  # a model: the core pins it
-            if not self.leases.expired(name, etag, state.data):
                 return None
+            if not self.leases.expired(name, etag, state.data):
+                return _WAIT
             lease = self.leases.take_over(name, key, etag, extra)
             if lease is None:
-                return None
+                return _WAIT
             # The fill it replaced is abandoned: its attempt is swept by the leader.
         claim = Claim(key, lease, attempt, body)
         self.claims[key] = claim
@@ -129,9 +155,18 @@ class Fills:
             raise
         if not clear:
             self._withdraw(claim)
-            return None
+            return _WAIT
         claim.checked = True
-        return Handle(partial(self.end, claim), partial(self._lapsed, claim))
+        return claim
+
+    def _end_later(self, later: _Later) -> None:
+        if self.later.get(later.key) is later:
+            del self.later[later.key]
+        if later.claim is not None:
+            self.end(later.claim)
+
+    def _later_lapsed(self, later: _Later) -> bool:
+        return later.claim is not None and self._lapsed(later.claim)
 
     def _lapsed(self, claim: Claim) -> bool:
         return not claim.published and claim.lease.lapsed(self.clock())
@@ -182,20 +217,19 @@ class Fills:
         """Release the fill lock: a claim that was not published is withdrawn."""
         self._withdraw(claim)
 
-    def vouches(self, key: str) -> bool:
-        """True if a live checked claim of this process proves ``key`` is no model.
+    def vouches(self, key: str, *, below: bool = False) -> bool:
+        """True if a live checked claim of this process proves that ``key`` is no model
+        (with ``below``: nor has any model or fill below it).
 
-        While this process holds a checked claim on a key, no model can be published
-        at an ancestor of it or below it (a fill of one would see the claim and give
+        While this process holds a checked claim on a key, no model can be published at
+        it, at an ancestor of it or below it (a fill of one would see the claim and give
         way), so the core's own nesting check needs no request.
         """
         now = self.clock()
         for claim in list(self.claims.values()):
-            if (
-                claim.checked
-                and claim.lease.valid(now)
-                and (key == claim.key or claim.key.startswith(key + "/"))
-            ):
+            if not (claim.checked and claim.lease.valid(now)):
+                continue
+            if key == claim.key or (not below and claim.key.startswith(key + "/")):
                 return True
         return False
 
@@ -214,11 +248,22 @@ class Fills:
     # -- stage, publish, discard --------------------------------------------------------
 
     def stage(self, key: str) -> str:
-        """The URI of the attempt this fill writes to (no request).
+        """The URI of the attempt this fill writes to (no request, with a claim).
 
-        Without a claim (``lock_fill`` not called: single-process use), a fresh attempt
-        is made up and published later with a conditional create.
+        A fill lock taken over a model that then vanished claims the key now. Without a
+        fill lock (single-process use), a fresh attempt is made up and published later
+        with a conditional create.
+
+        Raises:
+            FileExistsError: the key was published again by another host meanwhile.
         """
+        later = self.later.get(key)
+        if later is not None and later.claim is None:
+            later.claim = self._claim(key, later.deadline)
+            if later.claim is None:
+                raise FileExistsError(
+                    errno.EEXIST, "published by another host meanwhile", self.cat.path(key)
+                )
         claim = self.claims.get(key)
         if claim is not None and not claim.published:
             return self.cat.attempt_uri(key, claim.attempt)

@@ -104,10 +104,12 @@ class Holdings:
             due += [r.lease for r in self._records if r.refs > 0 and r.lease.renew_at <= now]
         for lease in due:
             try:
-                self.leases.renew(lease, due_at=now)
+                renewed = self.leases.renew(lease, due_at=now)
             except OSError as exc:
                 log.warning("could not renew %s: %s", self.calls.uri(lease.name), exc)
-                lease.renew_at = now + min(1.0, self.ttl / 10)
+                renewed = False
+            if not renewed:  # failed, or busy in another thread: try again shortly
+                lease.renew_at = max(lease.renew_at, now + min(1.0, self.ttl / 10))
 
     # -- pins ---------------------------------------------------------------------------
 

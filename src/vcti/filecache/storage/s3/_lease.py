@@ -240,38 +240,47 @@ class Leases:
             return None
         return self.take_over(name, key, etag)
 
-    def renew(self, lease: Lease, *, due_at: float | None = None) -> None:
+    def renew(self, lease: Lease, *, due_at: float | None = None) -> bool:
         """Rewrite the lease with a new body; mark it lost if it lapsed or another took it.
 
         With ``due_at``, do nothing unless a renewal is due by then (another thread may
-        have just renewed it).
+        have just renewed it). Returns False, doing nothing, while another thread works
+        on the lease (a publish that retries must not hold up every other renewal).
 
         Raises:
             OSError: S3 could not be reached; the lease stays valid until its deadline.
         """
-        with lease.lock:
-            if lease.lost or lease.done or lease.pid != os.getpid():
-                return
-            if due_at is not None and lease.renew_at > due_at:
-                return
-            started = self.clock()
-            if started >= lease.deadline:
-                # Not renewed in time (a paused host): another may have acted on it.
-                lease.lost = True
-                log.warning("the lease %s lapsed before it was renewed", self.calls.uri(lease.name))
-                return
-            body, nonce = lease_body(self.holder, lease.key, self.ttl, lease.extra)
-            try:
-                etag: str | None = self.calls.put(lease.name, body, if_match=lease.etag)
-            except (ConditionFailedError, FileNotFoundError):
-                etag = self._landed(lease.name, nonce)
-            if etag is None:
-                lease.lost = True
-                log.warning("lost the lease %s", self.calls.uri(lease.name))
-                return
-            lease.etag = etag
-            lease.deadline = started + self.ttl
-            lease.renew_at = started + self.ttl / 3
+        if not lease.lock.acquire(blocking=False):
+            return False
+        try:
+            self._renew(lease, due_at)
+        finally:
+            lease.lock.release()
+        return True
+
+    def _renew(self, lease: Lease, due_at: float | None) -> None:
+        if lease.lost or lease.done or lease.pid != os.getpid():
+            return
+        if due_at is not None and lease.renew_at > due_at:
+            return
+        started = self.clock()
+        if started >= lease.deadline:
+            # Not renewed in time (a paused host): another may have acted on it.
+            lease.lost = True
+            log.warning("the lease %s lapsed before it was renewed", self.calls.uri(lease.name))
+            return
+        body, nonce = lease_body(self.holder, lease.key, self.ttl, lease.extra)
+        try:
+            etag: str | None = self.calls.put(lease.name, body, if_match=lease.etag)
+        except (ConditionFailedError, FileNotFoundError):
+            etag = self._landed(lease.name, nonce)
+        if etag is None:
+            lease.lost = True
+            log.warning("lost the lease %s", self.calls.uri(lease.name))
+            return
+        lease.etag = etag
+        lease.deadline = started + self.ttl
+        lease.renew_at = started + self.ttl / 3
 
     def _landed(self, name: str, nonce: str) -> str | None:
         """Return the ETag if the object holds our write ``nonce`` (a retried request lost)."""

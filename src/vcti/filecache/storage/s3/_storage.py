@@ -195,19 +195,12 @@ class S3Storage:
 
     def _after_fork(self) -> None:
         """In a forked child: hold nothing of the parent's, and talk to S3 on new sockets."""
-        self._calls.after_fork()
+        self._calls.after_fork(self._factory)
         self._leases.observations.after_fork()
         self._cat.after_fork()
         self._hold.after_fork()
         self._fills.after_fork()
         self._reset_process_state()
-        if self._factory is not None:
-            try:
-                self._calls.bind(self._factory())
-                return
-            except Exception:  # an at-fork handler must not raise; fall back to the pools
-                log.exception("could not create an S3 client in the forked child")
-        _empty_pools(self._calls.client)
 
     def __repr__(self) -> str:
         return f"S3Storage(bucket={self._bucket!r}, prefix={self._cat.prefix!r})"
@@ -355,7 +348,7 @@ class S3Storage:
 
     def exists(self, key: str) -> bool:
         """True if a model or a fill is at ``key`` or below it (one small listing)."""
-        if self._fills.vouches(key):
+        if self._fills.vouches(key, below=True):
             return False
         return any(True for _ in self._calls.list(self._cat.heads_below(key), limit=1))
 
@@ -597,17 +590,6 @@ class S3Storage:
             return due
         self.flush()
         return None
-
-
-def _empty_pools(client: Any) -> None:
-    """Drop the connections a forked child inherited (they belong to the parent)."""
-    try:
-        session = client._endpoint.http_session
-        session._manager.clear()
-        for manager in session._proxy_managers.values():
-            manager.clear()
-    except Exception:  # private structures of botocore: best effort
-        log.warning("could not empty the connection pool of the S3 client after fork()")
 
 
 _instances: weakref.WeakSet[S3Storage] = weakref.WeakSet()
