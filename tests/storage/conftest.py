@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -126,6 +127,17 @@ class S3Env:
         bucket, _, key = uri.removeprefix("s3://").partition("/")
         body: bytes = self.client.get_object(Bucket=bucket, Key=f"{key}/{name}")["Body"].read()
         return body
+
+
+def every(seconds: float, condition: Callable[[], object]) -> Callable[[], bool]:
+    """``condition``, asked at most every ``seconds`` (for ``wait_for`` loops that send
+    requests: the server decides one request at a time)."""
+
+    def ask() -> bool:
+        time.sleep(seconds)
+        return bool(condition())
+
+    return ask
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from vcti.filecache import CacheManagerConfig, FileCache, LruPolicy
 from vcti.filecache.testing import RecordingObserver
 
 from ..helpers import FakeClock, wait_for
-from .conftest import S3Env
+from .conftest import S3Env, every
 
 MakeCache = Callable[..., FileCache]
 DEAD = "d" * 16  # the attempt of a fill that died
@@ -182,7 +182,7 @@ def test_a_dead_fill_is_swept_once_its_lease_expires(s3: S3Env, make_cache: Make
     cache = make_cache(storage=storage)
     assert cache.snapshot().staging_size == 50
     assert storage.sweep() == 0  # first sighting of the claim: it may be alive
-    wait_for(lambda: storage.sweep() == 50 or not s3.object_keys("cache/m/"), timeout=10)
+    wait_for(every(0.1, lambda: storage.sweep() == 50 or not s3.object_keys("cache/m/")))
     assert s3.object_keys("cache/") == ["cache/.filecache/leader"]
     assert cache.snapshot().staging_size == 0
     with cache.model("m") as model:  # and the key can be filled again

@@ -21,7 +21,7 @@ from vcti.filecache.storage.s3 import S3Storage
 
 from ..helpers import wait_for
 from ..test_processes import kill, lines
-from .conftest import S3Env
+from .conftest import S3Env, every
 from .test_s3_processes import TTL, result, spawn
 
 META = b'{"access_count":1,"last_access":1,"created":1}'
@@ -166,7 +166,7 @@ def test_a_model_evicted_while_held_keeps_its_files_through_a_refill(
     sweeper = storage(s3, "host-sweeper")
     old_attempt = old.rsplit("/", 1)[1]
     sweeper.open()
-    wait_for(lambda: sweeper.sweep() >= 0 and old_attempt not in attempts(s3, "h"))
+    wait_for(every(0.2, lambda: sweeper.sweep() >= 0 and old_attempt not in attempts(s3, "h")))
     assert model_files(s3, "h") == parts("host-b", "h", 2)
 
 
@@ -210,7 +210,7 @@ def test_a_holder_whose_pin_lapsed_is_told(s3: S3Env, tmp_path: Path) -> None:
         os.kill(holder.pid, signal.SIGSTOP)
         evictor = storage(s3, "host-e")
         # Its pin is seen unchanged for a TTL: the model is evicted and its files deleted.
-        wait_for(lambda: evictor.remove("p"), timeout=10 * TTL + 20)
+        wait_for(every(0.2, lambda: evictor.remove("p")), timeout=10 * TTL + 20)
         evictor.flush()
         assert s3.object_keys("cache/p/") == []
         resume(holder)

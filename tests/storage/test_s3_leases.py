@@ -12,7 +12,7 @@ from vcti.filecache._meta import Meta
 from vcti.filecache.exceptions import LockTimeoutError
 
 from ..helpers import wait_for
-from .conftest import S3Env
+from .conftest import S3Env, every
 
 TTL = 0.5  # for hosts that die or watch: an expiry is observed, never waited out by a holder
 LIVE = 1.5  # for hosts that hold a lease and must renew it in time even on a loaded machine
@@ -65,7 +65,7 @@ def test_one_leader_and_a_takeover_after_the_ttl(s3: S3Env) -> None:
     dead_lease(s3, ".filecache/leader")
     started = time.monotonic()
     assert second.try_lead() is None  # first sighting: it may be alive
-    wait_for(lambda: (lock := second.try_lead()) is not None and lock.release() is None)
+    wait_for(every(0.05, lambda: (lock := second.try_lead()) is not None and not lock.release()))
     assert time.monotonic() - started > TTL
 
 
@@ -84,7 +84,7 @@ def test_an_implausible_ttl_in_a_lease_body_expires_after_our_own(s3: S3Env, ttl
     s3.client.put_object(Bucket=s3.bucket, Key="cache/.filecache/leader", Body=body)
     assert storage.try_lead() is None  # first sighting: it may be alive
     started = time.monotonic()
-    wait_for(lambda: (lock := storage.try_lead()) is not None and lock.release() is None)
+    wait_for(every(0.05, lambda: (lock := storage.try_lead()) is not None and not lock.release()))
     assert time.monotonic() - started < 10 * TTL + 5  # not 1e9 seconds
 
 
@@ -242,7 +242,7 @@ def test_a_pin_that_lands_after_the_head_went_keeps_the_files(s3: S3Env) -> None
     assert f"{attempt}/data.bin" in s3.object_keys("cache/m/")
     assert storage.staging_size() == 10  # counted until it goes
     # The reader is gone (its pin is never renewed): a sweep deletes the files.
-    wait_for(lambda: storage.sweep() == 10 or not s3.object_keys("cache/m/"), timeout=10)
+    wait_for(every(0.1, lambda: storage.sweep() == 10 or not s3.object_keys("cache/m/")))
     assert s3.object_keys("cache/m/") == []
 
 
