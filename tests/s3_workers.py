@@ -11,6 +11,7 @@ resumes it with SIGCONT. So a pause lands exactly where it does the most harm.
 
 from __future__ import annotations
 
+import faulthandler
 import hashlib
 import json
 import os
@@ -371,6 +372,7 @@ MODES = {
 
 
 def main() -> None:
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # a stuck worker's stacks
     mode, raw = sys.argv[1], sys.argv[2]
     result = MODES[mode](json.loads(raw))
     if result is not None:

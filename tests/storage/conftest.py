@@ -7,6 +7,7 @@ config file, no instance metadata lookup).
 
 from __future__ import annotations
 
+import io
 import logging
 import threading
 import time
@@ -34,7 +35,9 @@ class MotoServer:
     the precondition of a conditional write (``IfMatch``, ``IfNoneMatch``) and then
     writes, without a lock, so two concurrent conditional writes to one key can both
     succeed. S3 decides them atomically, and the lease and merged-count tests rely on
-    that, so requests are handled one at a time here.
+    that, so requests are decided one at a time here. Each request's body is read before
+    its turn: a client stopped (SIGSTOP) in the middle of sending one must not hold up
+    every other client, as it would not on S3.
     """
 
     def __init__(self) -> None:
@@ -45,6 +48,8 @@ class MotoServer:
         lock = threading.Lock()
 
         def serial(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            environ["wsgi.input"] = io.BytesIO(environ["wsgi.input"].read(length))
             with lock:
                 return list(app(environ, start_response))
 
