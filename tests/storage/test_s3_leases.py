@@ -300,3 +300,25 @@ def test_a_fill_lock_taken_over_a_model_claims_when_the_model_vanishes(s3: S3Env
     lock.release()
     assert filler.model_size("m") == 3
     assert owner.is_model("m")
+
+
+def test_verify_reports_and_repairs_corrupt_leases_and_heads(s3: S3Env) -> None:
+    storage = s3.storage(lease_ttl=TTL)
+    publish(storage, "good")
+    for key, body in {
+        ".filecache/leader": '{"holder":"h","key":"","nonce":"n","ttl":1e9}',
+        ".filecache/models/x/head": "not json",
+        ".filecache/models/y/head": '{"state":"published","key":"elsewhere","nonce":"n"}',
+    }.items():
+        s3.client.put_object(Bucket=s3.bucket, Key=f"cache/{key}", Body=body.encode())
+    problems = storage.verify(repair=False)
+    assert sorted(p.split(":")[0] for p in problems) == [
+        "corrupt head of 'x'",
+        "corrupt head of 'y'",
+        "corrupt leader lease",
+    ]
+    assert any("1e9" in p or "1000000000" in p for p in problems)
+    assert list(storage.iter_models()) == ["good"]
+    storage.verify(repair=True)
+    assert storage.verify(repair=False) == []
+    assert [k for k in s3.object_keys("cache/.filecache/") if "/good/" not in k] == []
