@@ -7,11 +7,13 @@ config file, no instance metadata lookup).
 
 from __future__ import annotations
 
+import io
 import logging
 import threading
+import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +35,9 @@ class MotoServer:
     the precondition of a conditional write (``IfMatch``, ``IfNoneMatch``) and then
     writes, without a lock, so two concurrent conditional writes to one key can both
     succeed. S3 decides them atomically, and the lease and merged-count tests rely on
-    that, so requests are handled one at a time here.
+    that, so requests are decided one at a time here. Each request's body is read before
+    its turn: a client stopped (SIGSTOP) in the middle of sending one must not hold up
+    every other client, as it would not on S3.
     """
 
     def __init__(self) -> None:
@@ -44,6 +48,8 @@ class MotoServer:
         lock = threading.Lock()
 
         def serial(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            environ["wsgi.input"] = io.BytesIO(environ["wsgi.input"].read(length))
             with lock:
                 return list(app(environ, start_response))
 
@@ -126,6 +132,17 @@ class S3Env:
         bucket, _, key = uri.removeprefix("s3://").partition("/")
         body: bytes = self.client.get_object(Bucket=bucket, Key=f"{key}/{name}")["Body"].read()
         return body
+
+
+def every(seconds: float, condition: Callable[[], object]) -> Callable[[], bool]:
+    """``condition``, asked at most every ``seconds`` (for ``wait_for`` loops that send
+    requests: the server decides one request at a time)."""
+
+    def ask() -> bool:
+        time.sleep(seconds)
+        return bool(condition())
+
+    return ask
 
 
 @pytest.fixture

@@ -10,7 +10,13 @@ from typing import Any
 import pytest
 from botocore.config import Config
 
-from vcti.filecache.storage.base import CacheStorage
+from vcti.filecache.storage.base import (
+    CacheStorage,
+    LeasedStorage,
+    LeaseLock,
+    PolicyStateStorage,
+    SharedStorage,
+)
 from vcti.filecache.storage.s3 import S3Storage
 from vcti.filecache.testing import StorageContract
 
@@ -113,3 +119,50 @@ def test_bad_settings_are_refused(kwargs: dict[str, Any]) -> None:
     kwargs.setdefault("bucket", "bucket")
     with pytest.raises(ValueError, match=name):
         S3Storage(**kwargs, endpoint_url="http://127.0.0.1:9")
+
+
+# -- capabilities -----------------------------------------------------------------------
+
+
+def test_leases_are_a_declared_capability(s3: S3Env) -> None:
+    storage = s3.storage(lease_ttl=2.0)
+    assert isinstance(storage, LeasedStorage)
+    assert isinstance(storage, SharedStorage)
+    assert storage.lease_ttl == 2.0
+    storage.open()
+    staged = storage.stage("m")
+    storage.publish("m", staged, b'{"access_count":1,"last_access":1,"created":1}')
+    locks = [storage.try_lead(), storage.pin("m"), storage.lock_fill("other", timeout=1)]
+    for lock in locks:
+        assert isinstance(lock, LeaseLock)
+        assert lock.lost is False
+        lock.release()
+    assert storage.lock_fill("m", timeout=1).lost is False  # a model: nothing to hold
+
+
+def test_policy_state_is_kept_in_the_bucket(s3: S3Env) -> None:
+    storage = s3.storage()
+    assert isinstance(storage, PolicyStateStorage)
+    with pytest.raises(FileNotFoundError, match="no state stored for policy 'gdsf'"):
+        storage.read_state("gdsf")
+    storage.write_state("gdsf", b"clock=1")
+    storage.write_state("gdsf", b"clock=2")  # replaced whole
+    storage.write_state("sieve", b"")
+    assert storage.read_state("gdsf") == b"clock=2"
+    assert storage.read_state("sieve") == b""
+    assert s3.storage().read_state("gdsf") == b"clock=2"  # another host reads it back
+    assert sorted(s3.object_keys("cache/")) == [
+        "cache/.filecache/policy/gdsf",
+        "cache/.filecache/policy/sieve",
+    ]
+    # Not a leftover, not a stray: sweeps and verify leave policy state alone.
+    storage.open()
+    assert storage.verify(repair=True) == []
+    assert storage.read_state("gdsf") == b"clock=2"
+    for bad in ("", "a/b", "..", "x\n", "é" * 200):
+        with pytest.raises(ValueError, match="policy state name"):
+            storage.write_state(bad, b"x")
+        with pytest.raises(ValueError, match="policy state name"):
+            storage.read_state(bad)
+    with pytest.raises(TypeError, match="bytes"):
+        storage.write_state("gdsf", "text")  # type: ignore[arg-type]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -12,9 +13,10 @@ from vcti.filecache import CacheManagerConfig, FileCache, LruPolicy
 from vcti.filecache.testing import RecordingObserver
 
 from ..helpers import FakeClock, wait_for
-from .conftest import S3Env
+from .conftest import S3Env, every
 
 MakeCache = Callable[..., FileCache]
+DEAD = "d" * 16  # the attempt of a fill that died
 
 
 @pytest.fixture
@@ -47,14 +49,20 @@ def test_fill_then_hit(s3: S3Env, make_cache: MakeCache) -> None:
     cache = make_cache()
     with cache.model("runs/a/m1") as model:
         assert model.new
-        assert model.path == f"s3://{s3.bucket}/cache/runs/a/m1"
+        # The fill's own attempt: nobody else writes there, nobody reads it before publish.
+        assert re.fullmatch(
+            rf"s3://{s3.bucket}/cache/runs/a/m1/\.filecache/[0-9a-f]{{16}}", model.path
+        )
+        filled = model.path
         assert not model.exists
         s3.put(model.path, "mesh.vtu", b"m" * 300)
         s3.put(model.path, "fields/p.bin", b"p" * 20)
     with cache.model("runs/a/m1") as model:
         assert not model.new
         assert model.exists
+        assert model.path == filled
         assert s3.get(model.path, "mesh.vtu") == b"m" * 300
+    assert cache.storage.path("runs/a/m1") == f"s3://{s3.bucket}/cache/runs/a/m1"
     (entry,) = cache.entries()
     assert (entry.key, entry.size, entry.access_count) == ("runs/a/m1", 320, 2)
     cache.manager.flush()
@@ -140,10 +148,12 @@ def test_verify_reports_and_repairs(s3: S3Env, make_cache: MakeCache) -> None:
     fill(s3, cache, "good", 10)
     assert cache.verify().ok
     # A fill that died before taking a lease (or after its lease was deleted).
-    s3.client.put_object(Bucket=s3.bucket, Key="cache/lost/.filecache/key", Body=b"lost")
-    s3.client.put_object(Bucket=s3.bucket, Key="cache/lost/data.bin", Body=b"z" * 7)
+    s3.client.put_object(
+        Bucket=s3.bucket, Key=f"cache/lost/.filecache/{DEAD}/data.bin", Body=b"z" * 7
+    )
     # Unreadable metadata: rebuilt by the core, through update_meta().
-    s3.client.put_object(Bucket=s3.bucket, Key="cache/good/.filecache/meta.json", Body=b"{bad")
+    (meta,) = [k for k in s3.object_keys("cache/good/") if k.endswith(".meta")]
+    s3.client.put_object(Bucket=s3.bucket, Key=meta, Body=b"{bad")
     report = cache.verify()
     assert not report.ok
     assert any("leftover fill" in p and "/cache/lost/" in p for p in report.problems)
@@ -159,17 +169,21 @@ def test_verify_reports_and_repairs(s3: S3Env, make_cache: MakeCache) -> None:
 
 def test_a_dead_fill_is_swept_once_its_lease_expires(s3: S3Env, make_cache: MakeCache) -> None:
     ttl = 0.5
-    # What a host killed in the middle of a fill leaves: its files, its key file and a
-    # fill lease that nobody renews any more.
-    lease = {"holder": "dead-host", "key": "m", "ttl": ttl, "nonce": "n", "written": 0}
-    s3.client.put_object(Bucket=s3.bucket, Key="cache/.filecache/fills/m", Body=json.dumps(lease))
-    s3.client.put_object(Bucket=s3.bucket, Key="cache/m/.filecache/key", Body=b"m")
-    s3.client.put_object(Bucket=s3.bucket, Key="cache/m/data.bin", Body=b"x" * 50)
+    # What a host killed in the middle of a fill leaves: its files, and its claim on the
+    # key's head (a lease naming its attempt) that nobody renews any more.
+    claim = {"state": "filling", "attempt": DEAD, "holder": "dead-host", "key": "m", "ttl": ttl}
+    claim["nonce"] = "n"
+    s3.client.put_object(
+        Bucket=s3.bucket, Key="cache/.filecache/models/m/head", Body=json.dumps(claim)
+    )
+    s3.client.put_object(
+        Bucket=s3.bucket, Key=f"cache/m/.filecache/{DEAD}/data.bin", Body=b"x" * 50
+    )
     storage = s3.storage(lease_ttl=ttl)
     cache = make_cache(storage=storage)
     assert cache.snapshot().staging_size == 50
-    assert storage.sweep() == 0  # first sighting of the lease: it may be alive
-    wait_for(lambda: storage.sweep() == 50 or not s3.object_keys("cache/m/"), timeout=10)
+    assert storage.sweep() == 0  # first sighting of the claim: it may be alive
+    wait_for(every(0.1, lambda: storage.sweep() == 50 or not s3.object_keys("cache/m/")))
     assert s3.object_keys("cache/") == ["cache/.filecache/leader"]
     assert cache.snapshot().staging_size == 0
     with cache.model("m") as model:  # and the key can be filled again

@@ -11,8 +11,7 @@ from typing import Any
 
 from vcti.filecache import CacheManagerConfig, FileCache
 
-from ..helpers import wait_for
-from ..test_processes import REPO, finish, kill, lines
+from ..helpers import REPO, finish, kill, lines, wait_for
 from .conftest import S3Env
 
 TTL = 2.0  # the live leader must renew in time even on a loaded machine

@@ -65,14 +65,27 @@ def test_scan_hit_and_eviction_costs(s3: S3Env) -> None:
                         )
                     )
                 clock.advance(1)
-        objects = len(s3.object_keys("cache/"))  # the files, plus a marker and a key file per model
+        objects = len(s3.object_keys("cache/"))  # the files, plus a head and a metadata record
         assert objects == MODELS * (FILES + 2) + 1  # + the leader lease
         pages = math.ceil(objects / 1000)
 
+        # A fill of a new key two levels deep: a GET of its head (no model), the claim
+        # (a conditional PUT), a GET of the one ancestor's head and a listing of the heads
+        # below (the nesting check across hosts), a listing of the attempt (its size, recorded
+        # with the metadata), the metadata record and the publish (a conditional PUT over
+        # the claim). Writing the files is the user's own requests.
+        def fill_new() -> None:
+            with cache.model("runs/new") as model:
+                assert model.new
+
+        assert cost(storage, fill_new) == {"GetObject": 2, "PutObject": 3, "ListObjectsV2": 2}
+        assert storage.remove("runs/new") is True
+        storage.flush()
+
         # A scan: the listing pages, and nothing else (the metadata was written here).
         assert cost(storage, cache.snapshot) == {"ListObjectsV2": pages}
-        # Another host's first scan also reads each model's metadata once; its next scan
-        # reads none that did not change.
+        # Another host's first scan also reads each model's metadata once (its heads are
+        # recognised by their ETags); its next scan reads none that did not change.
         other = s3.storage(lease_ttl=600)
         assert cost(other, lambda: list(other.iter_models())) == {
             "ListObjectsV2": pages,
@@ -80,14 +93,22 @@ def test_scan_hit_and_eviction_costs(s3: S3Env) -> None:
         }
         assert cost(other, lambda: list(other.iter_models())) == {"ListObjectsV2": pages}
 
-        # A hit: one CopyObject (it checks the marker and writes the pin); another hit of
-        # the same model while the pin object lives costs nothing.
+        # A hit: one conditional CopyObject of the head (it checks that the model is still
+        # the same attempt and writes the pin); another hit of the same model while the pin
+        # object lives costs nothing.
         def hit(key: str) -> None:
             with cache.model(key) as model:
                 assert not model.new
 
         assert cost(storage, lambda: hit("runs/m29")) == {"CopyObject": 1}
         assert cost(storage, lambda: hit("runs/m29")) == {}
+        # A process that never saw the model reads its head once first.
+        third = s3.storage(lease_ttl=600)
+        assert cost(third, lambda: third.pin("runs/m28").release()) == {  # type: ignore[union-attr]
+            "GetObject": 1,
+            "CopyObject": 1,
+        }
+        third.flush()  # its released pin object goes now, not a third of the TTL later
         # Writing the accesses behind: one conditional PUT per accessed model and cycle.
         assert cost(storage, cache.manager.flush) == {"PutObject": 1}
 
@@ -106,11 +127,12 @@ def test_scan_hit_and_eviction_costs(s3: S3Env) -> None:
 
         spent = cost(storage, evict)
         assert gone == [f"runs/m{m:02d}" for m in range(evicted)]
-        deleted = evicted * (FILES + 1)  # files and key files (markers go one by one first)
+        deleted = evicted * (FILES + 1)  # files and metadata records (heads go one by one first)
+        # A scan, then per model: a listing of its pins, the head's conditional DELETE,
+        # and a listing of the attempt for the batched delete.
         assert spent == {
             "ListObjectsV2": pages + 2 * evicted,
-            "PutObject": evicted,
-            "DeleteObject": 2 * evicted,
+            "DeleteObject": evicted,
             "DeleteObjects": math.ceil(deleted / 1000),
         }
         assert spent["DeleteObjects"] == 3

@@ -164,6 +164,10 @@ class ModelDir:
         self.new = not lease.hit
         if lease.staged is not None:
             self.path = lease.staged
+        elif self._runtime.leased:
+            # Where a pin's files are can depend on the pin (S3: the attempt pinned, which
+            # a refill does not touch); the backend tells this thread right after it.
+            self.path = self._runtime.storage.path(key)
         return self
 
     def _abandon(self, error: BaseException) -> None:

@@ -73,6 +73,8 @@ class Runtime:
         self.storage = storage
         self._shared = storage if isinstance(storage, SharedStorage) else None
         self._leased = isinstance(storage, LeasedStorage)
+        #: Locks are leases (S3): pins can lapse, and a pin says where its files are.
+        self.leased = self._leased
         self._adopting = storage if isinstance(storage, AdoptingStorage) else None
         self._journal = storage if isinstance(storage, JournaledStorage) else None
         self._disk = storage if isinstance(storage, FreeSpaceStorage) else None

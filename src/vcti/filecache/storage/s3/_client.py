@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import logging
 import threading
 import uuid
 from collections import Counter
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 T = TypeVar("T")
+log = logging.getLogger("vcti.filecache")
 
 #: DeleteObjects takes at most this many keys.
 DELETE_BATCH = 1000
@@ -96,6 +98,17 @@ def wrap_error(exc: Exception, op: str, uri: str) -> OSError:
     return OSError(errno.EIO, text, uri)
 
 
+def _empty_pools(client: Any) -> None:
+    """Drop the connections a forked child inherited (they belong to the parent)."""
+    try:
+        session = client._endpoint.http_session
+        session._manager.clear()
+        for manager in session._proxy_managers.values():
+            manager.clear()
+    except Exception:  # private structures of botocore: best effort
+        log.warning("could not empty the connection pool of the S3 client after fork()")
+
+
 class S3Calls:
     """The few S3 requests the backend needs, on one bucket.
 
@@ -105,14 +118,45 @@ class S3Calls:
     """
 
     def __init__(self, client: S3Client, bucket: str) -> None:
-        self.client = client
         self.bucket = bucket
+        self._hook_id = f"vcti-filecache-count-{uuid.uuid4().hex}"
+        self._client = client
+        self._factory: Callable[[], S3Client] | None = None
+        self._reset()
+        self.bind(client)
+
+    def _reset(self) -> None:
         self._counts: Counter[str] = Counter()
         self._counts_lock = threading.Lock()
+        self._bind_lock = threading.Lock()
         self._ours = threading.local()
-        client.meta.events.register(
-            "before-send.s3", self._count, unique_id=f"vcti-filecache-count-{uuid.uuid4().hex}"
-        )
+
+    @property
+    def client(self) -> S3Client:
+        """The client the requests go through (made on first use after a fork)."""
+        if self._factory is not None:
+            with self._bind_lock:
+                factory, self._factory = self._factory, None
+                if factory is not None:
+                    self.bind(factory())
+        return self._client
+
+    def bind(self, client: S3Client) -> None:
+        """Send the requests with ``client`` from now on (counted like the first one)."""
+        client.meta.events.register("before-send.s3", self._count, unique_id=self._hook_id)
+        self._client = client
+
+    def after_fork(self, factory: Callable[[], S3Client] | None) -> None:
+        """In a forked child: new locks and counts, and no connection of the parent's.
+
+        With ``factory``, a new client is made on first use; otherwise the given client's
+        connection pool is emptied (its sockets are the parent's).
+        """
+        self._reset()
+        if factory is not None:
+            self._factory = factory
+        else:
+            _empty_pools(self._client)
 
     def _count(self, event_name: str = "", **kwargs: Any) -> None:
         if getattr(self._ours, "active", False):
@@ -149,13 +193,19 @@ class S3Calls:
             "HeadObject", key, lambda: self.client.head_object(Bucket=self.bucket, Key=key)
         )["ETag"]
 
-    def get(self, key: str) -> tuple[bytes, str]:
-        """Return the body and ETag of object ``key``."""
+    def get(self, key: str, *, limit: int | None = None) -> tuple[bytes, str]:
+        """Return the body and ETag of object ``key``.
+
+        Args:
+            limit: read at most this many bytes and one more (so that the caller can tell
+                an oversized object from one that fits); None reads it all.
+        """
 
         def call() -> tuple[bytes, str]:
             response = self.client.get_object(Bucket=self.bucket, Key=key)
             with response["Body"] as body:
-                return body.read(), response["ETag"]
+                data = body.read() if limit is None else body.read(limit + 1)
+                return data, response["ETag"]
 
         return self._run("GetObject", key, call)
 
@@ -183,17 +233,26 @@ class S3Calls:
             lambda: self.client.put_object(Bucket=self.bucket, Key=key, Body=body, **extra),  # type: ignore[arg-type]
         )["ETag"]
 
-    def copy(self, source: str, key: str) -> str:
+    def copy(self, source: str, key: str, *, if_match: str | None = None) -> str:
         """Copy object ``source`` to ``key``; return the copy's ETag.
+
+        Args:
+            if_match: copy only if ``source`` has this ETag (``CopySourceIfMatch``). Some
+                S3-compatible servers ignore it: callers compare the returned ETag too.
 
         Raises:
             FileNotFoundError: ``source`` does not exist.
+            ConditionFailedError: ``source`` no longer has the ETag ``if_match``.
         """
+        extra: dict[str, str] = {} if if_match is None else {"CopySourceIfMatch": if_match}
         response = self._run(
             "CopyObject",
             source,
             lambda: self.client.copy_object(
-                Bucket=self.bucket, Key=key, CopySource={"Bucket": self.bucket, "Key": source}
+                Bucket=self.bucket,
+                Key=key,
+                CopySource={"Bucket": self.bucket, "Key": source},
+                **extra,  # type: ignore[arg-type]
             ),
         )
         return response["CopyObjectResult"].get("ETag", "")

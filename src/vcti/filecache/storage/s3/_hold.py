@@ -13,14 +13,26 @@ log = logging.getLogger("vcti.filecache")
 
 
 class Handle:
-    """A held lock as the core sees it: ``release()`` runs ``on_release`` once."""
+    """A held lock as the core sees it (a ``LeaseLock``).
 
-    __slots__ = ("_on_release",)
+    ``release()`` runs ``on_release`` once; ``lost`` asks ``is_lost`` (by default never).
+    """
 
-    def __init__(self, on_release: Callable[[], None]) -> None:
+    __slots__ = ("_is_lost", "_on_release")
+
+    def __init__(
+        self, on_release: Callable[[], None], is_lost: Callable[[], bool] | None = None
+    ) -> None:
         self._on_release: Callable[[], None] | None = on_release
+        self._is_lost = is_lost
+
+    @property
+    def lost(self) -> bool:
+        """True once the lease behind this lock lapsed or was taken over."""
+        return self._is_lost is not None and self._is_lost()
 
     def release(self) -> None:
+        """Give the lock up; calling it twice is harmless."""
         on_release, self._on_release = self._on_release, None
         if on_release is not None:
             on_release()
@@ -32,7 +44,6 @@ class Holdings:
     Args:
         calls: the requests.
         leases: takes, renews and releases lease objects.
-        leader_name: the leader lease's object name (retaken if another host stole it).
         thread_name: names the keeper thread.
         more_work: called at each keeper tick; returns when it wants the next one (or
             None) after doing the storage's own timed work.
@@ -42,7 +53,6 @@ class Holdings:
         self,
         calls: S3Calls,
         leases: Leases,
-        leader_name: str,
         thread_name: str,
         more_work: Callable[[float], float | None],
     ) -> None:
@@ -50,14 +60,19 @@ class Holdings:
         self.leases = leases
         self.ttl = leases.ttl
         self.clock = leases.clock
+        self._more_work = more_work
+        self.keeper = Keeper(thread_name, self._tick)
+        self.after_fork()
+
+    def after_fork(self) -> None:
+        """Start empty, with new locks: in a forked child, the parent's leases and pins
+        stay the parent's (never renewed, released or deleted here)."""
         self.lock = threading.Lock()
         self.leader: Lease | None = None
-        self._leader_name = leader_name
         self._held: set[Lease] = set()
         self._pins: dict[str, PinRecord] = {}  # key -> the pin object new pins share
         self._records: set[PinRecord] = set()  # every pin object of this process
-        self._more_work = more_work
-        self.keeper = Keeper(thread_name, self._tick)
+        self.keeper.after_fork()
 
     # -- leases -------------------------------------------------------------------------
 
@@ -74,9 +89,13 @@ class Holdings:
         self.leases.release(lease, delete=delete)
 
     def leader_lost(self) -> bool:
-        """True if this process leads but its lease may have expired or was taken."""
+        """True if this process leads but its lease lapsed or was taken."""
         leader = self.leader
-        return leader is not None and not leader.valid(self.clock())
+        return leader is not None and leader.lapsed(self.clock())
+
+    def lease_lost(self, lease: Lease) -> bool:
+        """True once ``lease`` lapsed or was taken over (or is a parent's, after a fork)."""
+        return lease.lapsed(self.clock())
 
     def renew_due(self, now: float) -> None:
         """Renew the held leases whose renewal is due."""
@@ -85,25 +104,12 @@ class Holdings:
             due += [r.lease for r in self._records if r.refs > 0 and r.lease.renew_at <= now]
         for lease in due:
             try:
-                self.leases.renew(lease, due_at=now)
+                renewed = self.leases.renew(lease, due_at=now)
             except OSError as exc:
                 log.warning("could not renew %s: %s", self.calls.uri(lease.name), exc)
-                lease.renew_at = now + min(1.0, self.ttl / 10)
-
-    def _retake_leadership(self) -> None:
-        leader = self.leader
-        if leader is None or not leader.lost:
-            return
-        try:
-            lease = self.leases.acquire(self._leader_name, "")
-        except OSError:
-            return
-        if lease is not None:
-            with self.lock:
-                self._held.discard(leader)
-                self.leader = lease
-                self._held.add(lease)
-            log.warning("took the leader lease %s back", self.calls.uri(lease.name))
+                renewed = False
+            if not renewed:  # failed, or busy in another thread: try again shortly
+                lease.renew_at = max(lease.renew_at, now + min(1.0, self.ttl / 10))
 
     # -- pins ---------------------------------------------------------------------------
 
@@ -126,34 +132,38 @@ class Holdings:
     def unpin(self, record: PinRecord) -> None:
         """Count one pin less; the object is deleted a little after the last one."""
         with self.lock:
+            if record not in self._records:
+                return  # a parent's pin, in a forked child
             record.refs -= 1
             if record.refs == 0:
                 record.released_at = self.clock()
         self.keeper.wake()
+
+    def pin_lost(self, record: PinRecord) -> bool:
+        """True if the pin object of ``record`` lapsed (or is a parent's, after a fork)."""
+        return record.lease.lapsed(self.clock())
 
     def pinned_here(self, key: str) -> bool:
         """True if this process holds a pin of ``key``."""
         with self.lock:
             return any(r.key == key and r.refs > 0 for r in self._records)
 
-    def bury(self, key: str) -> frozenset[str]:
-        """Mark this process's pin objects of ``key`` as going with the model; their names."""
+    def bury(self, key: str, attempt: str) -> frozenset[str]:
+        """Mark this process's pin objects of an evicted attempt as going with it."""
         with self.lock:
-            own = [r for r in self._records if r.key == key]
+            own = [r for r in self._records if r.key == key and r.attempt == attempt]
             for record in own:
                 record.dead = True
         return frozenset(r.lease.name for r in own)
 
-    def pinned(
-        self, pins: list[tuple[str, str]], key: str, ignore: frozenset[str] = frozenset()
-    ) -> bool:
-        """True if one of ``pins`` (objects of model ``key``) is held by a live process.
+    def pinned(self, pins: list[tuple[str, str]], ignore: frozenset[str] = frozenset()) -> bool:
+        """True if one of ``pins`` (``(name, etag)``) is held by a live process.
 
         Another process's pin is live until this one has seen it unchanged for longer
         than the TTL (its holder rewrites it every third of the TTL).
         """
         with self.lock:
-            ours = {r.lease.name: r for r in self._records if r.key == key}
+            ours = {r.lease.name: r for r in self._records}
         for name, etag in pins:
             if name in ignore:
                 continue
@@ -161,7 +171,7 @@ class Holdings:
             if record is not None:
                 if record.refs > 0:
                     return True
-                continue  # released here: it goes with the model
+                continue  # released here: it goes with the attempt
             if self.leases.observations.unchanged_for(name, etag) <= self.ttl:
                 return True
         return False
@@ -186,38 +196,28 @@ class Holdings:
                 self._records.discard(record)
                 if self._pins.get(record.key) is record:
                     del self._pins[record.key]
-        # A dead pin goes with its model; a lost one is not ours any more.
+        # A dead pin goes with its attempt; a lost one is not ours any more.
         return [r.lease.name for r in old if not r.dead and not r.lease.lost]
 
     # -- deleting -----------------------------------------------------------------------
 
-    def delete_packed(self, groups: list[tuple[list[str], Lease | None]]) -> set[int]:
+    def delete_packed(self, groups: list[list[str]]) -> set[int]:
         """Delete the keys of every group in DeleteObjects batches of up to 1,000 keys.
 
-        Before each batch, every lease of the groups in it must stay valid for a quarter
-        of the TTL more (and this process must not have lost the leader lease);
-        otherwise the batch is skipped. Each batch's ``Errors`` are checked. Returns the
-        indexes of the groups not completely deleted.
+        Every key names an object of a dead attempt, a pin or a lease this process owns:
+        deleting it late (after a pause) harms nobody, so no lease is checked. Each
+        batch's ``Errors`` are checked. Returns the indexes of the groups not completely
+        deleted.
         """
         failed: set[int] = set()
-        items = [(index, key) for index, (keys, _) in enumerate(groups) for key in keys]
+        items = [(index, key) for index, keys in enumerate(groups) for key in keys]
         for start in range(0, len(items), DELETE_BATCH):
             chunk = items[start : start + DELETE_BATCH]
-            owners = {index for index, _ in chunk}
-            now = self.clock()
-            self.renew_due(now)
-            leases = [groups[i][1] for i in owners]
-            if self.leader_lost() or any(
-                lease is not None and not lease.valid(now, self.ttl / 4) for lease in leases
-            ):
-                log.warning("a lease may have expired: not deleting %d objects", len(chunk))
-                failed |= owners
-                continue
             try:
                 errors = self.calls.delete_batch([key for _, key in chunk])
             except OSError as exc:
                 log.warning("could not delete %d objects: %s", len(chunk), exc)
-                failed |= owners
+                failed |= {index for index, _ in chunk}
                 continue
             if errors:
                 log.warning("%d objects were not deleted, e.g. %s", len(errors), errors[0])
@@ -230,18 +230,19 @@ class Holdings:
     def _tick(self) -> float | None:
         now = self.clock()
         self.renew_due(now)
-        self._retake_leadership()
         names = self.take_old_pins(now, force=False)
         if names:
-            self.delete_packed([(names, None)])  # a failure leaves them to expire
+            self.delete_packed([names])  # a failure leaves them to expire
         more = self._more_work(now)
         now = self.clock()
         linger = self.ttl / 3
         with self.lock:
-            times = [lease.renew_at for lease in self._held]
-            times += [r.lease.renew_at if r.refs else r.released_at + linger for r in self._records]
-            if self.leader is not None and self.leader.lost:
-                times.append(now + linger)
+            times = [lease.renew_at for lease in self._held if not lease.lost]
+            times += [
+                r.lease.renew_at if r.refs else r.released_at + linger
+                for r in self._records
+                if r.refs == 0 or not r.lease.lost
+            ]
         if more is not None:
             times.append(more)
         if not times:

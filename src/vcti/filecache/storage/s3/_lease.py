@@ -4,15 +4,23 @@ A lease is one small object. It is taken by creating it (``IfNoneMatch="*"``), r
 and released only if it still has the ETag its holder wrote (``IfMatch``). Its body
 changes on every write, so its ETag (the MD5 of the body) does too. Clocks of different
 hosts are never compared: a host considers another's lease expired only after it has
-seen the same ETag, unchanged, for longer than the TTL on its own monotonic clock. The
-holder treats its lease as valid until the TTL has passed since it last started a
-successful write, which is never later than any other host can decide it expired.
+seen the same ETag, unchanged, for longer than the TTL on its own monotonic clock (the
+TTL in the body when it is larger and plausible; a body whose TTL is not a finite
+number, or is above :data:`TTL_FACTOR` times the reader's own, is corrupt and expires
+after the reader's own TTL). The holder treats its lease as valid until the TTL has
+passed since it last started a successful write, which is never later than any other
+host can decide it expired; a lease not renewed by then is lost for good, even if no
+other host took it, because one may have acted on its expiry.
+
+A lease belongs to the process that took it: after ``fork()`` the child neither renews
+nor releases its parent's leases, and sees them as lost.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import threading
 import time
@@ -24,31 +32,50 @@ from ._client import ConditionFailedError, S3Calls
 
 log = logging.getLogger("vcti.filecache")
 
+#: A lease body whose TTL is above this many times the reader's own TTL is corrupt.
+TTL_FACTOR = 10
+#: Lease and head bodies are a few hundred bytes; anything larger is corrupt.
+MAX_BODY = 64 * 1024
+
 
 @dataclass(eq=False)
 class Lease:
-    """A lease object this process holds."""
+    """A lease object this process holds.
+
+    ``extra`` fields are written into every body (a fill's claim names its attempt).
+    """
 
     name: str
     key: str
     etag: str
     deadline: float
     renew_at: float
+    extra: dict[str, str] = field(default_factory=dict)
     lost: bool = False
     done: bool = False
-    keep: bool = False
+    pid: int = field(default_factory=os.getpid)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def valid(self, now: float, margin: float = 0.0) -> bool:
         """True while no other host can have taken the lease over, ``margin`` seconds ahead."""
-        return not self.lost and not self.done and now + margin < self.deadline
+        return (
+            not self.lost
+            and not self.done
+            and self.pid == os.getpid()
+            and now + margin < self.deadline
+        )
+
+    def lapsed(self, now: float) -> bool:
+        """True once the lease was lost, or not renewed in time, or belongs to a parent."""
+        return self.lost or self.pid != os.getpid() or (not self.done and now >= self.deadline)
 
 
 @dataclass(eq=False)
 class PinRecord:
-    """A pin object of this process on one model, shared by every pin of it here."""
+    """A pin object of this process on one attempt of a model, shared by its pins here."""
 
     key: str
+    attempt: str
     lease: Lease
     refs: int = 1
     released_at: float = 0.0
@@ -59,27 +86,52 @@ class PinRecord:
         return not self.dead and self.lease.valid(now, margin)
 
 
-def lease_body(holder: str, key: str, ttl: float) -> tuple[bytes, str]:
+def lease_body(
+    holder: str, key: str, ttl: float, extra: dict[str, str] | None = None
+) -> tuple[bytes, str]:
     """Return a fresh lease body and its nonce (so every write has a new ETag)."""
     nonce = uuid.uuid4().hex
     now = time.time()  # for people reading the object: hosts never compare clocks
-    body = {
-        "holder": holder,
-        "key": key,
-        "ttl": ttl,
-        "nonce": nonce,
-        "written": now,
-        "expires": now + ttl,
-    }
+    body: dict[str, object] = dict(extra or {})
+    body.update(holder=holder, key=key, ttl=ttl, nonce=nonce, written=now, expires=now + ttl)
     return json.dumps(body, separators=(",", ":")).encode(), nonce
 
 
-def _parse(raw: bytes) -> dict[str, object]:
+def parse_body(raw: bytes) -> dict[str, object]:
+    """Decode a lease or head body; ``{}`` when it is not a JSON object of a sane size."""
+    if len(raw) > MAX_BODY:
+        return {}
     try:
         data = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def lease_problem(data: dict[str, object], own_ttl: float) -> str | None:
+    """What makes ``data`` a corrupt lease body, or None if it is a plausible one."""
+    if not isinstance(data.get("holder"), str) or not isinstance(data.get("nonce"), str):
+        return "not a lease body"
+    ttl = data.get("ttl")
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
+        return f"its ttl {ttl!r} is not a number"
+    if not math.isfinite(ttl) or ttl <= 0:
+        return f"its ttl {ttl!r} is not a positive finite number"
+    if ttl > TTL_FACTOR * own_ttl:
+        return f"its ttl {ttl!r} is above {TTL_FACTOR} times this host's lease_ttl ({own_ttl})"
+    return None
+
+
+def lease_limit(data: dict[str, object], own_ttl: float) -> float:
+    """Seconds a lease must stay unchanged before it is taken over.
+
+    The larger of ``own_ttl`` and the TTL in a plausible body; ``own_ttl`` for a corrupt
+    one, so that a damaged object can never block a lease forever.
+    """
+    ttl = data.get("ttl")
+    if lease_problem(data, own_ttl) is not None or not isinstance(ttl, (int, float)):
+        return own_ttl
+    return max(own_ttl, float(ttl))
 
 
 @dataclass
@@ -107,6 +159,10 @@ class Observations:
             for name in [n for n in self.seen if listed(n) and n not in alive]:
                 del self.seen[name]
 
+    def after_fork(self) -> None:
+        """In a forked child: a new lock (a parent's thread may have held it)."""
+        self.lock = threading.Lock()
+
 
 class Leases:
     """Takes, renews and releases lease objects for one process (``holder``)."""
@@ -118,99 +174,134 @@ class Leases:
         self.clock = clock
         self.observations = Observations(clock)
 
-    def _held(self, name: str, key: str, etag: str, started: float) -> Lease:
-        return Lease(name, key, etag, started + self.ttl, started + self.ttl / 3)
+    def held(
+        self, name: str, key: str, etag: str, started: float, extra: dict[str, str] | None = None
+    ) -> Lease:
+        """The lease written with ``etag`` by a request started at ``started``."""
+        return Lease(name, key, etag, started + self.ttl, started + self.ttl / 3, dict(extra or {}))
 
-    def acquire(self, name: str, key: str, *, look_first: bool = False) -> Lease | None:
-        """Take the lease ``name``; None while another holder's lease is alive.
-
-        A lease is taken over once this process has seen it unchanged for longer than
-        the TTL (the larger of ours and the one in its body). With ``look_first``, the
-        lease is read before trying to create it: one request, not two, while another
-        process holds it (for the leader lease, tried at every cycle).
-        """
-        body, nonce = lease_body(self.holder, key, self.ttl)
-        current: dict[str, object] | None = None
-        if look_first:
-            try:
-                raw, etag = self.calls.get(name)
-                current = _parse(raw)
-            except FileNotFoundError:
-                pass
-        if current is None:
-            started = self.clock()
-            try:
-                return self._held(name, key, self.calls.put(name, body, create=True), started)
-            except ConditionFailedError:
-                pass
-            try:
-                raw, etag = self.calls.get(name)
-            except FileNotFoundError:
-                return None  # released in between: the next attempt may create it
-            current = _parse(raw)
-            if current.get("nonce") == nonce:
-                return self._held(name, key, etag, started)  # our create landed; a retry lost
-        ttl = current.get("ttl")
-        limit = max(self.ttl, float(ttl) if isinstance(ttl, (int, float)) else 0.0)
-        if self.observations.unchanged_for(name, etag) <= limit:
+    def read(self, name: str) -> tuple[dict[str, object], str] | None:
+        """The decoded body and ETag of lease ``name``; None when there is none."""
+        try:
+            raw, etag = self.calls.get(name, limit=MAX_BODY)
+        except FileNotFoundError:
             return None
-        body, nonce = lease_body(self.holder, key, self.ttl)
+        return parse_body(raw), etag
+
+    def expired(self, name: str, etag: str, data: dict[str, object]) -> bool:
+        """True once this process has seen ``name`` unchanged for longer than its limit."""
+        return self.observations.unchanged_for(name, etag) > lease_limit(data, self.ttl)
+
+    def create(self, name: str, key: str, extra: dict[str, str] | None = None) -> Lease | None:
+        """Create lease ``name``; None if it exists (and is not our own retried write)."""
+        body, nonce = lease_body(self.holder, key, self.ttl, extra)
         started = self.clock()
         try:
-            lease = self._held(name, key, self.calls.put(name, body, if_match=etag), started)
+            return self.held(name, key, self.calls.put(name, body, create=True), started, extra)
+        except ConditionFailedError as exc:
+            if not exc.retried:
+                return None
+        etag = self._landed(name, nonce)  # an earlier attempt of ours may have created it
+        return None if etag is None else self.held(name, key, etag, started, extra)
+
+    def take_over(
+        self, name: str, key: str, etag: str, extra: dict[str, str] | None = None
+    ) -> Lease | None:
+        """Replace the expired lease ``name`` (ETag ``etag``); None if another host did first."""
+        body, nonce = lease_body(self.holder, key, self.ttl, extra)
+        started = self.clock()
+        try:
+            new = self.calls.put(name, body, if_match=etag)
         except (ConditionFailedError, FileNotFoundError):
             landed = self._landed(name, nonce)
             if landed is None:
                 return None  # another process took it over (or released it) first
-            lease = self._held(name, key, landed, started)
+            new = landed
         log.warning("took over the expired lease %s", self.calls.uri(name))
-        return lease
+        return self.held(name, key, new, started, extra)
 
-    def renew(self, lease: Lease, *, due_at: float | None = None) -> None:
-        """Rewrite the lease with a new body; mark it lost if another process has it.
+    def acquire(self, name: str, key: str, *, look_first: bool = False) -> Lease | None:
+        """Take the lease ``name``; None while another holder's lease is alive.
+
+        With ``look_first``, the lease is read before trying to create it: one request,
+        not two, while another process holds it (for the leader lease, tried at every
+        cycle).
+        """
+        current = self.read(name) if look_first else None
+        if current is None:
+            lease = self.create(name, key)
+            if lease is not None:
+                return lease
+            current = self.read(name)
+            if current is None:
+                return None  # released in between: the next attempt may create it
+        data, etag = current
+        if not self.expired(name, etag, data):
+            return None
+        return self.take_over(name, key, etag)
+
+    def renew(self, lease: Lease, *, due_at: float | None = None) -> bool:
+        """Rewrite the lease with a new body; mark it lost if it lapsed or another took it.
 
         With ``due_at``, do nothing unless a renewal is due by then (another thread may
-        have just renewed it).
+        have just renewed it). Returns False, doing nothing, while another thread works
+        on the lease (a publish that retries must not hold up every other renewal).
 
         Raises:
             OSError: S3 could not be reached; the lease stays valid until its deadline.
         """
-        with lease.lock:
-            if lease.lost or lease.done or (due_at is not None and lease.renew_at > due_at):
-                return
-            body, nonce = lease_body(self.holder, lease.key, self.ttl)
-            started = self.clock()
-            try:
-                etag: str | None = self.calls.put(lease.name, body, if_match=lease.etag)
-            except (ConditionFailedError, FileNotFoundError):
-                etag = self._landed(lease.name, nonce)
-            if etag is None:
-                lease.lost = True
-                log.warning("lost the lease %s", self.calls.uri(lease.name))
-                return
-            lease.etag = etag
-            lease.deadline = started + self.ttl
-            lease.renew_at = started + self.ttl / 3
+        if not lease.lock.acquire(blocking=False):
+            return False
+        try:
+            self._renew(lease, due_at)
+        finally:
+            lease.lock.release()
+        return True
+
+    def _renew(self, lease: Lease, due_at: float | None) -> None:
+        if lease.lost or lease.done or lease.pid != os.getpid():
+            return
+        if due_at is not None and lease.renew_at > due_at:
+            return
+        started = self.clock()
+        if started >= lease.deadline:
+            # Not renewed in time (a paused host): another may have acted on it.
+            lease.lost = True
+            log.warning("the lease %s lapsed before it was renewed", self.calls.uri(lease.name))
+            return
+        body, nonce = lease_body(self.holder, lease.key, self.ttl, lease.extra)
+        try:
+            etag: str | None = self.calls.put(lease.name, body, if_match=lease.etag)
+        except (ConditionFailedError, FileNotFoundError):
+            etag = self._landed(lease.name, nonce)
+        if etag is None:
+            lease.lost = True
+            log.warning("lost the lease %s", self.calls.uri(lease.name))
+            return
+        lease.etag = etag
+        lease.deadline = started + self.ttl
+        lease.renew_at = started + self.ttl / 3
 
     def _landed(self, name: str, nonce: str) -> str | None:
         """Return the ETag if the object holds our write ``nonce`` (a retried request lost)."""
-        try:
-            raw, etag = self.calls.get(name)
-        except FileNotFoundError:
+        current = self.read(name)
+        if current is None:
             return None
-        return etag if _parse(raw).get("nonce") == nonce else None
+        data, etag = current
+        return etag if data.get("nonce") == nonce else None
 
     def release(self, lease: Lease, *, delete: bool = True) -> None:
         """Stop holding the lease; delete it if it is still ours (unless ``delete`` is False).
 
-        A lease kept (``delete=False``) expires by itself: it marks work left unfinished,
-        for another process's sweep. Errors are logged, not raised.
+        A lease kept (``delete=False``) expires by itself. A lost lease is deleted only
+        if it still has our ETag (it lapsed, and nobody took it). A parent's lease is
+        never touched by a forked child. Errors are logged, not raised.
         """
         with lease.lock:
             if lease.done:
                 return
             lease.done = True
-            if lease.lost or not delete:
+            if not delete or lease.pid != os.getpid():
                 return
             try:
                 self.calls.delete(lease.name, if_match=lease.etag)
@@ -230,6 +321,10 @@ class Keeper:
     def __init__(self, name: str, tick: Callable[[], float | None]) -> None:
         self._name = name
         self._tick = tick
+        self.after_fork()
+
+    def after_fork(self) -> None:
+        """Forget the thread (a forked child has none) and make new locks."""
         self._lock = threading.Lock()
         self._event = threading.Event()
         self._thread: threading.Thread | None = None
@@ -237,10 +332,10 @@ class Keeper:
 
     def wake(self) -> None:
         """Run ``tick`` soon, starting the thread if needed (also in a forked child)."""
+        if self._pid != os.getpid():  # forked, and the handler did not run (a bare fork)
+            self.after_fork()
         with self._lock:
             self._event.set()
-            if self._pid != os.getpid():  # forked: the parent's thread is not here
-                self._pid, self._thread = os.getpid(), None
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
                 self._thread.start()

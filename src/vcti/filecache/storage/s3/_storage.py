@@ -1,22 +1,24 @@
-"""Model directories as key prefixes in S3 (or MinIO, Ceph), shared by many hosts.
+"""Model directories as attempt prefixes in S3 (or MinIO, Ceph), shared by many hosts.
 
 Install the extra: ``pip install "vcti-file-cache[s3]"``. Layout below ``s3://BUCKET/PREFIX``
 (``_listing`` has the details)::
 
-    .filecache/leader             lease of the one process that scans and evicts
-    .filecache/fills/KEY          lease of the fill of KEY (also held while KEY is deleted)
-    KEY/...                       the model's files, written in place by the fill
-    KEY/.filecache/key            written when the fill starts: names the prefix's key
-    KEY/.filecache/pins/HOST-N    a pin of KEY held by a process, refreshed while held
-    KEY/.filecache/meta.json      completion marker and metadata, written last
+    .filecache/leader              lease of the one process that scans and evicts
+    .filecache/models/KEY/head     KEY's head: a fill's claim, or the published model
+    .filecache/policy/NAME         an eviction policy's state
+    KEY/.filecache/A/...           the files of attempt A of KEY: ModelDir.path
+    KEY/.filecache/A.meta          its metadata record
+    KEY/.filecache/A.pins/HOST-N   a pin of it held by a process, refreshed while held
 
-Nothing is renamed. A model is visible only once its marker exists (created last, with
-``IfNoneMatch="*"``); eviction deletes the marker first (``IfMatch``), so a reader never
-sees a half-deleted model, and the files afterwards. Prefixes without a marker count as
-staging; sweep() reclaims those whose fill lease expired. Leases are objects written
-with conditional requests and judged expired only on the observer's own monotonic clock
-(``_lease``); a pin is a copy of the marker (one request that both checks that the
-model exists and pins it), rewritten in the background while held.
+Nothing is renamed, and no write or delete depends on a lease still being held when it
+lands (fencing). Each fill writes under an attempt of its own; the model becomes visible
+when the head, which was the fill's claim, is replaced by a published body naming the
+attempt, conditioned on the claim's ETag (``_fill``). Eviction deletes the head with
+``IfMatch``, then that attempt's objects, by name. A sweep deletes the attempts no head
+names and no live pin holds, and the claims and pins seen expired (``_sweep``). Leases
+are objects written with conditional requests and judged expired only on the observer's
+own monotonic clock (``_lease``); a pin is a conditional copy of the head, rewritten in
+the background while held.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import errno
 import itertools
 import logging
 import math
-import random
+import os
 import threading
 import time
 import uuid
@@ -45,26 +47,29 @@ except ImportError as exc:  # pragma: no cover - tested in a subprocess without 
         "S3Storage needs boto3, an optional dependency: pip install 'vcti-file-cache[s3]'"
     ) from exc
 
-from ...exceptions import LockTimeoutError
 from ._catalog import Catalog
 from ._client import ConditionFailedError, S3Calls
+from ._fill import Fills
 from ._hold import Handle, Holdings
 from ._lease import Lease, Leases, PinRecord
-from ._listing import INNER, KEY_FILE, MARKER, Listing
+from ._listing import head_key
+from ._sweep import Sweeper
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 log = logging.getLogger("vcti.filecache")
 
+_PIN_TRIES = 3  # heads that keep changing under a pin: give up (a miss) after this many
+_MAX_STATE = 16 * 1024 * 1024  # a policy's state is small; refuse to read a huge object
+
 
 @dataclass(eq=False)
 class _Removal:
-    """A model whose marker is gone and whose files wait for a batched delete."""
+    """An evicted attempt whose head is gone and whose objects wait for a batched delete."""
 
     key: str
-    meta: bytes
-    lease: Lease
+    attempt: str
     own_pins: frozenset[str]  # this process's released pins of it: they go with it
 
 
@@ -86,12 +91,27 @@ def _make_client(
     return session.client("s3", endpoint_url=endpoint_url, region_name=region_name, config=final)
 
 
+def _check_state_name(name: object) -> str:
+    if (
+        not isinstance(name, str)
+        or not name
+        or name in (".", "..")
+        or "/" in name
+        or any(ord(c) < 32 for c in name)
+        or len(name.encode("utf-8", "surrogatepass")) > 200
+    ):
+        raise ValueError(f"a policy state name must be a short name without '/', got {name!r}")
+    return name
+
+
 class S3Storage:
     """Stores each model as a key prefix in an S3 bucket; many hosts may share it.
 
-    ``ModelDir.path`` is the model's ``s3://BUCKET/PREFIX/KEY`` URI: write and read the
-    model's files as objects below ``PATH + "/"`` (with boto3, s3fs, ...). A fill writes
-    in place; the model becomes visible when the context exits and the marker is written.
+    ``ModelDir.path`` is the URI of the model's current *attempt*,
+    ``s3://BUCKET/PREFIX/KEY/.filecache/ATTEMPT``: write and read the model's files as
+    objects below ``PATH + "/"`` (with boto3, s3fs, ...). Every fill writes to an attempt
+    of its own, so the model's URI changes when it is filled again (after an eviction);
+    use the path of the ``model()`` context you are in, not one kept from earlier.
 
     Args:
         bucket: the bucket (it must exist).
@@ -99,7 +119,8 @@ class S3Storage:
         client: a boto3 S3 client to use as it is; otherwise one is created here from
             ``session`` (default: a new ``boto3.session.Session()``), ``endpoint_url``,
             ``region_name`` and ``config``. Clients are thread-safe; create the storage
-            in the process that uses it.
+            in the process that uses it. After ``fork()``, a client created here is
+            created anew in the child; a given one has its connection pool emptied.
         config: a ``botocore.config.Config``; retries default to ``standard`` mode with
             5 attempts in all, so throttling (503 SlowDown), timeouts and connection
             errors are retried with backoff.
@@ -143,12 +164,13 @@ class S3Storage:
             raise ValueError(f"delete_delay must be a number of seconds >= 0, got {delete_delay!r}")
         if host_id is not None and (not host_id or "/" in host_id):
             raise ValueError(f"host_id must be a non-empty name without '/', got {host_id!r}")
+        self._factory: Callable[[], S3Client] | None = None
         if client is None:
-            client = _make_client(session, endpoint_url, region_name, config)
+            self._factory = partial(_make_client, session, endpoint_url, region_name, config)
+            client = self._factory()
         elif session is not None or endpoint_url or region_name or config is not None:
             raise TypeError("give either client= or the settings to make one, not both")
         self._bucket = bucket
-        self._client = client
         self._host = host_id if host_id is not None else uuid.uuid4().hex[:16]
         self._ttl = float(lease_ttl)
         self._delete_delay = float(delete_delay)
@@ -156,17 +178,29 @@ class S3Storage:
         root = f"s3://{bucket}/{prefix}".rstrip("/")
         self._calls = S3Calls(client, bucket)
         self._leases = Leases(self._calls, self._host, self._ttl, time.monotonic)
-        self._cat = Catalog(self._calls, prefix, root, self._leases.observations)
-        self._hold = Holdings(
-            self._calls, self._leases, self._cat.leader_name, f"vcti-filecache-s3 {root}", self._due
-        )
-        self._fills: dict[str, Lease] = {}  # key -> fill lease taken by lock_fill()
-        self._staged: dict[str, dict[str, str]] = {}  # stage() over a model: what was there
+        self._cat = Catalog(self._calls, prefix, root, self._leases.observations, self._ttl)
+        self._hold = Holdings(self._calls, self._leases, f"vcti-filecache-s3 {root}", self._due)
+        self._fills = Fills(self._calls, self._leases, self._hold, self._cat)
+        self._sweeper = Sweeper(self._calls, self._leases, self._hold, self._cat, self._busy)
+        self._reset_process_state()
+        _instances.add(self)
+
+    def _reset_process_state(self) -> None:
         self._pending: list[_Removal] = []
         self._pending_since = self._pending_last = 0.0
+        self._pin_tag = uuid.uuid4().hex[:8]  # pins of this process (a forked child: new)
         self._pin_numbers = itertools.count(1)
         self._flush_lock = threading.Lock()
-        _instances.add(self)
+        self._local = threading.local()  # the attempt each thread pinned last, by key
+
+    def _after_fork(self) -> None:
+        """In a forked child: hold nothing of the parent's, and talk to S3 on new sockets."""
+        self._calls.after_fork(self._factory)
+        self._leases.observations.after_fork()
+        self._cat.after_fork()
+        self._hold.after_fork()
+        self._fills.after_fork()
+        self._reset_process_state()
 
     def __repr__(self) -> str:
         return f"S3Storage(bucket={self._bucket!r}, prefix={self._cat.prefix!r})"
@@ -189,12 +223,17 @@ class S3Storage:
     @property
     def client(self) -> S3Client:
         """The boto3 S3 client this storage uses (reuse it to read and write model files)."""
-        return self._client
+        return self._calls.client
 
     @property
     def host_id(self) -> str:
         """The name of this process's pins and leases."""
         return self._host
+
+    @property
+    def lease_ttl(self) -> float:
+        """Seconds after which a lease or pin that was not renewed may be taken over."""
+        return self._ttl
 
     @property
     def request_counts(self) -> dict[str, int]:
@@ -206,7 +245,15 @@ class S3Storage:
         return self._calls.counts()
 
     def path(self, key: str) -> str:
-        """The model's URI, ``s3://BUCKET/PREFIX/KEY``; its files are below ``URI + "/"``."""
+        """The URI of the model's files.
+
+        Inside a ``model()`` context (after this thread pinned the model) it is the URI
+        of the attempt pinned, ``s3://BUCKET/PREFIX/KEY/.filecache/ATTEMPT``; otherwise
+        the model's base URI ``s3://BUCKET/PREFIX/KEY``, which names it in events.
+        """
+        pinned = getattr(self._local, "pinned", None)
+        if pinned is not None and pinned[0] == key:
+            return self._cat.attempt_uri(key, pinned[1])
         return self._cat.path(key)
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -220,8 +267,9 @@ class S3Storage:
                 errno.ENOENT, f"the bucket {self._bucket!r} does not exist", self.root
             ) from exc
         self.flush()
+        self._fills.loose.clear()  # stage() without lock_fill(): nobody holds those
         try:
-            self._sweep(self._cat.list_root())
+            self._sweeper.sweep(self._cat.list_root())
         except OSError as exc:  # leftovers wait for the next sweep; the cache can open
             log.warning("could not reclaim every leftover in %s: %s", self.root, exc)
 
@@ -229,23 +277,17 @@ class S3Storage:
         """Reclaim leftovers found by the latest listing; return their bytes.
 
         Also finishes pending deletes and renews this process's leases. Leftovers are
-        unmarked prefixes whose fill lease expired (or that have none) and pins that
-        expired; each is checked again under its fill lease before anything is deleted.
+        attempts that no head names and no live pin holds, claims of fills seen expired
+        (or corrupt), and pins seen expired.
 
         Raises:
-            OSError: this process lost the leader lease to another host, or some
-                leftovers could not be deleted (they are retried at the next sweep).
+            OSError: some leftovers could not be deleted (they are retried at the next
+                sweep).
         """
         self._hold.renew_due(self._hold.clock())
         self.flush()
-        if self._hold.leader_lost():
-            raise OSError(
-                errno.ENOLCK,
-                f"this process lost the leader lease of {self.root} to another host; "
-                "it neither evicts nor sweeps until it can take the lease back",
-            )
         listing = self._cat.listing
-        return self._sweep(listing if listing is not None else self._cat.list_root())
+        return self._sweeper.sweep(listing if listing is not None else self._cat.list_root())
 
     def flush(self) -> None:
         """Delete now the files of evicted models and the pin objects no longer held.
@@ -260,32 +302,14 @@ class S3Storage:
             self._delete_removed(batch, self._hold.take_old_pins(self._hold.clock(), force=True))
 
     def verify(self, repair: bool) -> list[str]:
-        """Report leftovers, expired leases and pins, stray objects and nested models.
+        """Report corrupt leases and heads, models without data, leftovers, stray objects,
+        expired pins and nested models.
 
-        With ``repair``, reclaims what a sweep may (never models, never stray objects).
+        With ``repair``, deletes all of them but nested models (reported only): a corrupt
+        or expired lease, a head whose model has neither files nor metadata, leftover
+        attempts, objects outside the layout and expired pins.
         """
-        listing = self._cat.list_root()
-        problems = [
-            f"model {outer!r} contains another model at {self.path(inner)}"
-            for outer, inner in listing.nested
-        ]
-        for key, size in sorted(listing.groups.items()):
-            if self._reclaimable(listing, key):
-                problems.append(f"leftover fill or delete: {self.path(key)}/ ({size} bytes)")
-        for key in sorted(listing.fills):
-            if key not in listing.groups and self._lease_expired(listing, key):
-                problems.append(f"expired fill lease: {self._calls.uri(self._cat.fill_name(key))}")
-        for folder, size in sorted(listing.strays.items()):
-            where = self.path(folder) if folder else self.root
-            problems.append(f"objects outside any model or fill: {where}/ ({size} bytes)")
-        for name, _ in self._hold.expired_pins(_all_pins(listing)):
-            problems.append(f"expired pin: {self._calls.uri(name)}")
-        if repair:
-            try:
-                self._sweep(listing)
-            except OSError as exc:
-                problems.append(f"repair incomplete: {exc}")
-        return problems
+        return self._sweeper.verify(self._cat.list_root(), repair)
 
     # -- reading ------------------------------------------------------------------------
 
@@ -298,40 +322,55 @@ class S3Storage:
         no folder to skip, and a partial listing would make the cache look smaller than
         it is (a failed one, empty).
         """
-        listing = self._cat.list(prefix + "/") if prefix else self._cat.list_root(scan=True)
-        yield from sorted(listing.sizes)
+        if not prefix:
+            yield from sorted(self._cat.list_root(scan=True).models)
+            return
+        start = len(self._cat.prefix)
+        found = []
+        for obj in self._calls.list(self._cat.heads_below(prefix)):
+            key = head_key(obj.key[start:])
+            if key is None:
+                continue
+            state = self._cat.known(key, obj.etag)
+            if state is None:
+                seen = self._cat.read_state(key)
+                state = None if seen is None else seen[1]
+            if state is not None and state.published:
+                found.append(key)
+        yield from sorted(found)
 
     def is_model(self, key: str) -> bool:
-        """True if the model's marker exists (one HEAD request)."""
-        try:
-            self._calls.head(self._cat.marker(key))
-        except FileNotFoundError:
+        """True if the head of ``key`` is published (one GET)."""
+        if self._fills.vouches(key):
             return False
-        return True
+        seen = self._cat.read_state(key)
+        return seen is not None and seen[1].published
 
     def exists(self, key: str) -> bool:
-        """True if any object is stored below the key (one small listing)."""
-        return any(True for _ in self._calls.list(self._cat.under(key), limit=1))
+        """True if a model or a fill is at ``key`` or below it (one small listing)."""
+        if self._fills.vouches(key, below=True):
+            return False
+        return any(True for _ in self._calls.list(self._cat.heads_below(key), limit=1))
 
     def model_size(self, key: str) -> int:
-        """Bytes of the model's files: from the scan's listing, or from a new listing."""
+        """The bytes of the model's files (from the scan's listing, or one listing)."""
         return self._cat.model_size(key)
 
     def staging_size(self) -> int:
-        """Bytes of objects outside every model (fills in progress, leftovers)."""
+        """The bytes of attempts not published: fills in progress and leftovers."""
         return self._cat.staging_size()
 
     def staged_size(self, staged: str) -> int:
-        """Bytes of the files a fill wrote so far (one listing of its prefix)."""
-        listing = self._cat.list(self._cat.key_of(staged) + "/")
-        return sum(listing.groups.values()) + sum(listing.sizes.values())
+        """Bytes of the files a fill wrote to its attempt (one listing of their prefix)."""
+        key, attempt = self._cat.parse_uri(staged)
+        return sum(o.size for o in self._calls.list(self._cat.files_prefix(key, attempt)))
 
     def read_meta(self, key: str) -> bytes:
-        """The metadata: kept from earlier if its ETag did not change, else one GET."""
+        """The model's metadata record (from the scan when unchanged, else one GET)."""
         return self._cat.read_meta(key)
 
     def update_meta(self, key: str, update: Callable[[bytes | None], bytes]) -> None:
-        """Replace the metadata with ``update(current)``: a GET and a PUT with ``IfMatch``.
+        """Replace the metadata with ``update(current)``, one conditional PUT.
 
         A concurrent update from another host makes the PUT fail (412); the metadata is
         then read again and the update redone, so no access is ever lost. The GET is
@@ -339,56 +378,109 @@ class S3Storage:
         """
         self._cat.update_meta(key, update)
 
+    # -- policy state -------------------------------------------------------------------
+
+    def read_state(self, name: str) -> bytes:
+        """The state stored for policy ``name`` (``.filecache/policy/NAME``).
+
+        Raises:
+            FileNotFoundError: nothing is stored under ``name``.
+            ValueError: ``name`` is not a short name without ``/``.
+        """
+        object_name = self._cat.policy_name(_check_state_name(name))
+        try:
+            data, _ = self._calls.get(object_name, limit=_MAX_STATE)
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(
+                errno.ENOENT, f"no state stored for policy {name!r}", self._calls.uri(object_name)
+            ) from exc
+        if len(data) > _MAX_STATE:
+            raise OSError(errno.EFBIG, "the policy state is too large", object_name)
+        return data
+
+    def write_state(self, name: str, data: bytes) -> None:
+        """Store ``data`` for policy ``name``; S3 replaces the object atomically."""
+        object_name = self._cat.policy_name(_check_state_name(name))
+        if not isinstance(data, (bytes, bytearray)):
+            raise TypeError(f"policy state must be bytes, not {type(data).__name__}")
+        self._calls.put(object_name, bytes(data))
+
     # -- locks --------------------------------------------------------------------------
 
     def pin(self, key: str) -> Handle | None:
-        """Pin model ``key`` in every process: one CopyObject of its marker, or none.
+        """Pin model ``key`` in every process: one conditional CopyObject of its head.
 
-        The copy both checks that the marker exists and creates this process's pin
-        object; later pins of the same model in this process share that object.
+        The copy (``CopySourceIfMatch`` on the published head's ETag) both checks that
+        the model is still that published attempt and creates this process's pin object
+        of the attempt; later pins of it in this process share that object. A head not
+        seen before is read first (one GET).
         """
+        if self._fills.filling(key):
+            return None  # this process fills it: not a model yet
         record = self._hold.share_pin(key, self._hold.clock())
         if record is None:
-            name = f"{self._cat.pin_prefix(key)}{self._host}-{next(self._pin_numbers)}"
-            started = self._hold.clock()
+            record = self._new_pin(key)
+            if record is None:
+                return None
+        self._local.pinned = (key, record.attempt)
+        return Handle(partial(self._unpin, record), partial(self._hold.pin_lost, record))
+
+    def _new_pin(self, key: str) -> PinRecord | None:
+        head = self._cat.head_name(key)
+        for _ in range(_PIN_TRIES):
             try:
-                etag = self._calls.copy(self._cat.marker(key), name)
+                etag, attempt = self._cat.current(key)
             except FileNotFoundError:
                 return None
-            lease = Lease(name, key, etag, started + self._ttl, started + self._ttl / 3)
-            record = PinRecord(key, lease)
+            name = (
+                f"{self._cat.pin_prefix(key, attempt)}"
+                f"{self._host}-{self._pin_tag}-{next(self._pin_numbers)}"
+            )
+            started = self._hold.clock()
+            try:
+                copied = self._calls.copy(head, name, if_match=etag)
+            except FileNotFoundError:
+                self._cat.forget(key)
+                return None
+            except ConditionFailedError:
+                self._cat.forget(key)  # evicted and filled again since it was seen
+                continue
+            if copied.strip('"') != etag.strip('"'):  # a server ignoring CopySourceIfMatch
+                with contextlib.suppress(OSError):
+                    self._calls.delete(name)
+                self._cat.forget(key)
+                continue
+            lease = Lease(
+                name,
+                key,
+                copied,
+                started + self._ttl,
+                started + self._ttl / 3,
+                {"attempt": attempt},
+            )
+            record = PinRecord(key, attempt, lease)
             self._hold.add_pin(record)
-        return Handle(partial(self._hold.unpin, record))
+            return record
+        return None
+
+    def _unpin(self, record: PinRecord) -> None:
+        self._hold.unpin(record)
+        if getattr(self._local, "pinned", None) == (record.key, record.attempt):
+            self._local.pinned = None
 
     def lock_fill(self, key: str, timeout: float) -> Handle:
-        """Take the key's fill lease, polling with backoff while another process has it.
+        """Take the key's head as this fill's claim, polling while another fill has it.
+
+        Also waits while a fill of a key nested with ``key`` is in progress on any host.
 
         Raises:
-            LockTimeoutError: the lease stayed taken for ``timeout`` seconds.
+            KeyValidationError: a model is published at an ancestor of ``key`` or below.
+            LockTimeoutError: the claim stayed taken for ``timeout`` seconds.
         """
-        deadline = self._hold.clock() + timeout
-        delay = 0.05
-        while True:
-            lease = self._leases.acquire(self._cat.fill_name(key), key)
-            if lease is not None:
-                self._hold.hold(lease)
-                self._fills[key] = lease
-                return Handle(partial(self._end_fill, key, lease))
-            remaining = deadline - self._hold.clock()
-            if remaining <= 0:
-                raise LockTimeoutError(
-                    f"another process has been filling {key!r} for more than {timeout}s"
-                )
-            time.sleep(min(remaining, random.uniform(delay / 2, delay)))
-            delay = min(delay * 2, 1.0)
-
-    def _end_fill(self, key: str, lease: Lease) -> None:
-        if self._fills.get(key) is lease:
-            del self._fills[key]
-        self._hold.drop(lease, delete=not lease.keep)
+        return self._fills.lock(key, timeout)
 
     def try_lead(self) -> Handle | None:
-        """Take the leader lease; it is renewed in the background and retaken if lost."""
+        """Take the leader lease; it is renewed in the background until lost or released."""
         if self._hold.leader is not None:
             return None  # this storage leads already
         lease = self._leases.acquire(self._cat.leader_name, "", look_first=True)
@@ -396,120 +488,61 @@ class S3Storage:
             return None
         self._hold.leader = lease
         self._hold.hold(lease)
-        return Handle(self._resign)
+        return Handle(partial(self._resign, lease), partial(self._hold.lease_lost, lease))
 
-    def _resign(self) -> None:
+    def _resign(self, lease: Lease) -> None:
         with contextlib.suppress(OSError):
             self.flush()
-        leader, self._hold.leader = self._hold.leader, None
-        if leader is not None:
-            self._hold.drop(leader)
+        if self._hold.leader is lease:
+            self._hold.leader = None
+        self._hold.drop(lease)
 
     # -- writing ------------------------------------------------------------------------
 
     def stage(self, key: str) -> str:
-        """Prepare the model's own prefix for a fill; return its URI.
-
-        Leftovers of an interrupted fill or delete there are deleted first, and the key
-        file is written so that a sweep can find the prefix if this fill never ends.
-        """
-        objects = list(self._calls.list(self._cat.under(key)))
-        if any(o.key == self._cat.marker(key) for o in objects):
-            # Already a model: publish() will refuse, and discard() must then remove only
-            # what this fill added.
-            self._staged[key] = {o.key: o.etag for o in objects}
-            return self.path(key)
-        self._staged.pop(key, None)
-        doomed = [o.key for o in objects]
-        if doomed and self._hold.delete_packed([(doomed, self._fills.get(key))]):
-            raise OSError(errno.EIO, "could not delete an earlier fill's leftovers", self.path(key))
-        self._calls.put(self._cat.key_file(key), key.encode())
-        return self.path(key)
+        """The URI of this fill's own attempt (no request): nobody else writes there."""
+        return self._fills.stage(key)
 
     def publish(self, key: str, staged: str, meta: bytes) -> None:
-        """Write the completion marker (``IfNoneMatch="*"``): the model becomes visible."""
-        if self._cat.key_of(staged) != key:
-            raise ValueError(f"{staged!r} is not where {key!r} is filled")
-        lease = self._fills.get(key)
-        if lease is not None and not lease.valid(self._hold.clock()):
-            raise OSError(
-                errno.ENOLCK, "the fill lease expired before the fill ended; not publishing", staged
-            )
-        name = self._cat.marker(key)
-        try:
-            etag = self._calls.put(name, meta, create=True)
-        except ConditionFailedError as exc:
-            current = None
-            if exc.retried:  # perhaps our own first attempt created it
-                with contextlib.suppress(FileNotFoundError):
-                    current, etag = self._calls.get(name)
-            if current != meta:
-                raise FileExistsError(
-                    errno.EEXIST, "something else is stored at this key", staged
-                ) from exc
-        self._staged.pop(key, None)
-        self._cat.remember(key, etag, meta)
-        self._cat.patch(key, published=True)
+        """Write the metadata record, then replace this fill's claim with the published head.
+
+        Raises:
+            FileExistsError: another model was published at ``key`` first.
+            OSError: this fill's claim lapsed and was taken over: nothing is published.
+        """
+        self._fills.publish(key, staged, meta)
 
     def discard(self, staged: str) -> None:
-        """Delete what the failed fill wrote (never a model another process published)."""
-        key = self._cat.key_of(staged)
-        before = self._staged.pop(key, None)
-        lease = self._fills.get(key)
-        objects = list(self._calls.list(self._cat.under(key)))
-        if any(o.key == self._cat.marker(key) for o in objects):
-            if before is None:
-                return  # published meanwhile by another process: nothing here is ours
-            inner = len(self._cat.under(key))
-            doomed = [
-                o.key for o in objects if o.key not in before and INNER not in o.key[inner - 1 :]
-            ]
-        else:
-            doomed = [o.key for o in objects]
-        if doomed and self._hold.delete_packed([(doomed, lease)]):
-            if lease is not None:
-                lease.keep = True  # left for a sweep once the lease expires
-            raise OSError(errno.EIO, "could not delete the discarded fill; a sweep will", staged)
-        self._cat.patch(key)
+        """Delete what the failed fill wrote, in its own attempt (never anything else)."""
+        self._fills.discard(staged)
 
     def remove(self, key: str) -> bool:
-        """Hide model ``key`` now (its marker goes first) and delete its files soon after.
+        """Hide model ``key`` now (its head goes, with ``IfMatch``) and delete its files soon.
 
-        Returns False when the model is pinned in any process, busy (another process
-        holds its fill lease), or this process lost the leader lease.
+        Returns False when the model is pinned in any process, or this process lost the
+        leader lease, or the model changed (was filled again) since it was last seen.
         """
         if self._hold.leader_lost():
             return False
         with self._hold.lock:
             if any(r.key == key for r in self._pending):
                 raise FileNotFoundError(errno.ENOENT, "removed already", self.path(key))
-        if self._hold.pinned_here(key):
+        if self._hold.pinned_here(key) or self._fills.filling(key):
             return False
-        listing = self._cat.listing
-        if listing is not None and self._hold.pinned(listing.pins.get(key, []), key):
+        etag, attempt = self._cat.current(key)
+        pins = [(o.key, o.etag) for o in self._calls.list(self._cat.pin_prefix(key, attempt))]
+        if self._hold.pinned(pins):
             return False
-        lease = self._leases.acquire(self._cat.fill_name(key), key)
-        if lease is None:
-            return False
-        self._hold.hold(lease)
         try:
-            meta = self._delete_marker(key)
-        except BaseException:
-            self._hold.drop(lease)
+            self._calls.delete(self._cat.head_name(key), if_match=etag)
+        except FileNotFoundError:
+            self._cat.patch(key, gone=True)
             raise
-        if meta is None:
-            self._hold.drop(lease)
+        except ConditionFailedError:
+            self._cat.forget(key)
             return False
         self._cat.patch(key, gone=True)
-        try:
-            pins = [(o.key, o.etag) for o in self._calls.list(self._cat.pin_prefix(key))]
-        except BaseException:
-            self._restore(key, meta, lease)
-            raise
-        if self._hold.pinned(pins, key):
-            self._restore(key, meta, lease)
-            return False
-        removal = _Removal(key, meta, lease, self._hold.bury(key))
+        removal = _Removal(key, attempt, self._hold.bury(key, attempt))
         with self._hold.lock:
             self._pending_last = self._hold.clock()
             if not self._pending:
@@ -518,141 +551,36 @@ class S3Storage:
         self._hold.keeper.wake()
         return True
 
-    def _delete_marker(self, key: str) -> bytes | None:
-        """Delete the marker unless it changes meanwhile; return the metadata it held.
-
-        Returns None if the metadata kept changing (the model is in use).
-        """
-        name = self._cat.marker(key)
-        with self._cat.lock:
-            cached = self._cat.metas.get(key)
-        for _ in range(3):
-            if cached is None:
-                body, etag = self._calls.get(name)
-            else:
-                etag, body = cached
-            try:
-                self._calls.delete(name, if_match=etag)
-            except ConditionFailedError:
-                cached = None
-                continue
-            except FileNotFoundError:
-                self._cat.patch(key, gone=True)
-                raise
-            return body
-        return None
-
-    def _restore(self, key: str, meta: bytes, lease: Lease) -> None:
-        """Put a removed model's marker back (it was pinned meanwhile)."""
-        try:
-            etag = self._calls.put(self._cat.marker(key), meta, create=True)
-        except ConditionFailedError:
-            self._hold.drop(lease)
-            return
-        except OSError:
-            log.exception("could not restore the marker of %s", self.path(key))
-            self._hold.drop(lease, delete=False)  # a sweep finishes the removal later
-            return
-        self._cat.remember(key, etag, meta)
-        self._hold.drop(lease)
-
-    # -- deleting and sweeping ----------------------------------------------------------
+    # -- deleting -----------------------------------------------------------------------
 
     def _delete_removed(self, batch: list[_Removal], extra: list[str]) -> None:
-        """Delete the files of removed models, and the ``extra`` objects, in few requests."""
-        groups: list[tuple[list[str], Lease | None]] = [(extra, None)] if extra else []
-        first = len(groups)
-        removals: list[_Removal] = []
+        """Delete the objects of evicted attempts, and the ``extra`` objects, in few requests.
+
+        An attempt that a reader pinned just before its head went stays until the pin is
+        released (a sweep deletes it then): a model open somewhere is never deleted.
+        """
+        groups: list[list[str]] = [extra] if extra else []
         for removal in batch:
+            prefix = self._cat.attempt_prefix(removal.key, removal.attempt)
             try:
-                objects = list(self._calls.list(self._cat.under(removal.key)))
+                objects = list(self._calls.list(prefix))
             except OSError as exc:
-                log.warning("could not list %s to delete it: %s", self.path(removal.key), exc)
-                self._hold.drop(removal.lease, delete=False)
+                log.warning("could not list %s to delete it: %s", self._calls.uri(prefix), exc)
+                continue  # an attempt no head names: a sweep deletes it
+            pins = self._cat.pin_prefix(removal.key, removal.attempt)
+            held = [(o.key, o.etag) for o in objects if o.key.startswith(pins)]
+            if self._hold.pinned(held, removal.own_pins):
+                log.info("%s was opened while it was evicted; its files stay while held", prefix)
                 continue
-            pin_prefix = self._cat.pin_prefix(removal.key)
-            pins = [(o.key, o.etag) for o in objects if o.key.startswith(pin_prefix)]
-            if self._hold.pinned(pins, removal.key, removal.own_pins):
-                log.warning("%s was opened while it was evicted; it stays", self.path(removal.key))
-                self._restore(removal.key, removal.meta, removal.lease)
-                continue
-            removals.append(removal)
-            groups.append(([o.key for o in objects], removal.lease))
-        failed = self._hold.delete_packed(groups)
-        for index, removal in enumerate(removals, start=first):
-            self._hold.drop(removal.lease, delete=index not in failed)
+            groups.append([o.key for o in objects])
+        if groups:
+            self._hold.delete_packed(groups)  # what fails is left to a sweep
 
-    def _lease_expired(self, listing: Listing, key: str) -> bool:
-        etag, _ = listing.fills[key]
-        unchanged = self._leases.observations.unchanged_for(self._cat.fill_name(key), etag)
-        return unchanged > self._ttl
-
-    def _reclaimable(self, listing: Listing, key: str) -> bool:
+    def _busy(self, key: str, attempt: str) -> bool:
+        if self._fills.busy(key, attempt):
+            return True
         with self._hold.lock:
-            if key in self._fills or any(r.key == key for r in self._pending):
-                return False
-        return key not in listing.fills or self._lease_expired(listing, key)
-
-    def _sweep(self, listing: Listing) -> int:
-        keys = {k for k in listing.groups if self._reclaimable(listing, k)}
-        keys.update(k for k in listing.fills if self._reclaimable(listing, k))
-        freed = 0
-        errors: list[OSError] = []
-        for key in sorted(keys):
-            try:
-                freed += self._reclaim(key)
-            except OSError as exc:
-                errors.append(exc)
-        for name, etag in self._hold.expired_pins(_all_pins(listing)):
-            try:
-                self._calls.delete(name, if_match=etag)
-            except (ConditionFailedError, FileNotFoundError):
-                pass  # rewritten or deleted meanwhile
-            except OSError as exc:
-                errors.append(exc)
-        if errors:
-            raise OSError(
-                errno.EIO, f"{len(errors)} leftovers could not be reclaimed, e.g. {errors[0]}"
-            ) from errors[0]
-        return freed
-
-    def _reclaim(self, key: str) -> int:
-        """Delete the unmarked prefix ``key`` under its fill lease; return the bytes freed."""
-        lease = self._leases.acquire(self._cat.fill_name(key), key)
-        if lease is None:
-            return 0
-        self._hold.hold(lease)
-        complete = True
-        try:
-            objects = list(self._calls.list(self._cat.under(key)))
-            start = len(self._cat.prefix)
-            inner = {
-                o.key[start : -len(INNER + tail)]
-                for o in objects
-                for tail in (MARKER, KEY_FILE)
-                if o.key.endswith(INNER + tail)
-            }
-            if any(o.key == self._cat.marker(key) for o in objects):
-                return 0  # a model: only its lease was left over
-            pin_prefix = self._cat.pin_prefix(key)
-            if self._hold.pinned(
-                [(o.key, o.etag) for o in objects if o.key.startswith(pin_prefix)], key
-            ):
-                return 0
-            others = tuple(self._cat.under(k) for k in inner if k != key)  # other fills, models
-            doomed = [o for o in objects if not o.key.startswith(others)]
-            complete = not self._hold.delete_packed([([o.key for o in doomed], lease)])
-            if not complete:
-                return 0
-            self._cat.patch(key)
-            return sum(o.size for o in doomed if INNER not in o.key[start:])
-        except BaseException:
-            complete = False
-            raise
-        finally:
-            self._hold.drop(lease, delete=complete)
-            if complete:
-                self._cat.forget_fill(key)
+            return any(r.key == key and r.attempt == attempt for r in self._pending)
 
     def _due(self, now: float) -> float | None:
         """The keeper's tick: delete removed files once evictions pause; the next due time."""
@@ -669,11 +597,15 @@ class S3Storage:
         return None
 
 
-def _all_pins(listing: Listing) -> list[tuple[str, str]]:
-    return [pin for pins in listing.pins.values() for pin in pins]
-
-
 _instances: weakref.WeakSet[S3Storage] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for storage in list(_instances):
+        storage._after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 @atexit.register
