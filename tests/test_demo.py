@@ -27,6 +27,8 @@ from typing import Any
 import pytest
 import yaml
 
+from vcti.filecache.cli._common import POLICIES
+
 REPO = Path(__file__).resolve().parents[1]
 DASHBOARD = REPO / "dashboards" / "grafana" / "filecache.json"
 PROMETHEUS_DIR = REPO / "dashboards" / "prometheus"
@@ -280,6 +282,8 @@ def test_duration_stops_the_demo(tmp_path: Path) -> None:
         (["--interval", "0"], {}, "--interval"),
         (["--policy", "mru"], {}, "--policy"),
         ([], {"FILECACHE_DEMO_PORT": "eighty"}, "FILECACHE_DEMO_PORT"),
+        (["--trace", ""], {}, "argument --trace: must not be empty"),
+        ([], {"FILECACHE_DEMO_TRACE": ""}, "FILECACHE_DEMO_TRACE='': must not be empty"),
     ],
 )
 def test_bad_settings(args: list[str], env: dict[str, str], message: str) -> None:
@@ -295,6 +299,126 @@ def test_bad_settings(args: list[str], env: dict[str, str], message: str) -> Non
     assert "Traceback" not in result.stderr
     assert len(result.stderr.splitlines()) == 1, result.stderr
     assert message in result.stderr
+
+
+def _stop(demo: Demo) -> None:
+    demo.proc.send_signal(signal.SIGTERM)
+    _, err = demo.proc.communicate(timeout=60)
+    assert demo.proc.returncode == 0, err
+
+
+def _replay(trace: Path, *args: str) -> dict[str, Any]:
+    result = subprocess.run(
+        [sys.executable, "-m", "vcti.filecache", "replay", str(trace), "--json", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return dict(json.loads(result.stdout))
+
+
+def test_the_demo_records_a_trace_that_replay_reads(tmp_path: Path) -> None:
+    trace = tmp_path / "day.csv"
+    demo = start_demo(tmp_path, "--clients", "0", "--trace", str(trace))
+    try:
+        for path in ("/models/1/summary", "/models/1/field", "/models/2/field"):
+            assert demo.get(path)[0] == 200
+    finally:
+        _stop(demo)
+    header, *lines = trace.read_text().splitlines()
+    assert header == "time,key,size,cost,hit"
+    rows = [line.split(",") for line in lines]
+    assert [(row[1], row[4]) for row in rows] == [
+        ("models/0000/model_00001", "0"),
+        ("models/0000/model_00001", "1"),
+        ("models/0000/model_00002", "0"),
+    ]
+    assert all(int(row[2]) > 128 * 1024 for row in rows)  # the field and the summary
+    assert all(float(row[3]) > 0 for row in rows)  # the fill's seconds, on hits too
+
+    # The same file, through the environment variable: appended to, one header.
+    env = {**os.environ, "FILECACHE_DEMO_TRACE": str(trace)}
+    demo = start_demo(tmp_path, "--clients", "0", env=env)
+    try:
+        assert demo.get("/models/2/summary")[0] == 200  # cached by the first run
+        assert demo.get("/models/3/summary")[0] == 200
+    finally:
+        _stop(demo)
+    assert trace.read_text().count("time,key,size,cost,hit") == 1
+
+    document = _replay(trace, "--exact", "--limit", "100%")
+    assert document["requests"] == 5
+    # Room for every model: models 1, 2 and 3 miss once each, whatever the policy.
+    assert sorted(r["policy"] for r in document["results"]) == sorted(POLICIES)
+    assert [r["misses"] for r in document["results"]] == [3] * len(POLICIES)
+
+
+def test_a_traced_demo_under_load_replays(tmp_path: Path) -> None:
+    trace = tmp_path / "load.csv"
+    demo = start_demo(tmp_path, "--trace", str(trace), "--policy", "gdsf")
+    try:
+        poll("evictions", lambda: metric(demo, "filecache_evictions_total") > 5)
+    finally:
+        _stop(demo)
+    document = _replay(trace)
+    assert document["requests"] == len(trace.read_text().splitlines()) - 1 > 20
+    assert all(0 < r["misses"] < document["requests"] for r in document["results"])
+
+
+@pytest.mark.parametrize("policy", sorted(POLICIES))
+def test_the_demo_runs_every_built_in_policy(tmp_path: Path, policy: str) -> None:
+    demo = start_demo(tmp_path, "--clients", "0", "--policy", policy)
+    try:
+        assert demo.get("/models/1/summary")[0] == 200
+        _, _, body = demo.get("/metrics")
+    finally:
+        _stop(demo)
+    (info,) = [
+        line for line in body.decode().splitlines() if line.startswith("filecache_build_info{")
+    ]
+    assert f'policy="{policy}"' in info
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda tmp: tmp / "missing" / "t.csv", "no such directory"),
+        (lambda tmp: tmp, "is a directory"),
+        (lambda tmp: _write(tmp / "notes.csv", "a,b\n1,2\n"), "exists and is not a trace"),
+    ],
+    ids=["missing-folder", "a-directory", "not-a-trace"],
+)
+@pytest.mark.parametrize("via", ["flag", "env"])
+def test_a_bad_trace_file_is_refused_and_left_alone(
+    tmp_path: Path, make: Callable[[Path], Path], message: str, via: str
+) -> None:
+    target = make(tmp_path)
+    before = target.read_bytes() if target.is_file() else None
+    args = ["--trace", str(target)] if via == "flag" else []
+    env = {**os.environ, "FILECACHE_DEMO_TRACE": str(target)} if via == "env" else None
+    result = subprocess.run(
+        [sys.executable, "-m", "vcti.filecache", "demo", "--clients", "0", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert message in result.stderr
+    assert result.stderr.startswith("filecache: error: --trace ")
+    if before is not None:
+        assert target.read_bytes() == before
+    assert not (tmp_path / "missing").exists()
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
 
 
 # -- a real Prometheus server -----------------------------------------------------------

@@ -7,7 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import BASE, MODELS, TOTAL, Runner, build_cache, local_time, snapshot_tree
+from .helpers import (
+    BASE,
+    KIB,
+    MODELS,
+    TOTAL,
+    Model,
+    Runner,
+    build_cache,
+    local_time,
+    snapshot_tree,
+)
 
 BY_KEY = {m.key: m for m in MODELS}
 
@@ -31,9 +41,10 @@ def test_ls_json_sort_orders(cli: Runner, cache_root: Path, sort: str) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     doc = json.loads(result.stdout)
-    assert list(doc) == ["root", "sort", "entry_count", "total_size", "entries"]
+    assert list(doc) == ["root", "sort", "prefix", "entry_count", "total_size", "entries"]
     assert doc["root"] == str(cache_root)
     assert doc["sort"] == sort
+    assert doc["prefix"] is None
     assert doc["entry_count"] == 5
     assert doc["total_size"] == TOTAL
     assert [e["key"] for e in doc["entries"]] == ORDERS[sort]
@@ -102,4 +113,51 @@ def test_ls_changes_nothing(cli: Runner, cache_root: Path) -> None:
     before = snapshot_tree(cache_root)
     for sort in ORDERS:
         assert cli("ls", cache_root, "--sort", sort).returncode == 0
+    assert snapshot_tree(cache_root) == before
+
+
+# Keys that share leading characters but not whole components.
+PREFIX_MODELS = [
+    Model("ab/cd/x", 1 * KIB, created=0),
+    Model("ab/cd/y", 2 * KIB, created=1),
+    Model("ab/e", 4 * KIB, created=2),
+    Model("abc/x", 8 * KIB, created=3),
+    Model("ab.d/x", 16 * KIB, created=4),
+    Model("abx", 32 * KIB, created=5),
+]
+
+
+@pytest.mark.parametrize(
+    ("prefix", "keys"),
+    [
+        ("ab", ["ab/cd/x", "ab/cd/y", "ab/e"]),
+        ("ab/", ["ab/cd/x", "ab/cd/y", "ab/e"]),  # shell completion's trailing slash
+        ("ab/cd", ["ab/cd/x", "ab/cd/y"]),
+        ("ab/c", []),
+        ("a", []),
+        ("abc", ["abc/x"]),
+        ("abc/x", ["abc/x"]),  # a model is under itself
+        ("abx", ["abx"]),
+        ("ab.d", ["ab.d/x"]),
+        ("zz", []),
+    ],
+)
+def test_ls_prefix_matches_whole_components(
+    cli: Runner, tmp_path: Path, prefix: str, keys: list[str]
+) -> None:
+    root = build_cache(tmp_path / "cache", PREFIX_MODELS)
+    result = cli("ls", root, "--prefix", prefix, "--sort", "age", "--json")
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["prefix"] == prefix.rstrip("/")
+    assert [e["key"] for e in doc["entries"]] == keys
+    assert doc["entry_count"] == len(keys)
+    assert doc["total_size"] == sum(m.size for m in PREFIX_MODELS if m.key in keys)
+    text = cli("ls", root, "--prefix", prefix, "--sort", "age").stdout.splitlines()
+    assert [line.split()[0] for line in text[1:]] == keys
+
+
+def test_ls_prefix_changes_nothing(cli: Runner, cache_root: Path) -> None:
+    before = snapshot_tree(cache_root)
+    assert cli("ls", cache_root, "--prefix", "wing").returncode == 0
     assert snapshot_tree(cache_root) == before

@@ -28,7 +28,7 @@ def test_help_lists_the_commands_and_exit_statuses(cli: Runner) -> None:
     assert result.returncode == 0
     assert result.stderr == ""
     assert result.stdout.startswith("usage: filecache ")
-    for word in ("stats", "ls", "evict", "exit status:", "130  interrupted"):
+    for word in ("stats", "ls", "evict", "rm", "clear", "exit status:", "130  interrupted"):
         assert word in result.stdout
 
 

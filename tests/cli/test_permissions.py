@@ -126,6 +126,8 @@ ROOT_COMMANDS = [
     ["evict", "--evict-above", "0", "--dry-run"],
     ["evict", "--evict-above", "0"],
     ["exporter", "--no-evict"],
+    ["rm", "tail"],
+    ["clear", "--yes"],
 ]
 
 
@@ -151,3 +153,47 @@ def test_a_root_behind_an_unreadable_folder_is_permission_denied(
     finally:
         parent.chmod(0o755)
     assert_one_line_error(result, 1, f"{cache_root}: permission denied")
+
+
+@pytest.fixture
+def locked_wing(cache_root: Path) -> Iterator[Path]:
+    """``cache_root`` whose ``wing`` folder may be read but not written: its models stay."""
+    wing = cache_root / "wing"
+    wing.chmod(0o555)
+    try:
+        yield wing
+    finally:
+        wing.chmod(0o755)
+
+
+def test_rm_reports_a_model_it_may_not_remove(cache_root: Path, locked_wing: Path) -> None:
+    before = models(locked_wing)
+    result = as_service("rm", cache_root, "wing/run1", "tail")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stdout == "removed tail\n"
+    assert result.stderr.splitlines() == [
+        "filecache: error: not removed: 'wing/run1' (Permission denied)"
+    ]
+    assert models(locked_wing) == before
+    assert not (cache_root / "tail").exists()
+    doc = json.loads(as_service("rm", cache_root, "wing/run2", "--json").stdout)
+    assert doc["failed"] == [{"key": "wing/run2", "error": "Permission denied"}]
+
+
+def test_clear_reports_models_it_may_not_remove(cache_root: Path, locked_wing: Path) -> None:
+    before = models(locked_wing)
+    result = as_service("clear", cache_root, "--yes")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    warnings = result.stderr.splitlines()
+    assert len(warnings) == 2
+    assert all(
+        line.startswith("filecache: warning: evict: ") and "Permission denied" in line
+        for line in warnings
+    )
+    assert "removed:  3 models" in result.stdout.splitlines()
+    assert (
+        "kept:     2 models (open, or see the warnings above): wing/run1, wing/run2"
+        in result.stdout.splitlines()
+    )
+    assert models(locked_wing) == before

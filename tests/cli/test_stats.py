@@ -34,6 +34,8 @@ STATS_KEYS = [
     "largest",
     "least_recently_used",
     "taken_at",
+    "by_prefix_depth",
+    "by_prefix",
 ]
 
 
@@ -63,6 +65,8 @@ def test_stats_json_reports_totals_and_top_lists(cli: Runner, cache_root: Path) 
     assert doc["is_over_limit"] is None
     assert doc["largest"] == [_entry(k) for k in LARGEST]
     assert doc["least_recently_used"] == [_entry(k) for k in LEAST_RECENT]
+    assert doc["by_prefix_depth"] is None
+    assert doc["by_prefix"] is None
 
 
 def test_stats_json_with_a_limit_reports_the_overage(cli: Runner, cache_root: Path) -> None:
@@ -154,3 +158,63 @@ def test_stats_changes_nothing(cli: Runner, cache_root: Path) -> None:
     assert cli("stats", cache_root, "--evict-above", "1K").returncode == 0
     assert cli("stats", cache_root, "--evict-above", "0", "--json").returncode == 0
     assert snapshot_tree(cache_root) == before
+
+
+# (depth, [(prefix, models, bytes)], largest first). The total is 4684 KiB.
+BY_PREFIX = {
+    1: [
+        ("engine", 1, 2048 * KIB),
+        ("fuselage", 1, 1536 * KIB),
+        ("wing", 2, 1000 * KIB),
+        ("tail", 1, 100 * KIB),
+    ],
+    2: [
+        ("engine/cfd", 1, 2048 * KIB),
+        ("fuselage/mesh", 1, 1536 * KIB),
+        ("wing/run2", 1, 700 * KIB),
+        ("wing/run1", 1, 300 * KIB),
+        ("tail", 1, 100 * KIB),
+    ],
+}
+
+
+def test_stats_by_prefix_json(cli: Runner, cache_root: Path) -> None:
+    for depth, rows in BY_PREFIX.items():
+        result = cli("stats", cache_root, "--by-prefix", str(depth), "--json")
+        assert result.returncode == 0, result.stderr
+        doc = json.loads(result.stdout)
+        assert list(doc) == STATS_KEYS
+        assert doc["by_prefix_depth"] == depth
+        assert doc["by_prefix"] == [
+            {"prefix": prefix, "entry_count": count, "total_size": size}
+            for prefix, count, size in rows
+        ]
+        assert sum(row["total_size"] for row in doc["by_prefix"]) == TOTAL
+    # Deeper than every key: each model is its own group.
+    doc = json.loads(cli("stats", cache_root, "--by-prefix", "9", "--json").stdout)
+    assert sorted(row["prefix"] for row in doc["by_prefix"]) == sorted(BY_KEY)
+
+
+def test_stats_by_prefix_text(cli: Runner, cache_root: Path) -> None:
+    result = cli("stats", cache_root, "--by-prefix", "1")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    start = lines.index("by prefix (first 1 component):")
+    assert lines[start + 1 :] == [
+        "     2.0 MiB   1 model  engine",
+        "     1.5 MiB   1 model  fuselage",
+        "  1000.0 KiB  2 models  wing",
+        "   100.0 KiB   1 model  tail",
+    ]
+    lines = cli("stats", cache_root, "--by-prefix", "2").stdout.splitlines()
+    assert "by prefix (first 2 components):" in lines
+    assert "by prefix" not in cli("stats", cache_root).stdout
+
+
+def test_stats_by_prefix_of_an_empty_cache(cli: Runner, tmp_path: Path) -> None:
+    root = build_cache(tmp_path / "cache", [])
+    doc = json.loads(cli("stats", root, "--by-prefix", "1", "--json").stdout)
+    assert doc["by_prefix"] == []
+    assert cli("stats", root, "--by-prefix", "1").stdout.splitlines()[-1] == (
+        "by prefix (first 1 component):"
+    )

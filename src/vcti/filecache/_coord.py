@@ -152,6 +152,9 @@ class Coordinator:
                         self._pins[key] = self._pins.get(key, 0) + 1
                         self._filling.discard(key)
                         self.cond.notify_all()
+                        callbacks = self._take_idle_callbacks(key)
+                    for callback in callbacks:  # asyncio waiters, as _end_fill wakes them
+                        callback()
                     self._record(key, clock())
                     return Lease(key, hit=True, lock=pin)
                 pin.release()

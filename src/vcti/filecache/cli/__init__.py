@@ -2,16 +2,21 @@
 
 Run it as ``filecache`` (the console script) or ``python -m vcti.filecache``::
 
-    filecache stats ROOT [--evict-above SIZE] [--json]
-    filecache ls ROOT [--sort lru|lfu|size|age] [--json]
+    filecache stats ROOT [--evict-above SIZE] [--by-prefix N] [--json]
+    filecache ls ROOT [--sort lru|lfu|size|age] [--prefix P] [--json]
     filecache evict ROOT --evict-above SIZE [--evict-to SIZE] [--policy NAME]
                     [--dry-run] [--json]
+    filecache rm ROOT KEY... [--timeout SECONDS] [--json]
+    filecache clear ROOT --yes [--json]
     filecache verify ROOT [--repair] [--json]
     filecache exporter ROOT [--port 9464] (--evict-above SIZE [--evict-to SIZE] | --no-evict)
     filecache demo [--port 8000] [--duration SECONDS] ...
     filecache replay TRACE... [--policy NAME,...] [--limit LIMIT,...] [--exact]
                      [--interval SECONDS] [--evict-to FRACTION] [--concat] [--json]
                      [--plot FILE]
+
+Only ``evict``, ``rm`` and ``clear`` delete, and each only when told what: an explicit
+``--evict-above``, explicit keys, ``--yes``.
 
 Each subcommand lives in its own module with a ``register(subparsers)`` function that
 adds its parser and sets ``run``; adding one is one module and one line in
@@ -29,7 +34,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from .. import __version__
 from ..exceptions import FileCacheError
-from . import _demo, _evict, _exporter, _ls, _replay, _stats, _verify
+from . import _clear, _demo, _evict, _exporter, _ls, _replay, _rm, _stats, _verify
 from ._common import (
     EXIT_BROKEN_PIPE,
     EXIT_FAILURE,
@@ -52,6 +57,8 @@ COMMANDS: tuple[Callable[[Subparsers], None], ...] = (
     _stats.register,
     _ls.register,
     _evict.register,
+    _rm.register,
+    _clear.register,
     _verify.register,
     _exporter.register,
     _replay.register,
@@ -61,11 +68,15 @@ _EPILOG = """\
 exit status:
   0    success
   1    runtime error: ROOT missing or not a cache root, an I/O error, a model that
-       could not be removed
+       could not be removed (rm: a KEY that is not a model, or stayed open)
   2    usage error: bad arguments (an unknown size unit, a negative size, --evict-to
-       above --evict-above, an unknown policy), a trace that replay cannot read
+       above --evict-above, an unknown policy, a malformed key, clear without --yes),
+       a trace that replay cannot read
   130  interrupted (Ctrl-C); 'exporter' and 'demo' stop with 0 on SIGTERM
   141  stdout was closed early (as in 'filecache ls ROOT | head')
+
+Only evict, rm and clear delete models, and none without being asked: evict needs
+--evict-above, rm the keys, clear --yes.
 
 Run 'filecache COMMAND --help' for the options of a command.
 """

@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING, Any
 from .._cache import FileCache
 from .._config import CacheManagerConfig
 from .._entry import CacheEntry, CacheSnapshot, EvictionResult
-from .._keys import RESERVED
+from .._keys import RESERVED, validate_key
 from .._manager import CacheManager
 from .._sizes import format_size, parse_size
+from ..exceptions import KeyValidationError
 from ..observers.base import CacheObserver
 from ..policies import (
     CostAwarePolicy,
@@ -82,6 +83,18 @@ def size_argument(text: str) -> int:
     try:
         return parse_size(text)
     except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def key_argument(text: str) -> str:
+    """Parse a KEY or key prefix argument; a malformed key becomes a usage error.
+
+    One trailing ``/`` is dropped: shell completion adds it to folder names.
+    """
+    key = text[:-1] if len(text) > 1 and text.endswith("/") else text
+    try:
+        return validate_key(key)
+    except KeyValidationError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
@@ -264,6 +277,11 @@ def entry_lines(entries: Sequence[CacheEntry], column: Callable[[CacheEntry], st
     cells = [column(entry) for entry in entries]
     width = max((len(cell) for cell in cells), default=0)
     return [f"  {cell:>{width}}  {entry.key}" for cell, entry in zip(cells, entries, strict=True)]
+
+
+def error(message: str) -> None:
+    """Print ``filecache: error: MESSAGE`` on stderr (for errors found after some output)."""
+    sys.stderr.write(f"filecache: error: {message}\n")
 
 
 def warn(message: str) -> None:

@@ -18,6 +18,7 @@ from ._common import (
     check_root,
     entry_json,
     format_time,
+    key_argument,
     print_json,
     print_lines,
     scan,
@@ -57,6 +58,15 @@ def register(subparsers: Subparsers) -> None:
             "size: largest first; age: oldest created first"
         ),
     )
+    parser.add_argument(
+        "--prefix",
+        type=key_argument,
+        metavar="P",
+        help=(
+            "only the models under P, in whole key components: 'ab' lists ab/cd/x and the "
+            "model ab itself, not abc/x (a trailing / is ignored)"
+        ),
+    )
     add_json_argument(parser)
     parser.set_defaults(run=run)
 
@@ -66,20 +76,32 @@ def run(args: argparse.Namespace) -> int:
     root = check_root(args.root)
     recorder = Recorder()
     snapshot = scan(root, recorder)
-    entries = SORTS[args.sort](snapshot.entries)
+    prefix: str | None = args.prefix
+    if prefix is None:
+        chosen, total = snapshot.entries, snapshot.total_size
+    else:
+        chosen = [e for e in snapshot.entries if under(e.key, prefix)]
+        total = sum(e.size for e in chosen)
+    entries = SORTS[args.sort](chosen)
     if args.json:
         print_json(
             {
                 "root": root,
                 "sort": args.sort,
-                "entry_count": snapshot.entry_count,
-                "total_size": snapshot.total_size,
+                "prefix": prefix,
+                "entry_count": len(entries),
+                "total_size": total,
                 "entries": [entry_json(e) for e in entries],
             }
         )
     else:
         print_lines(_table(entries))
     return EXIT_FAILURE if recorder.report_errors() else EXIT_OK
+
+
+def under(key: str, prefix: str) -> bool:
+    """True if ``key`` is ``prefix`` or below it, in whole components."""
+    return key == prefix or key.startswith(prefix + "/")
 
 
 def _table(entries: Sequence[CacheEntry]) -> list[str]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from .._entry import CacheEntry, CacheSnapshot
@@ -19,6 +21,7 @@ from ._common import (
     entry_json,
     entry_lines,
     format_bytes,
+    format_count,
     format_time,
     print_json,
     print_lines,
@@ -53,8 +56,47 @@ def register(subparsers: Subparsers) -> None:
         metavar="SIZE",
         help="a limit to compare the total with, to show the overage (nothing is evicted)",
     )
+    parser.add_argument(
+        "--by-prefix",
+        type=_depth,
+        metavar="N",
+        help=(
+            "also total the models and bytes per prefix of the first N key components "
+            "(a key with fewer components is its own prefix), largest first"
+        ),
+    )
     add_json_argument(parser)
     parser.set_defaults(run=run)
+
+
+def _depth(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number, got {text!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class PrefixTotal:
+    """The models under one key prefix and their bytes."""
+
+    prefix: str
+    entry_count: int
+    total_size: int
+
+
+def by_prefix(entries: Sequence[CacheEntry], depth: int) -> list[PrefixTotal]:
+    """Total ``entries`` per prefix of their first ``depth`` components, largest first."""
+    totals: dict[str, tuple[int, int]] = {}
+    for entry in entries:
+        prefix = "/".join(entry.key.split("/")[:depth])
+        count, size = totals.get(prefix, (0, 0))
+        totals[prefix] = (count + 1, size + entry.size)
+    rows = [PrefixTotal(prefix, count, size) for prefix, (count, size) in totals.items()]
+    return sorted(rows, key=lambda row: (-row.total_size, row.prefix))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -64,10 +106,18 @@ def run(args: argparse.Namespace) -> int:
     recorder = Recorder()
     snapshot = scan(root, recorder, NO_LIMIT if limit is None else limit)
     trash = trash_size(root)
+    depth: int | None = args.by_prefix
+    groups = None if depth is None else by_prefix(snapshot.entries, depth)
     if args.json:
-        print_json(_document(root, snapshot, trash, limit))
+        document = _document(root, snapshot, trash, limit)
+        document["by_prefix_depth"] = depth
+        document["by_prefix"] = None if groups is None else [asdict(row) for row in groups]
+        print_json(document)
     else:
-        print_lines(_text(root, snapshot, trash, limit))
+        lines = _text(root, snapshot, trash, limit)
+        if depth is not None and groups is not None:
+            lines += _prefix_lines(depth, groups)
+        print_lines(lines)
     return EXIT_FAILURE if recorder.report_errors() else EXIT_OK
 
 
@@ -94,6 +144,18 @@ def _document(root: str, snapshot: CacheSnapshot, trash: int, limit: int | None)
         "least_recently_used": [entry_json(e) for e in _least_recent(snapshot)],
         "taken_at": snapshot.taken_at,
     }
+
+
+def _prefix_lines(depth: int, groups: list[PrefixTotal]) -> list[str]:
+    parts = "component" if depth == 1 else "components"
+    counts = [format_count(row.entry_count) for row in groups]
+    sizes = [format_size(row.total_size) for row in groups]
+    count_width = max((len(cell) for cell in counts), default=0)
+    size_width = max((len(cell) for cell in sizes), default=0)
+    return [f"by prefix (first {depth} {parts}):"] + [
+        f"  {size:>{size_width}}  {count:>{count_width}}  {row.prefix}"
+        for row, count, size in zip(groups, counts, sizes, strict=True)
+    ]
 
 
 def _text(root: str, snapshot: CacheSnapshot, trash: int, limit: int | None) -> list[str]:

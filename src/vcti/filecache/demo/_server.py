@@ -28,23 +28,17 @@ from .. import __version__
 from .._cache import FileCache
 from .._config import CacheManagerConfig
 from .._entry import CacheSnapshot, EvictionResult
+from ..cli._common import POLICIES
 from ..observers.base import CacheObserver
 from ..observers.otel import OpenTelemetryObserver
 from ..observers.prometheus import PrometheusObserver
 from ..observers.structlog import StructlogObserver
-from ..policies import LfuPolicy, LruPolicy, SizedLruPolicy
-from ..policies.base import EvictionPolicy
+from ..observers.trace import TraceObserver
 from ..storage.base import CacheStorage
 from ..storage.local import LocalStorage
 from ._data import extract, input_path
 from ._rotating import RotatingFile
 from ._settings import DemoSettings
-
-POLICIES: dict[str, Callable[[], EvictionPolicy]] = {
-    "lru": LruPolicy,
-    "lfu": LfuPolicy,
-    "sized-lru": SizedLruPolicy,
-}
 
 _ROUTE = re.compile(r"^/models/(\d{1,9})/(summary|field)$")
 
@@ -413,17 +407,24 @@ def _run(settings: DemoSettings, work: Path, out: IO[str]) -> int | None:
     close_log = _setup_logging(settings.log_file or str(work / "events.jsonl"), max_bytes, out)
     registry = CollectorRegistry(auto_describe=True)
     stats = DemoStats()
+    observers: list[CacheObserver] = [
+        PrometheusObserver(registry=registry, cache_name="demo"),
+        OpenTelemetryObserver(),
+        StructlogObserver(),
+        stats,
+    ]
+    # Not rotated: `filecache replay FILE` then replays the whole run (a day of the default
+    # load is a few hundred MB; a rotated trace would need --concat and could lose its start).
+    recorder = None if settings.trace is None else TraceObserver(settings.trace, max_bytes=None)
+    if recorder is not None:
+        observers.append(recorder)
+        print(f"trace: {settings.trace} (for filecache replay)", file=out)
     config = CacheManagerConfig(
         evict_above=settings.evict_above,
         evict_to=settings.evict_to,
         policy=POLICIES[settings.policy](),
         interval=settings.interval,
-        observer=[
-            PrometheusObserver(registry=registry, cache_name="demo"),
-            OpenTelemetryObserver(),
-            StructlogObserver(),
-            stats,
-        ],
+        observer=observers,
     )
     try:
         with FileCache(storage=make_storage(settings.storage, work), config=config) as cache:
@@ -453,6 +454,8 @@ def _run(settings: DemoSettings, work: Path, out: IO[str]) -> int | None:
                 server.server_close()
             print("\n" + progress_line(app, stats, settings), file=out, flush=True)
     finally:
+        if recorder is not None:
+            recorder.close()
         close_log()
         stop_tracing()
     return received

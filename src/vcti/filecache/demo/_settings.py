@@ -29,3 +29,4 @@ class DemoSettings:
     log_file: str | None = None
     log_max_bytes: int = 16 * 1024**2
     progress: bool = True
+    trace: Path | None = None
