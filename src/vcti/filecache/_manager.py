@@ -116,14 +116,19 @@ class CacheManager:
         """True while this process is the one that scans and evicts the root."""
         return self._runtime.is_leader
 
-    def run_once(self) -> CacheSnapshot | None:
+    def run_once(self, *, full: bool = False) -> CacheSnapshot | None:
         """Run one cycle now, in this thread: write accesses, sweep, scan, evict.
+
+        Args:
+            full: measure every model (the walk that otherwise runs every
+                ``full_scan_every`` cycles), to take in changes made behind the library's
+                back.
 
         Returns:
             The snapshot after eviction, or None when another process leads the root
             (then this one only writes its accesses) or nobody uses the root.
         """
-        return self._runtime.cycle("background")
+        return self._runtime.cycle("background", full=full)
 
     def flush(self) -> None:
         """Write the accesses recorded in memory to storage now."""

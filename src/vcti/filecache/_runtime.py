@@ -311,7 +311,7 @@ class Runtime:
 
     # -- cycles -------------------------------------------------------------------------
 
-    def cycle(self, trigger: str) -> CacheSnapshot | None:
+    def cycle(self, trigger: str, *, full: bool = False) -> CacheSnapshot | None:
         """Write accesses, then (as leader) sweep, scan and evict; None if another leads."""
         with self._life_lock:
             if not self._attached:
@@ -319,7 +319,7 @@ class Runtime:
             group, config = self._context()
         try:
             self.scanner.flush(group)
-            return self._cycle_body(group, config, trigger)
+            return self._cycle_body(group, config, trigger, full=full)
         except BaseException as exc:
             error = callback_error(exc)
             if error is None:
@@ -330,13 +330,18 @@ class Runtime:
             self._cycles += 1
 
     def _cycle_body(
-        self, group: ObserverGroup, config: CacheManagerConfig, trigger: str
+        self,
+        group: ObserverGroup,
+        config: CacheManagerConfig,
+        trigger: str,
+        *,
+        full: bool = False,
     ) -> CacheSnapshot | None:
         if not self._lead(group):
             return None
         self._sweep(group)
         every = config.full_scan_every
-        full = every is not None and self._background_scans % every == 0
+        full = full or (every is not None and self._background_scans % every == 0)
         self._background_scans += 1
         snapshot = self.scanner.scan(group, config, full=full)
         self.evictor.sync(config.policy, snapshot.entries, group)

@@ -14,7 +14,8 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -25,6 +26,7 @@ from ._observers import ObserverGroup
 from .exceptions import MetadataError
 from .storage.base import (
     AdoptingStorage,
+    BulkMeasuringStorage,
     CacheStorage,
     FreeSpaceStorage,
     JournaledStorage,
@@ -45,6 +47,10 @@ class _Known:
     size: int
     meta_stamp: Hashable
     meta: Meta
+
+
+#: Fewer models than this are measured here; more, in one batch away from this process.
+_BULK_MIN = 64
 
 
 def _entry(key: str, size: int, meta: Meta) -> CacheEntry:
@@ -74,6 +80,7 @@ class Scanner:
         self._shared = storage if isinstance(storage, SharedStorage) else None
         self._disk = storage if isinstance(storage, FreeSpaceStorage) else None
         self._journal = storage if isinstance(storage, JournaledStorage) else None
+        self._bulk = storage if isinstance(storage, BulkMeasuringStorage) else None
         self._adopting = storage if isinstance(storage, AdoptingStorage) else None
         self.io_lock = threading.Lock()  # scans and write-behind see one consistent state
         self._known: dict[str, _Known] = {}
@@ -196,8 +203,7 @@ class Scanner:
             self._complete = True
         elif changes.keys or pending or self._retry:
             retry, self._retry = self._retry, set()
-            for key in changes.keys | pending.keys() | retry:
-                self._refresh(group, config, key, remeasure=key in pending)
+            self._refresh(group, config, changes.keys | pending.keys() | retry, pending)
             entries = self._entries_from_known(pending)
         else:
             return self._entries  # nothing changed anywhere, nothing to add here
@@ -205,36 +211,37 @@ class Scanner:
         return entries
 
     def _refresh(
-        self, group: ObserverGroup, config: CacheManagerConfig, key: str, *, remeasure: bool
+        self,
+        group: ObserverGroup,
+        config: CacheManagerConfig,
+        keys: AbstractSet[str],
+        pending: dict[str, tuple[int, float]],
     ) -> None:
-        """Bring what is known of one model up to date (or forget it, if it is gone)."""
-        try:
-            if self._stamps is not None:
-                found = next(self._stamps.iter_stamped_models(prefix=key), None)
-            else:
-                found = (key, None, None) if self.storage.is_model(key) else None
-            if found is None or found[0] != key:
+        """Bring what is known of ``keys`` up to date (forgetting those that are gone)."""
+        found: list[tuple[str, Hashable, Hashable]] = []
+        for key in keys:
+            try:
+                if self._stamps is not None:
+                    item = next(self._stamps.iter_stamped_models(prefix=key), None)
+                else:
+                    item = (key, None, None) if self.storage.is_model(key) else None
+            except OSError as exc:
+                self._failed(group, key, exc)
+                continue
+            if item is None or item[0] != key:
                 self._known.pop(key, None)
-                return
-            meta, size, meta_stamp = self._measure(
-                group,
-                config,
-                key,
-                stamps=(found[1], found[2]),
-                previous=self._known.get(key),
-                remeasure=remeasure,
-                repair=True,
-            )
-        except FileNotFoundError:
-            self._known.pop(key, None)
-            return
-        except OSError as exc:
-            # Left out of this scan, as a walk would; measured again at the next one.
-            group.error(exc, "scan")
-            self._known.pop(key, None)
-            self._retry.add(key)
-            return
-        self._known[key] = _Known(found[1], size, meta_stamp, meta)
+            else:
+                found.append(item)
+        for key, data_stamp, meta_stamp, meta, size in self._measured(
+            group, config, found, self._known, pending, full=False, repair=True
+        ):
+            self._known[key] = _Known(data_stamp, size, meta_stamp, meta)
+
+    def _failed(self, group: ObserverGroup, key: str, error: OSError) -> None:
+        """A model that could not be measured: left out of this scan, tried at the next."""
+        group.error(error, "scan")
+        self._known.pop(key, None)
+        self._retry.add(key)
 
     def _entries_from_known(self, pending: dict[str, tuple[int, float]]) -> tuple[CacheEntry, ...]:
         entries: list[CacheEntry] = []
@@ -263,9 +270,37 @@ class Scanner:
         known = self._known if repair and not full else {}
         seen: dict[str, _Known] = {}
         entries: list[CacheEntry] = []
-        for key, data_stamp, meta_stamp in self._stamped(group):
+        for key, data_stamp, meta_stamp, meta, size in self._measured(
+            group, config, self._stamped(group), known, pending, full=full, repair=repair
+        ):
+            if data_stamp is not None or self._journal is not None:
+                seen[key] = _Known(data_stamp, size, meta_stamp, meta)
+            entries.append(_entry(key, size, meta.add(*pending[key]) if key in pending else meta))
+        if repair:
+            self._known = seen
+        return tuple(entries)
+
+    def _measured(
+        self,
+        group: ObserverGroup,
+        config: CacheManagerConfig,
+        stamped: Iterable[tuple[str, Hashable, Hashable]],
+        known: dict[str, _Known],
+        pending: dict[str, tuple[int, float]],
+        *,
+        full: bool,
+        repair: bool,
+    ) -> Iterator[tuple[str, Hashable, Hashable, Meta, int]]:
+        """``(key, data stamp, meta stamp, metadata, size)`` of each model of ``stamped``.
+
+        Sizes that cannot be reused are measured together, in one batch where the backend
+        can measure away from this process; a model that is gone is left out, one that
+        cannot be read is reported and left out.
+        """
+        rows: list[tuple[str, Hashable, Hashable, Meta, int | None]] = []
+        for key, data_stamp, meta_stamp in stamped:
             try:
-                meta, size, new_meta_stamp = self._measure(
+                meta, size = self._reusable(
                     group,
                     config,
                     key,
@@ -277,18 +312,52 @@ class Scanner:
             except FileNotFoundError:
                 continue  # evicted or deleted during the scan
             except OSError as exc:
-                group.error(exc, "scan")
+                self._failed(group, key, exc)
                 continue
-            if data_stamp is not None or self._journal is not None:
-                seen[key] = _Known(data_stamp, size, new_meta_stamp, meta)
-            if key in pending:
-                meta = meta.add(*pending[key])
-            entries.append(_entry(key, size, meta))
-        if repair:
-            self._known = seen
-        return tuple(entries)
+            rows.append((key, data_stamp, meta_stamp, meta, size))
+        sizes = self._sizes([row[0] for row in rows if row[4] is None], group)
+        for key, data_stamp, meta_stamp, meta, size in rows:
+            if size is not None:
+                yield key, data_stamp, meta_stamp, meta, size
+                continue
+            measured = sizes.get(key)
+            if measured is None:
+                continue  # gone, or reported
+            try:
+                settled, new_stamp = self._settle(
+                    group, key, meta, measured, stamps=(data_stamp, meta_stamp), repair=repair
+                )
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                self._failed(group, key, exc)
+                continue
+            yield key, data_stamp, new_stamp, settled, measured
 
-    def _measure(
+    def _sizes(self, keys: list[str], group: ObserverGroup) -> dict[str, int]:
+        """Measure ``keys``: in one batch away from this process where the backend can.
+
+        What the batch could not measure is measured here, one by one, so that a model
+        that is gone is left out and one that cannot be read is reported.
+        """
+        sizes: dict[str, int] = {}
+        if self._bulk is not None and len(keys) >= _BULK_MIN:
+            try:
+                sizes = self._bulk.model_sizes(keys)
+            except OSError as exc:
+                group.error(exc, "scan")  # the batch failed as a whole: measured here
+        for key in keys:
+            if key in sizes:
+                continue
+            try:
+                sizes[key] = self.storage.model_size(key)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                self._failed(group, key, exc)
+        return sizes
+
+    def _reusable(
         self,
         group: ObserverGroup,
         config: CacheManagerConfig,
@@ -298,12 +367,12 @@ class Scanner:
         previous: _Known | None,
         remeasure: bool,
         repair: bool,
-    ) -> tuple[Meta, int, Hashable]:
-        """The metadata and size of one model, and its meta stamp after any write.
+    ) -> tuple[Meta, int | None]:
+        """The metadata of one model, and its size if it need not be measured (else None).
 
         A size is reused when the model's stamps did not change since this process
         measured it, or (in a process that never did) when the metadata records it under
-        the current data stamp; otherwise the model is measured, and the size recorded.
+        the current data stamp.
         """
         data_stamp, meta_stamp = stamps
         if previous is not None and meta_stamp is not None and meta_stamp == previous.meta_stamp:
@@ -317,16 +386,30 @@ class Scanner:
             and data_stamp == previous.data_stamp
             and meta_stamp == previous.meta_stamp
         ):
-            return meta, previous.size, meta_stamp
+            return meta, previous.size
         stamp = stamp_text(data_stamp)
         if not remeasure and meta.size is not None and stamp is not None and meta.stamp == stamp:
-            return meta, meta.size, meta_stamp
-        size = self.storage.model_size(key)
+            return meta, meta.size
+        return meta, None
+
+    def _settle(
+        self,
+        group: ObserverGroup,
+        key: str,
+        meta: Meta,
+        size: int,
+        *,
+        stamps: tuple[Hashable, Hashable],
+        repair: bool,
+    ) -> tuple[Meta, Hashable]:
+        """Report and record a measured size; return the record and its meta stamp."""
+        data_stamp, meta_stamp = stamps
+        stamp = stamp_text(data_stamp)
         if size != meta.size:
             group.emit("on_size_update", self.storage.path(key), size)
         if repair and (size != meta.size or meta.stamp != stamp):
-            meta, meta_stamp = self._record_size(key, meta, size, data_stamp)
-        return meta, size, meta_stamp
+            return self._record_size(key, meta, size, data_stamp)
+        return meta, meta_stamp
 
     def _record_size(
         self, key: str, meta: Meta, size: int, data_stamp: Hashable

@@ -21,6 +21,8 @@ docstring says what the manager does with it and without it:
   that a scan skips what did not change.
 - :class:`JournaledStorage`: a record of which models changed, so that a cycle touches
   only those, and the leader hears of other processes' publishes at once.
+- :class:`BulkMeasuringStorage`: measures many models at once, away from this process,
+  so that a full walk does not slow the hits of its other threads.
 - :class:`FreeSpaceStorage`: the free space of the filesystem under the root
   (``min_free``).
 - :class:`PolicyStateStorage`: a place for an eviction policy's state, so that it
@@ -37,7 +39,7 @@ test class inherits the suites of the protocols it implements.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -46,6 +48,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AdoptingStorage",
+    "BulkMeasuringStorage",
     "CacheStorage",
     "Changes",
     "FreeSpaceStorage",
@@ -272,6 +275,28 @@ class StampedStorage(CacheStorage, Protocol):
 
     def staged_stamp(self, staged: str) -> Hashable:
         """The ``data_stamp`` the staged fill will have once published, as it is now."""
+        ...
+
+
+@runtime_checkable
+class BulkMeasuringStorage(CacheStorage, Protocol):
+    """A backend that measures many models at once, away from this process.
+
+    With it, the manager measures the models of a full walk (and of a cycle with many
+    changes) in one batch, which on local storage runs in a child process: the walk does
+    not hold this process's interpreter lock, so hits in its other threads keep their
+    latency. Without it, models are measured one by one in the manager's thread.
+    """
+
+    def model_sizes(self, keys: Sequence[str]) -> dict[str, int]:
+        """Bytes of the files of each model of ``keys`` (the cache's own files excluded).
+
+        A model that could not be measured (gone, unreadable) is left out of the result:
+        the caller measures it alone, to learn why.
+
+        Raises:
+            OSError: the batch could not be measured at all.
+        """
         ...
 
 
