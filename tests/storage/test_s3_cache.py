@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -188,3 +189,53 @@ def test_a_dead_fill_is_swept_once_its_lease_expires(s3: S3Env, make_cache: Make
     assert cache.snapshot().staging_size == 0
     with cache.model("m") as model:  # and the key can be filled again
         assert model.new
+
+
+def test_everyday_operations_on_s3(make_cache: MakeCache, s3: S3Env) -> None:
+    cache = make_cache(lock_timeout=10.0)
+    for key in ("a", "b", "c/d"):
+        with cache.model(key) as model:
+            s3.put(model.path, "data.bin", b"x" * 10)
+    assert "a" in cache
+    entry = cache.get_entry("a")
+    assert entry is not None
+    assert (entry.size, entry.access_count) == (10, 1)
+    assert cache.get_entry("zz") is None
+    assert cache.remove("a") is True
+    assert "a" not in cache
+    assert cache.remove("a") is False
+    with cache.model("b"):
+        assert cache.clear() == 1
+    assert [e.key for e in cache.entries()] == ["b"]
+
+
+def test_versions_on_s3(make_cache: MakeCache, s3: S3Env) -> None:
+    cache = make_cache(lock_timeout=20.0)
+    with cache.model("run", version="v1") as model:
+        s3.put(model.path, "data.bin", b"v1")
+    with cache.model("run", version="v1") as old:
+        assert not old.new
+        old_path = old.path
+    with cache.model("run", version="v2") as model:
+        assert model.new
+        s3.put(model.path, "data.bin", b"v2")
+    with cache.model("run", version="v2") as model:
+        assert not model.new
+        assert s3.get(model.path, "data.bin") == b"v2"
+    assert model.path != old_path  # the refill is a new attempt
+
+
+def test_min_free_is_refused_on_s3(s3: S3Env) -> None:
+    config = CacheManagerConfig(evict_above=10**9, min_free=0.1)
+    with pytest.raises(ValueError, match="min_free needs a backend"):
+        FileCache(config, storage=s3.storage()).open()
+
+
+def test_max_age_on_s3(make_cache: MakeCache, s3: S3Env) -> None:
+    cache = make_cache(max_age=1.0)
+    with cache.model("old") as model:
+        s3.put(model.path, "data.bin", b"x")
+    time.sleep(1.5)
+    with cache.model("fresh") as model:
+        s3.put(model.path, "data.bin", b"x")
+    assert cache.evict() == ["old"]

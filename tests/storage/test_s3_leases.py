@@ -288,8 +288,13 @@ def test_a_fill_lock_taken_over_a_model_claims_when_the_model_vanishes(s3: S3Env
     publish(owner, "m")
     lock = filler.lock_fill("m", timeout=5)  # a model: the core pins it instead...
     assert not lock.lost
-    with pytest.raises(FileExistsError, match="published by another host meanwhile"):
-        filler.stage("m")  # ...and never stages over a model
+    # ...or, refilling another version, stages an attempt of its own that cannot be
+    # published while the model stands (the core removes it first).
+    over = filler.stage("m")
+    s3.put(over, "data.bin", b"v2")
+    with pytest.raises(FileExistsError):
+        filler.publish("m", over, Meta(1, 1.0, 1.0).encode())
+    filler.discard(over)
     assert owner.remove("m") is True  # evicted before the core's pin
     assert filler.pin("m") is None
     staged = filler.stage("m")  # the fill claims the key now, as lock_fill would have

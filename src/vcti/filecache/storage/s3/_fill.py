@@ -251,19 +251,16 @@ class Fills:
         """The URI of the attempt this fill writes to (no request, with a claim).
 
         A fill lock taken over a model that then vanished claims the key now. Without a
-        fill lock (single-process use), a fresh attempt is made up and published later
-        with a conditional create.
-
-        Raises:
-            FileExistsError: the key was published again by another host meanwhile.
+        claim (no fill lock, single-process use; or the key still published, as when a
+        model of another version is refilled), a fresh attempt is made up and published
+        later with a conditional create.
         """
         later = self.later.get(key)
         if later is not None and later.claim is None:
+            # Still published (a refill of another version: the core removes the old
+            # model once nobody holds it, then publishes): an attempt without a claim,
+            # published with a conditional create.
             later.claim = self._claim(key, later.deadline)
-            if later.claim is None:
-                raise FileExistsError(
-                    errno.EEXIST, "published by another host meanwhile", self.cat.path(key)
-                )
         claim = self.claims.get(key)
         if claim is not None and not claim.published:
             return self.cat.attempt_uri(key, claim.attempt)
