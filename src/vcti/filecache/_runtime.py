@@ -530,8 +530,6 @@ class Runtime:
 
 
 def _check_supported(storage: CacheStorage, config: CacheManagerConfig) -> None:
-    from .storage.base import FreeSpaceStorage  # noqa: PLC0415 - one check at open
-
     if config.min_free is not None and not isinstance(storage, FreeSpaceStorage):
         raise ValueError(
             f"min_free needs a backend that can tell its free space; {type(storage).__name__} "
