@@ -47,7 +47,8 @@ class _Known:
     meta: Meta
 
 
-def _entry(key: str, size: int, meta: Meta) -> CacheEntry:
+def make_entry(key: str, size: int, meta: Meta) -> CacheEntry:
+    """The entry of model ``key`` of ``size`` bytes, from its metadata record."""
     return CacheEntry(
         key,
         size,
@@ -240,7 +241,7 @@ class Scanner:
         entries: list[CacheEntry] = []
         for key, known in self._known.items():
             meta = known.meta.add(*pending[key]) if key in pending else known.meta
-            entries.append(_entry(key, known.size, meta))
+            entries.append(make_entry(key, known.size, meta))
         return tuple(entries)
 
     def forget(self, keys: set[str]) -> None:
@@ -283,7 +284,7 @@ class Scanner:
                 seen[key] = _Known(data_stamp, size, new_meta_stamp, meta)
             if key in pending:
                 meta = meta.add(*pending[key])
-            entries.append(_entry(key, size, meta))
+            entries.append(make_entry(key, size, meta))
         if repair:
             self._known = seen
         return tuple(entries)
