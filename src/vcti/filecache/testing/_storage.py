@@ -123,8 +123,9 @@ class StorageFixtures:
     def make_storage(self, tmp_path: Path) -> CacheStorage:
         """Return a new storage on the root that belongs to ``tmp_path``, not yet opened.
 
-        Every call with the same ``tmp_path`` must give another opener of the same root
-        (as another process would open it); the root is empty at the first call.
+        For a backend that processes share, every call with the same ``tmp_path`` must
+        give another opener of the same root (as another process would open it). The root
+        is empty at the first call.
         """
         raise NotImplementedError
 
