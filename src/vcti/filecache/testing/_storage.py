@@ -36,18 +36,7 @@ from typing import Any, ClassVar
 from .._meta import Meta
 from ..exceptions import LockTimeoutError
 from ..storage import base
-from ..storage.base import (
-    AdoptingStorage,
-    CacheStorage,
-    FreeSpaceStorage,
-    JournaledStorage,
-    LeasedStorage,
-    LeaseLock,
-    Lock,
-    PolicyStateStorage,
-    SharedStorage,
-    StampedStorage,
-)
+from ..storage.base import CacheStorage, LeaseLock, Lock
 
 __all__ = [
     "AdoptingStorageContract",
@@ -202,7 +191,7 @@ class StorageFixtures:
     @staticmethod
     def _eventually(storage: CacheStorage, condition: Callable[[], bool], what: str) -> None:
         """Poll ``condition`` with a generous deadline: a lease must be seen to lapse."""
-        ttl = storage.lease_ttl if isinstance(storage, LeasedStorage) else 0.0
+        ttl = storage.lease_ttl if isinstance(storage, base.LeasedStorage) else 0.0
         deadline = time.monotonic() + _WAIT + 10 * ttl
         while not condition():
             if time.monotonic() > deadline:
@@ -367,11 +356,11 @@ class StorageContract(StorageFixtures):
         staged = storage.stage("m")
         self.write_file(storage, staged, "data.bin", b"x" * 10)
         assert storage.staging_size() == 10
-        if isinstance(storage, SharedStorage):
+        if isinstance(storage, base.SharedStorage):
             del storage  # the process that filled is gone: a new one opens the root
             gc.collect()
             restarted = self._opened(tmp_path)
-            assert isinstance(restarted, SharedStorage)
+            assert isinstance(restarted, base.SharedStorage)
             restarted.sweep()  # what the manager runs right after open()
             storage = restarted
         else:
@@ -387,12 +376,12 @@ class SharedStorageContract(StorageFixtures):
     the same ``tmp_path``) and, where one must die, by a forked child killed with SIGKILL.
     """
 
-    capability = SharedStorage
+    capability = base.SharedStorage
 
     def test_try_lead_is_exclusive_between_openers(self, tmp_path: Path) -> None:
         one, two = self._opened(tmp_path), self._opened(tmp_path)
-        assert isinstance(one, SharedStorage)
-        assert isinstance(two, SharedStorage)
+        assert isinstance(one, base.SharedStorage)
+        assert isinstance(two, base.SharedStorage)
         leader = one.try_lead()
         assert isinstance(leader, Lock)
         assert two.try_lead() is None
@@ -408,7 +397,7 @@ class SharedStorageContract(StorageFixtures):
 
     def test_sweep_reclaims_dead_fills_and_keeps_live_ones(self, tmp_path: Path) -> None:
         storage = self._opened(tmp_path)
-        assert isinstance(storage, SharedStorage)
+        assert isinstance(storage, base.SharedStorage)
         lock = storage.lock_fill("live", timeout=_WAIT)
         live = storage.stage("live")
         self.write_file(storage, live, "data.bin", b"x" * 7)
@@ -430,7 +419,7 @@ class SharedStorageContract(StorageFixtures):
 
     def test_verify_reports_and_repairs_leftovers(self, tmp_path: Path) -> None:
         storage = self._opened(tmp_path)
-        assert isinstance(storage, SharedStorage)
+        assert isinstance(storage, base.SharedStorage)
         self._add(storage, "m", 5)
         lock = storage.lock_fill("live", timeout=_WAIT)
         live = storage.stage("live")
@@ -458,11 +447,11 @@ class SharedStorageContract(StorageFixtures):
 class LeasedStorageContract(StorageFixtures):
     """The behaviour of a :class:`~vcti.filecache.storage.base.LeasedStorage`."""
 
-    capability = LeasedStorage
+    capability = base.LeasedStorage
 
     def test_lease_ttl_is_positive(self, tmp_path: Path) -> None:
         storage = self.make_storage(tmp_path)
-        assert isinstance(storage, LeasedStorage)
+        assert isinstance(storage, base.LeasedStorage)
         ttl = storage.lease_ttl
         assert isinstance(ttl, (int, float))
         assert 0 < ttl < math.inf
@@ -471,7 +460,7 @@ class LeasedStorageContract(StorageFixtures):
         storage = self._opened(tmp_path)
         self._add(storage, "m", 1)
         locks = [storage.pin("m"), storage.lock_fill("other", timeout=_WAIT)]
-        if isinstance(storage, SharedStorage):
+        if isinstance(storage, base.SharedStorage):
             locks.append(storage.try_lead())
         for lock in locks:
             assert isinstance(lock, LeaseLock)
@@ -485,11 +474,11 @@ class StampedStorageContract(StorageFixtures):
     A stamp of None means "unknown" (the model is measured), which counts as changed.
     """
 
-    capability = StampedStorage
+    capability = base.StampedStorage
 
     @staticmethod
     def _stamps(storage: CacheStorage) -> dict[str, tuple[Hashable, Hashable]]:
-        assert isinstance(storage, StampedStorage)
+        assert isinstance(storage, base.StampedStorage)
         return {key: (data, meta) for key, data, meta in storage.iter_stamped_models()}
 
     def test_stamps_change_when_a_model_changes(self, tmp_path: Path) -> None:
@@ -510,7 +499,7 @@ class StampedStorageContract(StorageFixtures):
         again = self._stamps(storage)
         assert _changed(after["b/c"][0], again["b/c"][0])
         assert again["a"] == after["a"]
-        assert isinstance(storage, StampedStorage)
+        assert isinstance(storage, base.StampedStorage)
         assert list(storage.iter_stamped_models(prefix="b")) == [("b/c", *again["b/c"])]
 
     def test_stamps_are_equal_across_openers(self, tmp_path: Path) -> None:
@@ -519,8 +508,8 @@ class StampedStorageContract(StorageFixtures):
         self._add(one, "b/c", 4)
         one.update_meta("a", lambda raw: _meta(2))
         two = self._opened(tmp_path)
-        assert isinstance(one, StampedStorage)
-        assert isinstance(two, StampedStorage)
+        assert isinstance(one, base.StampedStorage)
+        assert isinstance(two, base.StampedStorage)
         assert self._stamps(two) == self._stamps(one)
         assert two.generation() == one.generation()
         before = one.generation()
@@ -529,7 +518,7 @@ class StampedStorageContract(StorageFixtures):
 
     def test_staged_stamp_is_the_stamp_after_publish(self, tmp_path: Path) -> None:
         storage = self._opened(tmp_path)
-        assert isinstance(storage, StampedStorage)
+        assert isinstance(storage, base.StampedStorage)
         staged = storage.stage("a/m")
         self.write_file(storage, staged, "data.bin", b"x" * 10)
         stamp = storage.staged_stamp(staged)
@@ -538,7 +527,7 @@ class StampedStorageContract(StorageFixtures):
 
     def test_generation_changes_with_every_change(self, tmp_path: Path) -> None:
         storage = self._opened(tmp_path)
-        assert isinstance(storage, StampedStorage)
+        assert isinstance(storage, base.StampedStorage)
         seen = [storage.generation()]
         self._add(storage, "m", 1)
         seen.append(storage.generation())
@@ -562,15 +551,15 @@ class JournaledStorageContract(StorageFixtures):
     The test class implements :meth:`damage_journal` as well.
     """
 
-    capability = JournaledStorage
+    capability = base.JournaledStorage
 
     def damage_journal(self, storage: CacheStorage) -> None:
         """Leave an unreadable record after the last good one (a torn write, a bad disk)."""
         raise NotImplementedError
 
     @staticmethod
-    def _journal(storage: CacheStorage) -> JournaledStorage:
-        assert isinstance(storage, JournaledStorage)
+    def _journal(storage: CacheStorage) -> base.JournaledStorage:
+        assert isinstance(storage, base.JournaledStorage)
         return storage
 
     def test_read_changes(self, tmp_path: Path) -> None:
@@ -614,11 +603,11 @@ class JournaledStorageContract(StorageFixtures):
 class FreeSpaceStorageContract(StorageFixtures):
     """The behaviour of a :class:`~vcti.filecache.storage.base.FreeSpaceStorage`."""
 
-    capability = FreeSpaceStorage
+    capability = base.FreeSpaceStorage
 
     def test_disk_usage_is_plausible(self, tmp_path: Path) -> None:
         storage = self._opened(tmp_path)
-        assert isinstance(storage, FreeSpaceStorage)
+        assert isinstance(storage, base.FreeSpaceStorage)
         free, total = storage.disk_usage()
         assert isinstance(free, int)
         assert isinstance(total, int)
@@ -629,11 +618,11 @@ class FreeSpaceStorageContract(StorageFixtures):
 class PolicyStateStorageContract(StorageFixtures):
     """The behaviour of a :class:`~vcti.filecache.storage.base.PolicyStateStorage`."""
 
-    capability = PolicyStateStorage
+    capability = base.PolicyStateStorage
 
     def test_policy_state_round_trip(self, tmp_path: Path) -> None:
         storage = self._opened(tmp_path)
-        assert isinstance(storage, PolicyStateStorage)
+        assert isinstance(storage, base.PolicyStateStorage)
         with _pytest().raises(FileNotFoundError):
             storage.read_state("gdsf")
         storage.write_state("gdsf", b"clock=1")
@@ -653,7 +642,7 @@ class AdoptingStorageContract(StorageFixtures):
     The test class implements :meth:`write_v1_model` as well.
     """
 
-    capability = AdoptingStorage
+    capability = base.AdoptingStorage
 
     def write_v1_model(
         self, storage: CacheStorage, key: str, files: dict[str, bytes], access_count: int
@@ -663,7 +652,7 @@ class AdoptingStorageContract(StorageFixtures):
 
     def test_adopts_a_1_0_root_once(self, tmp_path: Path) -> None:
         storage = self.make_storage(tmp_path)
-        assert isinstance(storage, AdoptingStorage)
+        assert isinstance(storage, base.AdoptingStorage)
         self.write_v1_model(storage, "ab/m1", {"mesh.vtu": b"m" * 100}, access_count=7)
         self.write_v1_model(storage, "m2", {"a.bin": b"a" * 5, "b.bin": b"b" * 6}, 1)
         storage.open()
@@ -680,20 +669,9 @@ class AdoptingStorageContract(StorageFixtures):
         assert not storage.plan_v1()
         assert not storage.adopt_v1()  # once only
         again = self._opened(tmp_path)
-        assert isinstance(again, AdoptingStorage)
+        assert isinstance(again, base.AdoptingStorage)
         assert not again.adopt_v1()
         assert sorted(again.iter_models()) == ["ab/m1", "m2"]
-
-
-_SUITES: tuple[type[StorageFixtures], ...] = (
-    AdoptingStorageContract,
-    FreeSpaceStorageContract,
-    JournaledStorageContract,
-    LeasedStorageContract,
-    PolicyStateStorageContract,
-    SharedStorageContract,
-    StampedStorageContract,
-)
 
 
 def capability_suites() -> dict[type[Any], type[StorageFixtures] | None]:
@@ -703,7 +681,12 @@ def capability_suites() -> dict[type[Any], type[StorageFixtures] | None]:
     without a suite maps to None (and fails ``StorageContract`` for every backend that
     implements it).
     """
-    suites = {suite.capability: suite for suite in _SUITES}
+    # The suites defined here (a backend's test class subclasses them, elsewhere).
+    suites = {
+        suite.capability: suite
+        for suite in StorageFixtures.__subclasses__()
+        if suite.__module__ == __name__ and suite is not StorageContract
+    }
     found: dict[type[Any], type[StorageFixtures] | None] = {}
     for name in base.__all__:
         value = getattr(base, name)
