@@ -6,13 +6,7 @@ import io
 
 from vcti.filecache.cli._progress import ProgressBar
 
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from ..helpers import FakeClock
 
 
 def _redraws(stream: io.StringIO) -> list[str]:
@@ -20,7 +14,7 @@ def _redraws(stream: io.StringIO) -> list[str]:
 
 
 def test_draws_in_place_and_throttles() -> None:
-    stream, clock = io.StringIO(), FakeClock()
+    stream, clock = io.StringIO(), FakeClock(0.0)
     bar = ProgressBar(stream, width=10, interval=0.1, clock=clock)
     bar.begin(4096)
     assert _redraws(stream) == [
@@ -44,7 +38,7 @@ def test_draws_in_place_and_throttles() -> None:
 
 def test_a_shorter_line_blanks_the_longer_one() -> None:
     stream = io.StringIO()
-    bar = ProgressBar(stream, width=4, interval=0.0, clock=FakeClock())
+    bar = ProgressBar(stream, width=4, interval=0.0, clock=FakeClock(0.0))
     bar.begin(2**40)
     first = stream.getvalue()
     bar.begin(10)  # the larger total wins
@@ -55,7 +49,7 @@ def test_a_shorter_line_blanks_the_longer_one() -> None:
 
 def test_nothing_to_free_is_complete() -> None:
     stream = io.StringIO()
-    bar = ProgressBar(stream, width=4, clock=FakeClock())
+    bar = ProgressBar(stream, width=4, clock=FakeClock(0.0))
     bar.begin(0)
     bar.finish()
     assert _redraws(stream)[-1] == "evicting [####] 100%  0 models removed, 0 B freed (0 B needed)"
@@ -63,7 +57,7 @@ def test_nothing_to_free_is_complete() -> None:
 
 def test_finish_without_drawing_writes_nothing() -> None:
     stream = io.StringIO()
-    bar = ProgressBar(stream, clock=FakeClock())
+    bar = ProgressBar(stream, clock=FakeClock(0.0))
     bar.finish()
     bar.finish()
     assert stream.getvalue() == ""

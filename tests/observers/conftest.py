@@ -22,22 +22,11 @@ from prometheus_client import CollectorRegistry
 
 from vcti.filecache import CacheManagerConfig, CacheObserver, FileCache, LocalStorage
 
+from ..helpers import FakeClock
+
 T0 = 1_700_000_000.0
 MODEL_BYTES = 1000
 LIMIT = 2500
-
-
-class FakeClock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class FlakyStorage(LocalStorage):
@@ -124,7 +113,7 @@ def run_script(
     Lookups 6 (hits 2), fills 4 (1 failed), scans 5 (1 with an error), 1 eviction.
     ``around`` wraps everything between open and close (a request span, say).
     """
-    clock = FakeClock()
+    clock = FakeClock(T0)
     storage = FlakyStorage(root)
     first_scan = FirstScan()
     config = CacheManagerConfig(

@@ -1,23 +1,73 @@
-"""The shared storage suite, run against every built-in backend."""
+"""The shared storage suites, run against every built-in backend (S3's: test_s3.py).
+
+Each backend's class inherits StorageContract and the suite of each capability its
+backend implements; StorageContract checks that none is missing.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
-from vcti.filecache import LocalStorage
+import pytest
+
+from vcti.filecache import LocalStorage, ModelInfo
+from vcti.filecache.storage import base
 from vcti.filecache.storage.base import CacheStorage
-from vcti.filecache.testing import MemoryStorage, StorageContract
+from vcti.filecache.storage.v1 import CACHE_META, StorageV1, StorageV1Adapter
+from vcti.filecache.testing import (
+    AdoptingStorageContract,
+    BulkMeasuringStorageContract,
+    FreeSpaceStorageContract,
+    JournaledStorageContract,
+    LeasedStorageContract,
+    MemoryStorage,
+    PolicyStateStorageContract,
+    SharedStorageContract,
+    StampedStorageContract,
+    StorageContract,
+    StorageFixtures,
+    capability_suites,
+)
 
 
-class TestLocalStorage(StorageContract):
+class TestLocalStorage(
+    StorageContract,
+    SharedStorageContract,
+    StampedStorageContract,
+    JournaledStorageContract,
+    BulkMeasuringStorageContract,
+    FreeSpaceStorageContract,
+    PolicyStateStorageContract,
+    AdoptingStorageContract,
+):
     def make_storage(self, tmp_path: Path) -> CacheStorage:
         return LocalStorage(tmp_path / "cache")
 
     def write_file(self, storage: CacheStorage, folder: str, name: str, data: bytes) -> None:
         (Path(folder) / name).write_bytes(data)
 
+    def damage_journal(self, storage: CacheStorage) -> None:
+        with open(Path(storage.root, ".filecache", "journal"), "ab") as journal:
+            journal.write(b'["p", "torn\n')
 
-class TestMemoryStorage(StorageContract):
+    def write_v1_model(
+        self, storage: CacheStorage, key: str, files: dict[str, bytes], access_count: int
+    ) -> None:
+        folder = Path(storage.root, key)
+        folder.mkdir(parents=True)
+        for name, data in files.items():
+            (folder / name).write_bytes(data)
+        record = {"size": sum(map(len, files.values())), "access_count": access_count}
+        (folder / CACHE_META).write_text(json.dumps(record))
+
+
+class TestMemoryStorage(StorageContract, PolicyStateStorageContract):
     pins_across_processes = False
 
     def make_storage(self, tmp_path: Path) -> CacheStorage:
@@ -26,3 +76,135 @@ class TestMemoryStorage(StorageContract):
     def write_file(self, storage: CacheStorage, folder: str, name: str, data: bytes) -> None:
         assert isinstance(storage, MemoryStorage)
         storage.write_file(f"{folder}/{name}", data)
+
+
+class DirectoriesV1:
+    """A backend written to vcti-file-cache 1.0's protocol: a directory per model."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    def key(self) -> str:
+        return f"dirs:{self.root}"
+
+    def create_dir(self, rel_path: str) -> None:
+        (self.root / rel_path).mkdir(parents=True, exist_ok=True)
+
+    def delete_dir(self, rel_path: str) -> None:
+        shutil.rmtree(self.root / rel_path)
+
+    def dir_exists(self, rel_path: str) -> bool:
+        return (self.root / rel_path).is_dir()
+
+    def model_path(self, rel_path: str) -> str:
+        return str(self.root / rel_path)
+
+    def read_meta(self, rel_path: str) -> dict[str, Any]:
+        try:
+            data = json.loads((self.root / rel_path / CACHE_META).read_text())
+        except (OSError, ValueError):
+            return {"size": 0, "access_count": 0}
+        return data if isinstance(data, dict) else {"size": 0, "access_count": 0}
+
+    def write_meta(
+        self, rel_path: str, data: dict[str, Any], *, preserve_mtime: bool = False
+    ) -> None:
+        (self.root / rel_path / CACHE_META).write_text(json.dumps(data))
+
+    def touch_access(self, rel_path: str) -> None:
+        os.utime(self.root / rel_path / CACHE_META)
+
+    def scan_entries(self) -> list[ModelInfo]:
+        found = []
+        for meta in self.root.rglob(CACHE_META):
+            rel = meta.parent.relative_to(self.root).as_posix()
+            count = self.read_meta(rel)["access_count"]
+            found.append(ModelInfo(rel, self.compute_dir_size(rel), meta.stat().st_mtime, count))
+        return found
+
+    def compute_dir_size(self, rel_path: str) -> int:
+        return sum(
+            p.stat().st_size
+            for p in (self.root / rel_path).rglob("*")
+            if p.is_file() and p.name != CACHE_META
+        )
+
+    def cleanup_temp_files(self) -> None:
+        pass
+
+
+class TestStorageV1Adapter(StorageContract):
+    # 1.0's protocol has no staging and no locks between processes (see storage/v1.py).
+    pins_across_processes = False
+    stages_apart = False
+
+    def make_storage(self, tmp_path: Path) -> CacheStorage:
+        backend = DirectoriesV1(tmp_path / "cache")
+        assert isinstance(backend, StorageV1)
+        return StorageV1Adapter(backend)
+
+    def write_file(self, storage: CacheStorage, folder: str, name: str, data: bytes) -> None:
+        (Path(folder) / name).write_bytes(data)
+
+
+def test_every_capability_has_a_suite() -> None:
+    suites = capability_suites()
+    assert {protocol.__name__: suite for protocol, suite in suites.items()} == {
+        "AdoptingStorage": AdoptingStorageContract,
+        "BulkMeasuringStorage": BulkMeasuringStorageContract,
+        "FreeSpaceStorage": FreeSpaceStorageContract,
+        "JournaledStorage": JournaledStorageContract,
+        "LeasedStorage": LeasedStorageContract,
+        "PolicyStateStorage": PolicyStateStorageContract,
+        "SharedStorage": SharedStorageContract,
+        "StampedStorage": StampedStorageContract,
+    }
+    for protocol, suite in suites.items():
+        assert protocol is getattr(base, protocol.__name__)
+        assert suite is not None
+        assert issubclass(suite, StorageFixtures)
+        assert suite.capability is protocol
+
+
+def test_a_backend_missing_a_suite_fails_the_contract(tmp_path: Path) -> None:
+    class PartlyTested(StorageContract):  # LocalStorage without its capability suites
+        def make_storage(self, tmp_path: Path) -> CacheStorage:
+            return LocalStorage(tmp_path / "cache")
+
+    with pytest.raises(AssertionError) as failed:
+        PartlyTested().test_inherits_a_suite_for_each_capability(tmp_path)
+    message = str(failed.value)
+    for name in (
+        "SharedStorage",
+        "StampedStorage",
+        "JournaledStorage",
+        "FreeSpaceStorage",
+        "PolicyStateStorage",
+        "AdoptingStorage",
+    ):
+        assert name in message
+    assert "LeasedStorage" not in message
+
+
+def test_a_suite_of_a_capability_the_backend_lacks_fails(tmp_path: Path) -> None:
+    class OverTested(StorageContract, LeasedStorageContract):  # MemoryStorage has no leases
+        def make_storage(self, tmp_path: Path) -> CacheStorage:
+            return MemoryStorage()
+
+    with pytest.raises(AssertionError, match="does not implement \\['LeasedStorage'\\]"):
+        OverTested().test_implements_the_protocol(tmp_path)
+
+
+def test_the_suites_import_pytest_only_when_they_run() -> None:
+    code = (
+        "import sys\n"
+        "from vcti.filecache.testing import MemoryStorage, PolicyContract, RecordingObserver\n"
+        "from vcti.filecache.testing import StorageContract, capability_suites\n"
+        "assert all(capability_suites().values())\n"
+        "assert 'pytest' not in sys.modules and 'hypothesis' not in sys.modules\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr

@@ -18,22 +18,35 @@ from vcti.filecache.storage.base import (
     SharedStorage,
 )
 from vcti.filecache.storage.s3 import S3Storage
-from vcti.filecache.testing import StorageContract
+from vcti.filecache.testing import (
+    LeasedStorageContract,
+    PolicyStateStorageContract,
+    SharedStorageContract,
+    StorageContract,
+)
 
 from .conftest import S3Env
 
+TTL = 2.0  # a live holder must renew in time even on a loaded machine
 
-class TestS3Storage(StorageContract):
+
+class TestS3Storage(
+    StorageContract, SharedStorageContract, LeasedStorageContract, PolicyStateStorageContract
+):
     @pytest.fixture(autouse=True)
     def _bucket(self, s3: S3Env) -> None:
         self.s3 = s3
 
     def make_storage(self, tmp_path: Path) -> CacheStorage:
-        storage: CacheStorage = self.s3.storage()
+        # A short TTL: the suites wait for a killed process's claims to be seen expired.
+        storage: CacheStorage = self.s3.storage(lease_ttl=TTL)
         return storage
 
     def write_file(self, storage: CacheStorage, folder: str, name: str, data: bytes) -> None:
-        self.s3.put(folder, name, data)
+        # With the storage's own client: in a forked child, that is a client of the child's.
+        assert isinstance(storage, S3Storage)
+        bucket, _, key = folder.removeprefix("s3://").partition("/")
+        storage.client.put_object(Bucket=bucket, Key=f"{key}/{name}", Body=data)
 
 
 # -- packaging and construction ---------------------------------------------------------

@@ -23,7 +23,7 @@ from ._entry import CacheEntry, CacheSnapshot, EvictionResult, VerifyReport
 from ._evictor import Evictor
 from ._meta import Meta
 from ._observers import ObserverGroup, background, callback_error
-from ._scanner import Scanner
+from ._scanner import Scanner, make_entry
 from .exceptions import LockTimeoutError, MetadataError
 from .storage.base import (
     AdoptingStorage,
@@ -517,16 +517,7 @@ class Runtime:
             except FileNotFoundError:
                 return None
         count, last = self.coord.pending().get(key, (0, meta.last_access))
-        meta = meta.add(count, last)
-        return CacheEntry(
-            key,
-            size,
-            meta.access_count,
-            meta.last_access,
-            meta.created,
-            meta.fill_seconds,
-            meta.version,
-        )
+        return make_entry(key, size, meta.add(count, last))
 
 
 def _check_supported(storage: CacheStorage, config: CacheManagerConfig) -> None:

@@ -53,7 +53,8 @@ class _Known:
 _BULK_MIN = 64
 
 
-def _entry(key: str, size: int, meta: Meta) -> CacheEntry:
+def make_entry(key: str, size: int, meta: Meta) -> CacheEntry:
+    """The entry of model ``key`` of ``size`` bytes, from its metadata record."""
     return CacheEntry(
         key,
         size,
@@ -247,7 +248,7 @@ class Scanner:
         entries: list[CacheEntry] = []
         for key, known in self._known.items():
             meta = known.meta.add(*pending[key]) if key in pending else known.meta
-            entries.append(_entry(key, known.size, meta))
+            entries.append(make_entry(key, known.size, meta))
         return tuple(entries)
 
     def forget(self, keys: set[str]) -> None:
@@ -275,7 +276,9 @@ class Scanner:
         ):
             if data_stamp is not None or self._journal is not None:
                 seen[key] = _Known(data_stamp, size, meta_stamp, meta)
-            entries.append(_entry(key, size, meta.add(*pending[key]) if key in pending else meta))
+            entries.append(
+                make_entry(key, size, meta.add(*pending[key]) if key in pending else meta)
+            )
         if repair:
             self._known = seen
         return tuple(entries)

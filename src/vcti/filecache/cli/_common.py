@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import stat
@@ -18,20 +19,11 @@ from .._config import CacheManagerConfig
 from .._entry import CacheEntry, CacheSnapshot, EvictionResult
 from .._keys import RESERVED, validate_key
 from .._manager import CacheManager
+from .._simulate import POLICY_NAMES, make_policy
 from .._sizes import format_size, parse_size
 from ..exceptions import KeyValidationError
 from ..observers.base import CacheObserver
-from ..policies import (
-    CostAwarePolicy,
-    EvictionPolicy,
-    GdsfPolicy,
-    IdleSizePolicy,
-    LargestFirstPolicy,
-    LfuPolicy,
-    LruPolicy,
-    SievePolicy,
-    SizedLruPolicy,
-)
+from ..policies import EvictionPolicy
 from ..storage.local import LocalStorage
 
 if TYPE_CHECKING:
@@ -53,15 +45,9 @@ ONE_DAY = 86_400.0
 #: The files that mark a model directory (see storage/local.py); a root never has them.
 _MODEL_MARKERS = ("meta.json", "pin.lock")
 
+#: The built-in policies by name, in the replay's order; each call makes a new one.
 POLICIES: dict[str, Callable[[], EvictionPolicy]] = {
-    "lru": LruPolicy,
-    "lfu": LfuPolicy,
-    "sized-lru": SizedLruPolicy,
-    "idle-size": IdleSizePolicy,
-    "gdsf": GdsfPolicy,
-    "cost-aware": CostAwarePolicy,
-    "sieve": SievePolicy,
-    "largest": LargestFirstPolicy,
+    name: functools.partial(make_policy, name, time.time) for name in POLICY_NAMES
 }
 
 

@@ -194,6 +194,79 @@ class PriorityState:
         self._seq = seq
 
 
+class GreedyDualState(PriorityState):
+    """GreedyDual with frequency: a heap by ``L + priority(frequency)``, and the clock ``L``.
+
+    Frequency counts from the accesses at insert (at least 1) and is forgotten on
+    eviction; ``L`` becomes the priority of each model evicted, so that models not used
+    again age. Subclasses give :meth:`_priority`, the part that grows with frequency.
+
+    Args:
+        data: what :meth:`_dump` wrote, or None for an empty state.
+
+    Raises:
+        ValueError: ``data`` is not a state of this policy.
+    """
+
+    def __init__(self, data: bytes | None = None) -> None:
+        super().__init__()
+        self.clock = 0.0  # L: the priority of the last model evicted
+        self._freq: dict[str, int] = {}
+        if data is not None:
+            record = decode(self.policy, data)
+            self._load_items(record)
+            self.clock = float(field(record, "clock", (int, float)))
+            self._load(record)
+            freq = field(record, "freq", dict)
+            if set(freq) != set(self._items) or not all(
+                isinstance(v, int) and v > 0 for v in freq.values()
+            ):
+                raise ValueError("bad 'freq' in policy state")
+            self._freq = dict(freq)
+
+    def _priority(self, entry: CacheEntry, freq: int) -> float:
+        """The model's priority above ``L`` at frequency ``freq``."""
+        raise NotImplementedError
+
+    def _load(self, record: dict[str, Any]) -> None:
+        """Read the subclass's own fields of an encoded state."""
+
+    def insert(self, entry: CacheEntry) -> None:
+        """A new model starts with its accesses so far (at least 1)."""
+        freq = max(1, entry.access_count)
+        self._freq[entry.key] = freq
+        self._set(entry.key, self.clock + self._priority(entry, freq))
+
+    def access(self, entry: CacheEntry, count: int) -> None:
+        """``count`` more accesses raise the model's priority from the current ``L``."""
+        freq = self._freq.get(entry.key)
+        if freq is None:
+            self.insert(entry)
+            return
+        freq += count
+        self._freq[entry.key] = freq
+        self._set(entry.key, self.clock + self._priority(entry, freq))
+
+    def forget(self, key: str) -> None:
+        """Stop tracking ``key``."""
+        super().forget(key)
+        self._freq.pop(key, None)
+
+    def _on_evicted(self, item: Item) -> None:
+        self.clock = item[0]
+        del self._freq[item[2]]
+
+    def _dump(self, **more: Any) -> bytes:
+        return encode(
+            self.policy,
+            clock=self.clock,
+            seq=self._seq,
+            items=self._dump_items(),
+            freq=self._freq,
+            **more,
+        )
+
+
 def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 

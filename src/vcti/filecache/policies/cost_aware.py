@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from .._entry import CacheEntry
-from ._state import Item, PriorityState, decode, drain, encode, field, safe_size, select
+from ._state import GreedyDualState, drain, field, safe_size, select
 
 #: Seconds per byte assumed while no model's fill time is known (any constant gives the
 #: same order when none is known: the order of frequency alone, aged by ``L``).
@@ -48,30 +49,20 @@ class CostAwarePolicy:
         return "CostAwarePolicy()"
 
 
-class CostAwareState(PriorityState):
+class CostAwareState(GreedyDualState):
     """A heap of models by ``L + frequency x cost / size``, and the aging clock ``L``."""
 
     policy = CostAwarePolicy.name
 
     def __init__(self, data: bytes | None = None) -> None:
-        super().__init__()
-        self.clock = 0.0  # L: the priority of the last model evicted
-        self._freq: dict[str, int] = {}
         # Sums over the models inserted with a known fill time, for the default cost.
         self._known_seconds = 0.0
         self._known_bytes = 0
-        if data is not None:
-            record = decode(self.policy, data)
-            self._load_items(record)
-            self.clock = float(field(record, "clock", (int, float)))
-            self._known_seconds = float(field(record, "known_seconds", (int, float)))
-            self._known_bytes = field(record, "known_bytes", int)
-            freq = field(record, "freq", dict)
-            if set(freq) != set(self._items) or not all(
-                isinstance(v, int) and v > 0 for v in freq.values()
-            ):
-                raise ValueError("bad 'freq' in policy state")
-            self._freq = dict(freq)
+        super().__init__(data)
+
+    def _load(self, record: dict[str, Any]) -> None:
+        self._known_seconds = float(field(record, "known_seconds", (int, float)))
+        self._known_bytes = field(record, "known_bytes", int)
 
     def seconds_per_byte(self, entry: CacheEntry) -> float:
         """The model's fill seconds per byte, or the default for an unknown fill time."""
@@ -81,42 +72,16 @@ class CostAwareState(PriorityState):
             return self._known_seconds / self._known_bytes
         return DEFAULT_SECONDS_PER_BYTE
 
+    def _priority(self, entry: CacheEntry, freq: int) -> float:
+        return freq * self.seconds_per_byte(entry)
+
     def insert(self, entry: CacheEntry) -> None:
         """A new model starts with its accesses so far (at least 1)."""
         if entry.fill_seconds is not None:
             self._known_seconds += entry.fill_seconds
             self._known_bytes += safe_size(entry)
-        freq = max(1, entry.access_count)
-        self._freq[entry.key] = freq
-        self._set(entry.key, self.clock + freq * self.seconds_per_byte(entry))
-
-    def access(self, entry: CacheEntry, count: int) -> None:
-        """``count`` more accesses raise the model's priority from the current ``L``."""
-        freq = self._freq.get(entry.key)
-        if freq is None:
-            self.insert(entry)
-            return
-        freq += count
-        self._freq[entry.key] = freq
-        self._set(entry.key, self.clock + freq * self.seconds_per_byte(entry))
-
-    def forget(self, key: str) -> None:
-        """Stop tracking ``key``."""
-        super().forget(key)
-        self._freq.pop(key, None)
-
-    def _on_evicted(self, item: Item) -> None:
-        self.clock = item[0]
-        del self._freq[item[2]]
+        super().insert(entry)
 
     def dump(self) -> bytes:
         """``L``, the priorities in eviction order, frequencies, and the known costs."""
-        return encode(
-            self.policy,
-            clock=self.clock,
-            seq=self._seq,
-            items=self._dump_items(),
-            freq=self._freq,
-            known_seconds=self._known_seconds,
-            known_bytes=self._known_bytes,
-        )
+        return self._dump(known_seconds=self._known_seconds, known_bytes=self._known_bytes)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .._entry import CacheEntry
-from ._state import Item, PriorityState, decode, drain, encode, field, safe_size, select
+from ._state import GreedyDualState, drain, safe_size, select
 
 #: libCacheSim's GDSF scales frequency / size by a million; the same arithmetic gives the
 #: same floating-point priorities, hence the same ties.
@@ -43,57 +43,14 @@ class GdsfPolicy:
         return "GdsfPolicy()"
 
 
-class GdsfState(PriorityState):
+class GdsfState(GreedyDualState):
     """A heap of models by ``L + frequency x 1e6 / size``, and the aging clock ``L``."""
 
     policy = GdsfPolicy.name
 
-    def __init__(self, data: bytes | None = None) -> None:
-        super().__init__()
-        self.clock = 0.0  # L: the priority of the last model evicted
-        self._freq: dict[str, int] = {}
-        if data is not None:
-            record = decode(self.policy, data)
-            self._load_items(record)
-            self.clock = float(field(record, "clock", (int, float)))
-            freq = field(record, "freq", dict)
-            if set(freq) != set(self._items) or not all(
-                isinstance(v, int) and v > 0 for v in freq.values()
-            ):
-                raise ValueError("bad 'freq' in policy state")
-            self._freq = dict(freq)
-
-    def insert(self, entry: CacheEntry) -> None:
-        """A new model starts with its accesses so far (at least 1)."""
-        freq = max(1, entry.access_count)
-        self._freq[entry.key] = freq
-        self._set(entry.key, self.clock + freq * _SCALE / safe_size(entry))
-
-    def access(self, entry: CacheEntry, count: int) -> None:
-        """``count`` more accesses raise the model's priority from the current ``L``."""
-        freq = self._freq.get(entry.key)
-        if freq is None:
-            self.insert(entry)
-            return
-        freq += count
-        self._freq[entry.key] = freq
-        self._set(entry.key, self.clock + freq * _SCALE / safe_size(entry))
-
-    def forget(self, key: str) -> None:
-        """Stop tracking ``key``."""
-        super().forget(key)
-        self._freq.pop(key, None)
-
-    def _on_evicted(self, item: Item) -> None:
-        self.clock = item[0]
-        del self._freq[item[2]]
+    def _priority(self, entry: CacheEntry, freq: int) -> float:
+        return freq * _SCALE / safe_size(entry)
 
     def dump(self) -> bytes:
         """``L``, the priorities in eviction order, and the frequencies."""
-        return encode(
-            self.policy,
-            clock=self.clock,
-            seq=self._seq,
-            items=self._dump_items(),
-            freq=self._freq,
-        )
+        return self._dump()
