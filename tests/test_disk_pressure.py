@@ -71,7 +71,7 @@ def test_min_free_keeps_the_filesystem_free(small_fs: Path, min_free: float) -> 
         for n in range(8):  # 32 MiB in all: the free space would fall under 15 MiB
             fill(cache, f"m/{n}", 4 * MIB)
         # The interval is an hour: the publishes start the cycles that evict.
-        wait_for(lambda: free_bytes(small_fs) >= 15 * MIB)
+        wait_for(lambda: free_bytes(small_fs) >= 15 * MIB and bool(recorder.calls("on_evict_end")))
         results = [args[0] for args in recorder.calls("on_evict_end")]
         assert results
         assert {r.reason for r in results} == {"free_space"}

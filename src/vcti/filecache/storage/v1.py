@@ -13,7 +13,9 @@ protocol has no way to express:
 - pins and the single fill hold between the threads of one process only: another
   process may evict a model open here, or fill the same model at the same time;
 - every process scans and evicts (there is no leader election);
-- metadata updates are read-modify-write without a lock between processes.
+- metadata updates are read-modify-write without a lock between processes;
+- a model of another version (``model(key, version=...)``) cannot be filled again beside
+  the old one: the refill raises ``FileExistsError``.
 
 Use one process per root with such a backend, or move to a native backend.
 """
@@ -130,6 +132,7 @@ class StorageV1Adapter:
         self.backend = backend
         self._root = str(backend.key())
         self._staged: dict[str, str] = {}  # staged path (the model's own) -> key
+        self._over: set[str] = set()  # staged paths that were published models already
 
     def __repr__(self) -> str:
         return f"StorageV1Adapter({self.backend!r})"
@@ -222,19 +225,27 @@ class StorageV1Adapter:
         return _NoLock()
 
     def stage(self, key: str) -> str:
-        self.backend.create_dir(key)
         staged = self.path(key)
+        if self.is_model(key):
+            self._over.add(staged)  # publish refuses it, discard leaves the model be
+        else:
+            self.backend.create_dir(key)
         self._staged[staged] = key
         return staged
 
     def publish(self, key: str, staged: str, meta: bytes) -> None:
         if self._staged.get(staged) != key:
             raise ValueError(f"{staged!r} is not where {key!r} is filled")
+        if staged in self._over or self.is_model(key):
+            raise FileExistsError(errno.EEXIST, "something else is stored at this key", staged)
         self._write(key, Meta.decode(meta))
         del self._staged[staged]
 
     def discard(self, staged: str) -> None:
         key = self._staged.pop(staged, None)
+        if staged in self._over:  # the model's own folder: its files cannot be told apart
+            self._over.discard(staged)
+            return
         if key is not None and self.backend.dir_exists(key):
             self.backend.delete_dir(key)
 
