@@ -140,7 +140,7 @@ def run(ws: Workspace) -> Result:
         profiled(s, NAME, cache.manager.run_once)
     per_cycle = (sum(cpu) + sum(children)) / len(cpu)
     cycles_per_hour = per_cycle * CYCLES_PER_HOUR
-    watch_seconds = 2.0 if s.quick else 8.0
+    watch_seconds = 1.0 if s.quick else 8.0
     ws.log.say(f"idle: the real background thread watching for {watch_seconds:g} s")
     watch_rate, watch_cycles, watch_leader = watch_cpu(root, watch_seconds)
     watch_per_hour = watch_rate * 3600

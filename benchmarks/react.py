@@ -63,7 +63,8 @@ FILE_BYTES = 64 * 1024
 MODEL_BYTES = MODEL_FILES * FILE_BYTES
 FIT = 40  # models that fit under the limit
 LIMIT = FIT * MODEL_BYTES + MODEL_BYTES // 2
-LINGER = 1.5  # seconds the leader stays after the last publish (6 looks at the journal)
+#: Seconds the leader stays after the last publish (6 looks at the journal; 3 in --quick).
+LINGER = 1.5
 CHUNK = content(FILE_BYTES)
 
 
@@ -102,6 +103,7 @@ class Job:
     lead: bool
     publishes: int
     gap: float
+    linger: float
     out: Path
 
 
@@ -133,7 +135,7 @@ def worker(job: Job, leader_ready: Any, start: Any, done: Any) -> None:
         time.sleep(job.gap * rng.uniform(0.5, 1.5))
     if job.lead:
         done.wait(600)  # every other publisher has finished
-        time.sleep(LINGER)
+        time.sleep(job.linger)
     closing = time.monotonic_ns()
     cache.close()
     job.out.write_text(
@@ -147,7 +149,9 @@ def worker(job: Job, leader_ready: Any, start: Any, done: Any) -> None:
     )
 
 
-def run_publishers(ws: Workspace, label: str, procs: int, per_proc: int, gap: float) -> dict:
+def run_publishers(
+    ws: Workspace, label: str, procs: int, per_proc: int, gap: float
+) -> dict[str, Any]:
     """Prefill a fresh root, run ``procs`` publishers on it; return what they recorded."""
     root = ws.path / f"react-{label}"
     build_tree(root, FIT, MODEL_FILES, FILE_BYTES)
@@ -156,7 +160,8 @@ def run_publishers(ws: Workspace, label: str, procs: int, per_proc: int, gap: fl
     start = context.Barrier(procs)
     outdir = ws.path / f"react-{label}-out"
     outdir.mkdir(exist_ok=True)
-    jobs = [Job(root, p, p == 0, per_proc, gap, outdir / f"{p}.json") for p in range(procs)]
+    linger = LINGER / 2 if ws.settings.quick else LINGER
+    jobs = [Job(root, p, p == 0, per_proc, gap, linger, outdir / f"{p}.json") for p in range(procs)]
     workers = [context.Process(target=worker, args=(j, leader_ready, start, done)) for j in jobs]
     for proc in workers:
         proc.start()
@@ -175,7 +180,7 @@ def run_publishers(ws: Workspace, label: str, procs: int, per_proc: int, gap: fl
     }
 
 
-def analyse(recorded: dict) -> dict[str, Any]:
+def analyse(recorded: dict[str, Any]) -> dict[str, Any]:
     """Reaction time of every publish, and the peak overshoot."""
     cycles = sorted(recorded["cycles"], key=lambda c: c["complete"])
     if not cycles:
