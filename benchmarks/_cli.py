@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from . import contention, evict, hit, idle, memory, replay, scan, steady
+from . import aio, contention, evict, hit, hitwalk, idle, memory, react, replay, scan, steady
 from ._common import REPO, Result, Settings, Stopwatch, machine_facts
 from ._report import table, write
 from ._workspace import Workspace
@@ -25,9 +25,12 @@ BENCHMARKS: dict[str, Callable[[Workspace], Result]] = {
     contention.NAME: contention.run,
     scan.NAME: scan.run,
     steady.NAME: steady.run,
+    hitwalk.NAME: hitwalk.run,
     evict.NAME: evict.run,
     idle.NAME: idle.run,
     memory.NAME: memory.run,
+    react.NAME: react.run,
+    aio.NAME: aio.run,
     replay.NAME: replay.run,
 }
 
@@ -116,7 +119,8 @@ def check_space(settings: Settings, names: Sequence[str]) -> None:
     """Refuse to start when the work dir cannot hold the trees (three copies of the tree)."""
     tree = settings.models * (settings.files_per_model * BLOCK + 4 * BLOCK)
     copies = 3 + (settings.profile_dir is not None) if evict.NAME in names else 1
-    needed = tree * copies + settings.keys * 4 * BLOCK + (1 << 30)
+    # The tiny tree, and the scaling trees of the steady state (1.2x as many).
+    needed = tree * copies + settings.keys * 3 * 4 * BLOCK + (1 << 30)
     free = shutil.disk_usage(settings.workdir).free
     if free < needed:
         raise SystemExit(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import cProfile
+import gc
 import json
 import math
 import os
@@ -29,6 +30,8 @@ HUGE = 1 << 62
 QUIET_INTERVAL = 3600.0
 #: The content every benchmark file is cut from.
 BLOB = bytes(range(256)) * 64
+#: The folder of a model (and of the root) that holds the cache's own files.
+RESERVED = ".filecache"
 
 Number = float | int | str | bool | None
 
@@ -216,6 +219,11 @@ def wait_first_cycle(cache: FileCache, timeout: float = 600.0) -> None:
         time.sleep(0.005)
 
 
+def content(size: int) -> bytes:
+    """``size`` bytes cut from repeats of ``BLOB``."""
+    return (BLOB * (size // len(BLOB) + 1))[:size]
+
+
 def build_tree(root: Path, models: int, files_per_model: int, file_bytes: int = 0) -> int:
     """Fill ``models`` models through the library; return the bytes written.
 
@@ -223,7 +231,16 @@ def build_tree(root: Path, models: int, files_per_model: int, file_bytes: int = 
     ``file_bytes`` when given), so all models have the same size.
     """
     sizes = [file_bytes or file_size(j) for j in range(files_per_model)]
-    names = [f"part_{j:03d}.bin" for j in range(files_per_model)]
+    _fill(root, models, sizes)
+    os.sync()  # no write-back of the build competes with the measurements
+    # The builder's per-root manager lives on (a reference cycle) until collected: a cache
+    # opened next on the root would share it, and its count of cycles, in this process.
+    gc.collect()
+    return models * sum(sizes)
+
+
+def _fill(root: Path, models: int, sizes: list[int]) -> None:
+    names = [f"part_{j:03d}.bin" for j in range(len(sizes))]
     with FileCache(root=root, config=quiet_config()) as cache:
         wait_first_cycle(cache)
         for i in range(models):
@@ -232,9 +249,7 @@ def build_tree(root: Path, models: int, files_per_model: int, file_bytes: int = 
                     raise RuntimeError(f"model {model_key(i)} already exists in {root}")
                 for name, size in zip(names, sizes, strict=True):
                     with open(os.path.join(model.path, name), "wb") as f:
-                        f.write(BLOB[:size])
-    os.sync()  # no write-back of the build competes with the measurements
-    return models * sum(sizes)
+                        f.write(content(size))
 
 
 @contextmanager

@@ -17,14 +17,18 @@ class Workspace:
     Attributes:
         settings: the run's settings.
         log: progress output.
-        cold_scan_seconds: the full-scan time measured by the scan benchmark (the
-            steady-state benchmark compares against it), once known.
+        cold_scan_seconds: the cold-scan time measured by the scan benchmark, once known.
+        full_walk_seconds: the time of the full reconciling walk (``run_once(full=True)``)
+            measured by the scan benchmark (the steady-state benchmark compares against
+            it), once known.
     """
 
     def __init__(self, settings: Settings, log: Stopwatch) -> None:
         self.settings = settings
         self.log = log
         self.cold_scan_seconds: float | None = None
+        self.full_walk_seconds: float | None = None
+        self._extra: dict[str, Path] = {}
         self._tiny: Path | None = None
         self._tree: Path | None = None
         self._tree_bytes = 0
@@ -64,6 +68,17 @@ class Workspace:
         """Forget the scan tree (a destructive benchmark changed it); the next use rebuilds."""
         self._tree = None
         self.cold_scan_seconds = None
+        self.full_walk_seconds = None
+
+    def extra_tree(self, name: str, models: int, files_per_model: int, file_bytes: int) -> Path:
+        """A root of its own, ``name``, built once: ``models`` x ``files_per_model`` files."""
+        root = self._extra.get(name)
+        if root is None:
+            root = self.path / name
+            self.log.say(f"building the {name} tree: {models:,} models x {files_per_model} files")
+            build_tree(root, models, files_per_model, file_bytes)
+            self._extra[name] = root
+        return root
 
     def diskcache_dir(self) -> Path | None:
         """A python-diskcache directory holding the tiny tree's keys; None if not installed."""

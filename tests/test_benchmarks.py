@@ -15,7 +15,19 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-BENCHMARKS = ("hit", "contention", "scan", "steady", "evict", "idle", "memory", "replay")
+BENCHMARKS = (
+    "hit",
+    "contention",
+    "scan",
+    "steady",
+    "hitwalk",
+    "evict",
+    "idle",
+    "memory",
+    "react",
+    "aio",
+    "replay",
+)
 
 
 def is_number(value: Any) -> bool:

@@ -341,7 +341,11 @@ class Runtime:
             return None
         self._sweep(group)
         every = config.full_scan_every
-        full = full or (every is not None and self._background_scans % every == 0)
+        # A process's first cycle trusts the sizes recorded under stamps that still hold,
+        # like any first scan (a restart is no reason to walk every file); the full walk
+        # comes every ``every`` cycles after it.
+        count = self._background_scans
+        full = full or (every is not None and count > 0 and count % every == 0)
         self._background_scans += 1
         snapshot = self.scanner.scan(group, config, full=full)
         self.evictor.sync(config.policy, snapshot.entries, group)

@@ -41,12 +41,23 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class _Known:
-    """What a scan remembers of a model."""
+    """What a scan remembers of a model.
+
+    ``entry`` is its entry without this process's unwritten accesses: a cycle that
+    touches a few models hands out the same entry objects for all the others, instead of
+    building one per model (a long stretch of Python that hits in other threads would
+    wait for).
+    """
 
     data_stamp: Hashable
-    size: int
     meta_stamp: Hashable
     meta: Meta
+    entry: CacheEntry
+
+    @property
+    def size(self) -> int:
+        """The model's bytes."""
+        return self.entry.size
 
 
 #: Fewer models than this are measured here; more, in one batch away from this process.
@@ -236,7 +247,7 @@ class Scanner:
         for key, data_stamp, meta_stamp, meta, size in self._measured(
             group, config, found, self._known, pending, full=False, repair=True
         ):
-            self._known[key] = _Known(data_stamp, size, meta_stamp, meta)
+            self._known[key] = _Known(data_stamp, meta_stamp, meta, make_entry(key, size, meta))
 
     def _failed(self, group: ObserverGroup, key: str, error: OSError) -> None:
         """A model that could not be measured: left out of this scan, tried at the next."""
@@ -247,8 +258,10 @@ class Scanner:
     def _entries_from_known(self, pending: dict[str, tuple[int, float]]) -> tuple[CacheEntry, ...]:
         entries: list[CacheEntry] = []
         for key, known in self._known.items():
-            meta = known.meta.add(*pending[key]) if key in pending else known.meta
-            entries.append(make_entry(key, known.size, meta))
+            if key in pending:
+                entries.append(make_entry(key, known.size, known.meta.add(*pending[key])))
+            else:
+                entries.append(known.entry)
         return tuple(entries)
 
     def forget(self, keys: set[str]) -> None:
@@ -268,16 +281,17 @@ class Scanner:
         full: bool,
     ) -> tuple[CacheEntry, ...]:
         """Every model with its size and metadata, measuring only what may have changed."""
-        known = self._known if repair and not full else {}
+        known = self._known if repair else {}  # a full walk re-measures, reads changed metadata
         seen: dict[str, _Known] = {}
         entries: list[CacheEntry] = []
         for key, data_stamp, meta_stamp, meta, size in self._measured(
             group, config, self._stamped(group), known, pending, full=full, repair=repair
         ):
+            entry = make_entry(key, size, meta)
             if data_stamp is not None or self._journal is not None:
-                seen[key] = _Known(data_stamp, size, meta_stamp, meta)
+                seen[key] = _Known(data_stamp, meta_stamp, meta, entry)
             entries.append(
-                make_entry(key, size, meta.add(*pending[key]) if key in pending else meta)
+                make_entry(key, size, meta.add(*pending[key])) if key in pending else entry
             )
         if repair:
             self._known = seen

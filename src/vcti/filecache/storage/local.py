@@ -111,6 +111,7 @@ class LocalStorage:
         self._journal = Journal(os.path.join(self._internal, "journal"))
         self._staged: dict[str, FdLock] = {}  # staged path -> the lock that keeps it alive
         self._checked: set[str] = set()  # keys whose folders were checked for symlinks
+        self._locks_clean: tuple[int, int] | None = None  # (inode, mtime) when found clean
 
     def __repr__(self) -> str:
         return f"LocalStorage({self._root!r})"
@@ -216,7 +217,8 @@ class LocalStorage:
             (self._staging, self._reclaim_staged),
             (self._locks, self._check_lock_file),
         ):
-            for name in self._listdir(folder):
+            names = self._odd_lock_entries() if folder == self._locks else self._listdir(folder)
+            for name in names:
                 entry = os.path.join(folder, name)
                 try:
                     size = reclaim(entry)
@@ -246,6 +248,29 @@ class LocalStorage:
             size = _fs.tree_size(leftover)
         _fs.rmtree(leftover)
         return size
+
+    def _odd_lock_entries(self) -> list[str]:
+        """Names in the fill-lock folder that the listing does not show as regular files.
+
+        The folder holds one file per key-hash bucket ever filled (thousands), and every
+        cycle sweeps it: the file type comes with the listing, so the lock files cost no
+        system call of their own (the others are checked one by one), and a folder found
+        clean is not listed again until its modification time changes. That time is
+        trusted only once it is a second old, so a change in the same clock tick as the
+        listing is never missed.
+        """
+        try:
+            st = os.stat(self._locks, follow_symlinks=False)
+            signature = (st.st_ino, st.st_mtime_ns)
+            if signature == self._locks_clean:
+                return []
+            with os.scandir(self._locks) as entries:
+                odd = [e.name for e in entries if not e.is_file(follow_symlinks=False)]
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        settled = time.time_ns() - st.st_mtime_ns > 1_000_000_000
+        self._locks_clean = signature if not odd and settled else None
+        return odd
 
     def _check_lock_file(self, entry: str) -> int | None:
         """A fill-lock file stays; None for anything else (a stray)."""
