@@ -11,6 +11,7 @@ import errno
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -119,6 +120,7 @@ def test_a_publish_over_the_limit_starts_a_cycle_at_once(tmp_path: Path) -> None
 
 PUBLISHER = """
 import sys
+import time
 from pathlib import Path
 from vcti.filecache import CacheManagerConfig, FileCache
 config = CacheManagerConfig(evict_above=10**12, interval=3600)
@@ -141,3 +143,56 @@ def test_another_processs_publish_wakes_the_leader(tmp_path: Path) -> None:
         # The leader watches the journal: 300 bytes published elsewhere start its cycle.
         wait_for(lambda: bool(recorder.calls("on_evict_end")))
         assert cache.snapshot().total_size <= 250
+
+
+class CountingStorage(LocalStorage):
+    """Local storage that counts the reads of its journal, and can refuse to watch it."""
+
+    def __init__(self, root: Path, *, refuse_watch: bool = False) -> None:
+        super().__init__(root)
+        self.reads = 0
+        self.refuse_watch = refuse_watch
+
+    def read_changes(self, cursor: object | None) -> Any:
+        self.reads += 1
+        return super().read_changes(cursor)
+
+    def watch_changes(self) -> Any:
+        if self.refuse_watch:
+            raise OSError(errno.EMFILE, "Too many open files")
+        return super().watch_changes()
+
+
+def test_an_idle_leader_sleeps_until_the_journal_is_written(tmp_path: Path) -> None:
+    storage = CountingStorage(tmp_path)
+    recorder = RecordingObserver()
+    with FileCache(config(evict_above=250, observer=recorder), storage=storage) as cache:
+        wait_for(lambda: cache.manager.is_leader and cache.manager.cycles >= 1)
+        fill(cache, "warm", 10)  # read once it is written, then nothing to read
+        time.sleep(0.5)
+        reads = storage.reads
+        time.sleep(1.5)  # six looks, had it polled every 0.25 s
+        assert storage.reads == reads
+        run = subprocess.run(
+            [sys.executable, "-c", PUBLISHER, str(tmp_path)], cwd=REPO, check=False
+        )
+        assert run.returncode == 0
+        wait_for(lambda: bool(recorder.calls("on_evict_end")))
+        assert cache.snapshot().total_size <= 250
+    assert not recorder.calls("on_error")
+
+
+def test_a_watch_refused_is_reported_and_the_journal_read_periodically(tmp_path: Path) -> None:
+    storage = CountingStorage(tmp_path, refuse_watch=True)
+    recorder = RecordingObserver()
+    with FileCache(config(evict_above=250, observer=recorder), storage=storage) as cache:
+        wait_for(lambda: bool(recorder.calls("on_error")))
+        ((error, context),) = recorder.errors()
+        assert (context, error.errno) == ("leader", errno.EMFILE)
+        run = subprocess.run(
+            [sys.executable, "-c", PUBLISHER, str(tmp_path)], cwd=REPO, check=False
+        )
+        assert run.returncode == 0
+        wait_for(lambda: bool(recorder.calls("on_evict_end")))
+        assert cache.snapshot().total_size <= 250
+    assert len(recorder.errors()) == 1  # reported once, not at every wait

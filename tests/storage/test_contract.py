@@ -46,6 +46,8 @@ class TestLocalStorage(
     PolicyStateStorageContract,
     AdoptingStorageContract,
 ):
+    watches_changes = sys.platform.startswith("linux")  # inotify
+
     def make_storage(self, tmp_path: Path) -> CacheStorage:
         return LocalStorage(tmp_path / "cache")
 

@@ -24,10 +24,12 @@ from ._evictor import Evictor
 from ._meta import Meta
 from ._observers import ObserverGroup, background, callback_error
 from ._scanner import Scanner, make_entry
+from ._wake import Wake
 from .exceptions import LockTimeoutError, MetadataError
 from .storage.base import (
     AdoptingStorage,
     CacheStorage,
+    ChangeWatch,
     FreeSpaceStorage,
     JournaledStorage,
     LeasedStorage,
@@ -42,7 +44,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("vcti.filecache")
 
 #: Seconds between two looks of the leader at the journal, for publishes in other
-#: processes that call for a cycle before the interval is up.
+#: processes that call for a cycle before the interval is up (where the backend cannot
+#: wake it when the journal is written).
 _WATCH_INTERVAL = 0.25
 
 
@@ -95,8 +98,10 @@ class Runtime:
         self._lead_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
-        self._wake = threading.Event()
+        self._wake = Wake()
         self._leader: Lock | None = None
+        self._watch: ChangeWatch | None = None  # the leader's watch on the journal
+        self._watch_failed = False
         self._estimate: int | None = None  # the total after the last cycle, plus publishes
         self._watched: object = None  # where the watch read the journal up to
         self._final: tuple[ObserverGroup, CacheManagerConfig] | None = None
@@ -205,7 +210,7 @@ class Runtime:
 
     def _start(self) -> None:
         self._stop = threading.Event()
-        self._wake = threading.Event()
+        self._wake = Wake()
         self._thread = threading.Thread(
             target=self._run,
             args=(self._stop,),
@@ -241,30 +246,62 @@ class Runtime:
                         if not self._attached:
                             break
                         _, config = self._context()
-                    self._wait(config)
+                    self._wait(group, config)
                 if self._final is not None:
                     self._final_cycle(*self._final)
             finally:
+                self._unwatch()
                 group.emit("on_manager_stop", self.storage.root)
 
-    def _wait(self, config: CacheManagerConfig) -> None:
+    def _wait(self, group: ObserverGroup, config: CacheManagerConfig) -> None:
         """Wait for the next cycle: ``interval`` seconds, or less if it is needed sooner.
 
         This process's publishes wake the thread directly (:meth:`note_publish`). With a
-        journal, the leader also watches it, a few times a second, for publishes by other
-        processes that take the total over the limit, or the free space under ``min_free``.
+        journal, the leader also watches it for publishes by other processes that take
+        the total over the limit, or the free space under ``min_free``: it sleeps until
+        the journal is written where the backend can say so (inotify), and otherwise
+        reads it a few times a second.
         """
         deadline = time.monotonic() + config.interval
-        watch = self._journal if config.prompt_eviction else None
+        watching = self._journal is not None and config.prompt_eviction and self._leader is not None
+        if watching:
+            fresh = self._watch is None
+            watch = self._watch_journal(group)
+            # What was written between the cycle's read and the watch's start.
+            if watch is not None and fresh and self._crossed(config):
+                return
+        else:
+            watch = None
+            self._unwatch()
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
-            step = min(remaining, _WATCH_INTERVAL) if watch is not None else remaining
-            if self._wake.wait(step):
+            if watch is not None:
+                woke = self._wake.wait(remaining, watch)
+                if woke is None:
+                    watch.clear()  # before reading: a write after it wakes us again
+            else:
+                woke = self._wake.wait(min(remaining, _WATCH_INTERVAL) if watching else remaining)
+            if woke:
                 return
-            if watch is not None and self._leader is not None and self._crossed(config):
+            if watching and self._leader is not None and self._crossed(config):
                 return
+
+    def _watch_journal(self, group: ObserverGroup) -> ChangeWatch | None:
+        """The leader's watch on the journal, set up once (None: read it periodically)."""
+        if self._watch is None and not self._watch_failed and self._journal is not None:
+            try:
+                self._watch = self._journal.watch_changes()
+            except OSError as exc:
+                self._watch_failed = True  # reported once; the journal is read periodically
+                group.error(exc, "leader")
+        return self._watch
+
+    def _unwatch(self) -> None:
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.close()
 
     def _crossed(self, config: CacheManagerConfig) -> bool:
         """True if publishes recorded since the last look call for a cycle now."""
@@ -302,6 +339,7 @@ class Runtime:
 
     def after_fork(self) -> None:
         """In a forked child: a fresh runtime state, and a thread of its own if in use."""
+        self._unwatch()  # the parent's descriptor, copied into this process
         self.coord.after_fork()
         self.scanner.after_fork()
         self.evictor.after_fork()

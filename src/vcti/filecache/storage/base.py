@@ -50,6 +50,7 @@ __all__ = [
     "AdoptingStorage",
     "BulkMeasuringStorage",
     "CacheStorage",
+    "ChangeWatch",
     "Changes",
     "FreeSpaceStorage",
     "JournaledStorage",
@@ -319,6 +320,26 @@ class Changes:
     error: OSError | None = None
 
 
+class ChangeWatch(Protocol):
+    """A descriptor that becomes readable when a change may have been recorded.
+
+    Returned by :meth:`JournaledStorage.watch_changes`. A spurious wake-up is harmless
+    (the caller reads the changes and finds none); a missed one is not.
+    """
+
+    def fileno(self) -> int:
+        """The descriptor to ``select`` on."""
+        ...
+
+    def clear(self) -> None:
+        """Forget what was signalled so far (called before reading the changes)."""
+        ...
+
+    def close(self) -> None:
+        """Release the watch (idempotent)."""
+        ...
+
+
 @runtime_checkable
 class JournaledStorage(CacheStorage, Protocol):
     """A record, kept by every process, of which models changed.
@@ -334,6 +355,18 @@ class JournaledStorage(CacheStorage, Protocol):
 
     def read_changes(self, cursor: object | None) -> Changes:
         """Return what changed since ``cursor`` (None: the first read, which knows nothing)."""
+        ...
+
+    def watch_changes(self) -> ChangeWatch | None:
+        """Return a new watch on the record, or None where the platform gives none.
+
+        With a watch the leader sleeps between cycles until a change is recorded; without
+        one it reads the record four times a second. The caller closes the watch.
+
+        Raises:
+            OSError: the platform has watches but this one could not be set up (the
+                manager reports it and reads the record four times a second).
+        """
         ...
 
 

@@ -43,11 +43,11 @@ from .._entry import AdoptionReport
 from .._keys import RESERVED, ancestors
 from .._meta import MAX_META_BYTES, Meta
 from ..exceptions import KeyValidationError, LockTimeoutError, MetadataError
-from . import _fs, _walker
+from . import _fs, _inotify, _walker
 from . import _local_v1 as _v1
 from ._fs import FdLock
 from ._journal import Journal
-from .base import Changes
+from .base import Changes, ChangeWatch
 
 _META = "meta.json"
 _FILL_BUCKETS_HEX = 4  # 65,536 fill-lock files at most; a collision only serialises two fills
@@ -195,6 +195,20 @@ class LocalStorage:
     def read_changes(self, cursor: object | None) -> Changes:
         """The models changed through the library since ``cursor`` (``ROOT/.filecache/journal``)."""
         return self._journal.read(cursor)
+
+    def watch_changes(self) -> ChangeWatch | None:
+        """An inotify watch on ``ROOT/.filecache``, where the journal is written and replaced.
+
+        None on a platform without inotify: the leader then reads the journal four
+        times a second.
+
+        Raises:
+            OSError: the watch could not be set up (the per-user limit of inotify
+                instances or watches reached, the folder missing).
+        """
+        if not _inotify.AVAILABLE:
+            return None
+        return _inotify.FolderWatch(self._internal)
 
     # -- sweeping and checking ----------------------------------------------------------
 

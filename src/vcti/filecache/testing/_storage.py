@@ -550,6 +550,8 @@ class JournaledStorageContract(StorageFixtures):
     """
 
     capability = base.JournaledStorage
+    #: Whether the backend gives a watch here (False: ``watch_changes()`` returns None).
+    watches_changes = True
 
     def damage_journal(self, storage: CacheStorage) -> None:
         """Leave an unreadable record after the last good one (a torn write, a bad disk)."""
@@ -582,6 +584,29 @@ class JournaledStorageContract(StorageFixtures):
         assert (written.keys, written.published) == (frozenset({"a/m", "b"}), 0)
         self._add(self._opened(tmp_path), "c", 1)  # another process's publish
         assert journal.read_changes(written.cursor).keys == frozenset({"c"})
+
+    def test_watch_changes_wakes_on_another_openers_change(self, tmp_path: Path) -> None:
+        storage = self._opened(tmp_path)
+        watch = self._journal(storage).watch_changes()
+        if not self.watches_changes:
+            assert watch is None
+            return
+        assert watch is not None
+
+        def readable(timeout: float = 0.0) -> bool:
+            return bool(select.select([watch.fileno()], [], [], timeout)[0])
+
+        try:
+            assert not readable()  # nothing recorded since it started
+            self._add(self._opened(tmp_path), "c", 1)  # another opener's publish
+            assert readable(10.0)
+            watch.clear()
+            assert not readable()
+            storage.update_meta("c", lambda raw: _meta(2))  # a metadata write
+            assert readable(10.0)
+        finally:
+            watch.close()
+        watch.close()  # twice is harmless
 
     def test_a_damaged_journal_gives_no_keys_and_an_error(self, tmp_path: Path) -> None:
         storage = self._opened(tmp_path)
