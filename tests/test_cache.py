@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -511,6 +513,11 @@ class CountingStorage(LocalStorage):
         super().__init__(root)
         self.sized: list[str] = []
         self.read: list[str] = []
+        self.updated: list[str] = []
+
+    def update_meta(self, key: str, update: Callable[[bytes | None], bytes]) -> None:
+        self.updated.append(key)
+        super().update_meta(key, update)
 
     def model_size(self, key: str) -> int:
         self.sized.append(key)
@@ -532,12 +539,20 @@ def test_an_unchanged_model_is_not_walked_again(tmp_path: Path) -> None:
         cache.manager.run_once()  # the first scan after the start cycle measures
         storage.sized.clear()
         storage.read.clear()
+        storage.updated.clear()
         with cache.model("a"):
             pass
-        snapshot = cache.manager.run_once()  # a was opened: only a is read and measured
+        snapshot = cache.manager.run_once()  # a was opened: only a is measured
         assert snapshot is not None
         assert storage.sized == ["a"]
-        assert storage.read == ["a"]
+        assert storage.read == []
+        assert storage.updated == ["a"]  # its accesses written with its size, in one update
+        assert (
+            json.loads(Path(storage.path("a"), ".filecache", "meta.json").read_bytes())[
+                "access_count"
+            ]
+            == 2
+        )
         assert {e.key: e.access_count for e in snapshot.entries} == {"a": 2, "b": 1}
 
         with cache.model("b") as model:  # a file added: b is measured again

@@ -355,8 +355,12 @@ class Runtime:
             if not self._attached:
                 return None
             group, config = self._context()
+        # With a journal, the leader's scan writes the accesses of the models it measures
+        # with their sizes (one metadata update each); the others are written after it.
+        late = self._journal is not None
         try:
-            self.scanner.flush(group)
+            if not late:
+                self.scanner.flush(group)
             return self._cycle_body(group, config, trigger, full=full)
         except BaseException as exc:
             error = callback_error(exc)
@@ -365,6 +369,8 @@ class Runtime:
             group.error(error, "cycle")  # the thread survives anything a cycle raises
             return None
         finally:
+            if late:
+                self.scanner.flush(group)
             self._cycles += 1
 
     def _cycle_body(
@@ -385,7 +391,7 @@ class Runtime:
         count = self._background_scans
         full = full or (every is not None and count > 0 and count % every == 0)
         self._background_scans += 1
-        snapshot = self.scanner.scan(group, config, full=full)
+        snapshot = self.scanner.scan(group, config, full=full, write_accesses=True)
         self.evictor.sync(config.policy, snapshot.entries, group)
         _, snapshot = self.evictor.evict(group, config, config.policy, trigger, snapshot)
         self.evictor.save(group)

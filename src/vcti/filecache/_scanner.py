@@ -101,6 +101,7 @@ class Scanner:
         self._cursor: object = None  # where this process read the journal up to
         self._complete = False  # _known holds every model (a walk was made)
         self._retry: set[str] = set()  # models a scan could not measure: tried again
+        self._taken: dict[str, tuple[int, float]] | None = None  # accesses the scan writes
 
     def after_fork(self) -> None:
         """A forked child starts with its own lock (the parent's may be held)."""
@@ -111,14 +112,17 @@ class Scanner:
     def flush(self, group: ObserverGroup) -> None:
         """Write the accesses recorded in memory as increments of each model's count."""
         with self.io_lock:
-            for key, (count, last) in self.coord.take_pending().items():
-                try:
-                    self.storage.update_meta(key, _adder(count, last, group, key))
-                except FileNotFoundError:
-                    continue  # evicted since: its accesses go with it
-                except Exception as exc:  # a failing backend must not lose the counts
-                    group.error(exc, "metadata")
-                    self.coord.restore_pending(key, count, last)
+            self._write_accesses(group, self.coord.take_pending())
+
+    def _write_accesses(self, group: ObserverGroup, pending: dict[str, tuple[int, float]]) -> None:
+        for key, (count, last) in pending.items():
+            try:
+                self.storage.update_meta(key, _adder(count, last, group, key))
+            except FileNotFoundError:
+                continue  # evicted since: its accesses go with it
+            except Exception as exc:  # a failing backend must not lose the counts
+                group.error(exc, "metadata")
+                self.coord.restore_pending(key, count, last)
 
     # -- scans --------------------------------------------------------------------------
 
@@ -129,6 +133,7 @@ class Scanner:
         *,
         repair: bool = True,
         full: bool = False,
+        write_accesses: bool = False,
     ) -> CacheSnapshot:
         """Walk the root once and return what is there.
 
@@ -138,17 +143,22 @@ class Scanner:
             repair: report unreadable metadata and rebuild it, record measured sizes;
                 without it, nothing is written or remembered (a read-only look).
             full: measure every model.
+            write_accesses: also write this process's accesses (the leader's cycle, with
+                a journal): a model opened here is measured, and its accesses and size
+                written in one metadata update rather than two.
         """
         group.emit("on_scan_start")
         started = time.perf_counter()
         with self.io_lock:
-            pending = self.coord.pending()
-            if not repair:
-                entries = self._walk(group, config, pending, repair, full=full)
-            elif self._journal is not None:
-                entries = self._journaled(group, config, pending, full=full)
-            else:
-                entries = self._counted(group, config, pending, full=full)
+            taking = write_accesses and repair and self._journal is not None
+            pending = self.coord.take_pending() if taking else self.coord.pending()
+            self._taken = pending if taking else None
+            try:
+                entries = self._scan(group, config, pending, repair=repair, full=full)
+            finally:
+                self._taken = None
+                if taking:
+                    self._write_accesses(group, pending)  # those no measurement wrote
             try:
                 staging = self.storage.staging_size()
             except OSError as exc:
@@ -170,6 +180,21 @@ class Scanner:
         )
         group.emit("on_scan_end", snapshot, time.perf_counter() - started)
         return snapshot
+
+    def _scan(
+        self,
+        group: ObserverGroup,
+        config: CacheManagerConfig,
+        pending: dict[str, tuple[int, float]],
+        *,
+        repair: bool,
+        full: bool,
+    ) -> tuple[CacheEntry, ...]:
+        if not repair:
+            return self._walk(group, config, pending, repair, full=full)
+        if self._journal is not None:
+            return self._journaled(group, config, pending, full=full)
+        return self._counted(group, config, pending, full=full)
 
     def _counted(
         self,
@@ -424,14 +449,35 @@ class Scanner:
         stamp = stamp_text(data_stamp)
         if size != meta.size:
             group.emit("on_size_update", self.storage.path(key), size)
+        taken = self._taken
+        accesses = taken.get(key) if taken is not None else None
+        if accesses is not None and repair:
+            assert taken is not None
+            try:
+                settled = self._record_size(key, meta, size, data_stamp, accesses)
+            except FileNotFoundError:
+                raise
+            except OSError as exc:
+                # Like a failed write-behind: reported, the accesses kept for the next
+                # cycle (not tried again in this one), the model still in the snapshot.
+                group.error(exc, "metadata")
+                self.coord.restore_pending(key, *taken.pop(key))
+                return meta, None
+            del taken[key]  # written: the entry is the record, nothing to add
+            return settled
         if repair and (size != meta.size or meta.stamp != stamp):
             return self._record_size(key, meta, size, data_stamp)
         return meta, meta_stamp
 
     def _record_size(
-        self, key: str, meta: Meta, size: int, data_stamp: Hashable
+        self,
+        key: str,
+        meta: Meta,
+        size: int,
+        data_stamp: Hashable,
+        accesses: tuple[int, float] | None = None,
     ) -> tuple[Meta, Hashable]:
-        """Record a measured size in the metadata; return the new record (stamp unknown)."""
+        """Record a measured size (and ``accesses``); return the new record (stamp unknown)."""
         written: list[Meta] = []
         stamp = stamp_text(data_stamp)
 
@@ -439,6 +485,8 @@ class Scanner:
             current, error = Meta.read(raw, meta.last_access)
             if raw is None or error is not None:
                 current = meta  # what this scan read (or rebuilt) moments ago
+            if accesses is not None:
+                current = current.add(*accesses)  # measured after the contexts closed
             written.append(current.measured(size, stamp))
             return written[-1].encode()
 
