@@ -35,7 +35,8 @@ class Wake:
             if self._pipe is None:
                 r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
                 self._pipe = (r, w)
-                weakref.finalize(self, _close, r, w)
+                # Not at interpreter exit: a daemon thread may still be waiting on them.
+                weakref.finalize(self, _close, r, w).atexit = False
             return self._pipe
 
     def set(self) -> None:

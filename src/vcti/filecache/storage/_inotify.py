@@ -1,7 +1,7 @@
 """A watch on one folder with Linux's inotify, through ctypes (no dependency).
 
 The leader of a local root sleeps on it between cycles instead of looking at the change
-journal a few times a second: a thread that wakes four times a second costs about 2 CPU
+journal a few times a second: a thread that wakes four times a second costs about 3 CPU
 seconds an hour for the wake-ups alone, where a descriptor that becomes readable when the
 journal is written costs nothing while nothing happens.
 """
@@ -9,10 +9,13 @@ journal is written costs nothing while nothing happens.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
+import functools
 import os
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import ctypes
 
 # From <sys/inotify.h>: a file in the folder was written, created, or moved into it; the
 # folder itself was deleted or moved.
@@ -24,11 +27,15 @@ _IN_MOVE_SELF = 0x00000800
 _MASK = _IN_MODIFY | _IN_MOVED_TO | _IN_CREATE | _IN_DELETE_SELF | _IN_MOVE_SELF
 
 
+@functools.cache
 def _libc() -> ctypes.CDLL | None:
+    """The C library's inotify calls, loaded on first use (None: not on this platform)."""
     if not sys.platform.startswith("linux"):
         return None
+    import ctypes  # noqa: PLC0415 - only a leader watching a journal needs it
+
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        libc = ctypes.CDLL(None, use_errno=True)  # the interpreter's own C library
         libc.inotify_init1.argtypes = [ctypes.c_int]
         libc.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
     except (OSError, AttributeError):
@@ -36,9 +43,15 @@ def _libc() -> ctypes.CDLL | None:
     return libc
 
 
-_LIBC = _libc()
-#: Whether this platform has inotify.
-AVAILABLE = _LIBC is not None
+def _errno() -> int:
+    import ctypes  # noqa: PLC0415
+
+    return ctypes.get_errno()
+
+
+def available() -> bool:
+    """Whether this platform has inotify."""
+    return _libc() is not None
 
 
 class FolderWatch:
@@ -50,14 +63,15 @@ class FolderWatch:
     """
 
     def __init__(self, folder: str) -> None:
-        if _LIBC is None:
+        libc = _libc()
+        if libc is None:
             raise OSError("inotify is not available on this platform")
-        fd: int = _LIBC.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        fd: int = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
         if fd < 0:
-            err = ctypes.get_errno()
+            err = _errno()
             raise OSError(err, os.strerror(err), folder)
-        if _LIBC.inotify_add_watch(fd, os.fsencode(folder), _MASK) < 0:
-            err = ctypes.get_errno()
+        if libc.inotify_add_watch(fd, os.fsencode(folder), _MASK) < 0:
+            err = _errno()
             os.close(fd)
             raise OSError(err, os.strerror(err), folder)
         self._fd = fd

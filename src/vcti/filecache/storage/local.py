@@ -206,7 +206,7 @@ class LocalStorage:
             OSError: the watch could not be set up (the per-user limit of inotify
                 instances or watches reached, the folder missing).
         """
-        if not _inotify.AVAILABLE:
+        if not _inotify.available():
             return None
         return _inotify.FolderWatch(self._internal)
 
