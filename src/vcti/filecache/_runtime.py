@@ -265,11 +265,11 @@ class Runtime:
         deadline = time.monotonic() + config.interval
         watching = self._journal is not None and config.prompt_eviction and self._leader is not None
         if watching:
-            fresh = self._watch is None
             watch = self._watch_journal(group)
-            # What was written between the cycle's read and the watch's start.
-            if watch is not None and fresh and self._crossed(config):
-                return
+            if watch is not None:
+                watch.clear()  # then one read: what was written since the cycle's read
+                if self._crossed(config):
+                    return
         else:
             watch = None
             self._unwatch()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import struct
 import sys
 from typing import TYPE_CHECKING
 
@@ -25,6 +26,9 @@ _IN_CREATE = 0x00000100
 _IN_DELETE_SELF = 0x00000400
 _IN_MOVE_SELF = 0x00000800
 _MASK = _IN_MODIFY | _IN_MOVED_TO | _IN_CREATE | _IN_DELETE_SELF | _IN_MOVE_SELF
+_IN_IGNORED = 0x00008000  # the watch was removed (its folder deleted)
+_GONE = _IN_IGNORED | _IN_DELETE_SELF | _IN_MOVE_SELF
+_EVENT = struct.Struct("iIII")  # wd, mask, cookie, len (then len bytes of name)
 
 
 @functools.cache
@@ -70,21 +74,40 @@ class FolderWatch:
         if fd < 0:
             err = _errno()
             raise OSError(err, os.strerror(err), folder)
-        if libc.inotify_add_watch(fd, os.fsencode(folder), _MASK) < 0:
+        self._fd = fd
+        self._folder = os.fsencode(folder)
+        if not self._add():
             err = _errno()
             os.close(fd)
             raise OSError(err, os.strerror(err), folder)
-        self._fd = fd
+        self._lost = False
+
+    def _add(self) -> bool:
+        libc = _libc()
+        assert libc is not None
+        return bool(libc.inotify_add_watch(self._fd, self._folder, _MASK) >= 0)
 
     def fileno(self) -> int:
         """The descriptor to ``select`` on."""
         return self._fd
 
     def clear(self) -> None:
-        """Drain the events seen so far (the caller then reads what changed)."""
+        """Drain the events seen so far (the caller then reads what changed).
+
+        A folder that was deleted or moved away is watched again at its path once it is
+        there again (a root wiped and recreated); until then, only the caller's own timer
+        wakes it.
+        """
         with contextlib.suppress(BlockingIOError):
-            while os.read(self._fd, 65536):
-                pass
+            while data := os.read(self._fd, 65536):
+                offset = 0
+                while offset + _EVENT.size <= len(data):
+                    _, mask, _, length = _EVENT.unpack_from(data, offset)
+                    offset += _EVENT.size + length
+                    if mask & _GONE:
+                        self._lost = True
+        if self._lost and self._add():
+            self._lost = False
 
     def close(self) -> None:
         """Release the descriptor (idempotent)."""
