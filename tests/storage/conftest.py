@@ -89,9 +89,6 @@ class S3Env:
     url: str
     bucket: str
     client: Any
-    #: The boto3 session the storages make their clients with (each storage still has a
-    #: client of its own): a new session per storage would read the S3 service model anew.
-    session: Any = None
     made: list[Any] = field(default_factory=list)
 
     def storage(self, **kwargs: Any) -> Any:
@@ -103,7 +100,6 @@ class S3Env:
         kwargs.setdefault("delete_delay", 0.05)
         if "client" not in kwargs:
             kwargs.setdefault("endpoint_url", self.url)
-            kwargs.setdefault("session", self.session)
         storage = S3Storage(self.bucket, **kwargs)
         self.made.append(storage)
         return storage
@@ -140,23 +136,15 @@ def every(seconds: float, condition: Callable[[], object]) -> Callable[[], bool]
     return ask
 
 
-@pytest.fixture(scope="session")
-def boto3_session(moto_server: MotoServer) -> Any:
-    """One boto3 session for the storages of every test (made with the dummy settings)."""
-    import boto3
-
-    return boto3.session.Session()
-
-
 @pytest.fixture
-def s3(moto_server: MotoServer, boto3_session: Any) -> Iterator[S3Env]:
+def s3(moto_server: MotoServer) -> Iterator[S3Env]:
     import boto3
 
     moto_server.reset()
     client = boto3.client("s3", endpoint_url=moto_server.url)
     bucket = f"test-{uuid.uuid4().hex[:12]}"
     client.create_bucket(Bucket=bucket)
-    env = S3Env(moto_server.url, bucket, client, boto3_session)
+    env = S3Env(moto_server.url, bucket, client)
     yield env
     for storage in env.made:
         storage.flush()
