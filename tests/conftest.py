@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -11,6 +12,24 @@ from vcti.filecache import CacheManagerConfig, FileCache, LocalStorage
 from vcti.filecache.testing import MemoryStorage
 
 from .helpers import Backend, FakeClock, wait_for
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _shared_bytecode(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Let the Python processes the tests start reuse each other's compiled modules.
+
+    Hundreds of tests run the command or a worker in a new interpreter. Where the
+    environment forbids writing bytecode (PYTHONDONTWRITEBYTECODE, as many container
+    images set), each of them would compile the package again; they share a bytecode
+    folder of the test run's own instead, and nothing is written next to the sources.
+    """
+    if not os.environ.get("PYTHONDONTWRITEBYTECODE"):
+        yield
+        return
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("PYTHONDONTWRITEBYTECODE")
+        mp.setenv("PYTHONPYCACHEPREFIX", str(tmp_path_factory.mktemp("bytecode")))
+        yield
 
 
 @pytest.fixture

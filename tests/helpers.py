@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,30 @@ def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met before the deadline")
         time.sleep(0.01)
+
+
+@contextlib.contextmanager
+def untraced() -> Iterator[None]:
+    """Run the block with the coverage tracer paused, if the suite runs under coverage.
+
+    For a block that replays a large workload through code that smaller tests cover
+    already: what it proves is its result, and traced line by line it runs about three
+    times as slow.
+    """
+    try:
+        import coverage
+    except ImportError:
+        yield
+        return
+    current = coverage.Coverage.current()
+    if current is None:
+        yield
+        return
+    current.stop()
+    try:
+        yield
+    finally:
+        current.start()
 
 
 REPO = Path(__file__).resolve().parents[1]

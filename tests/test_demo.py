@@ -453,7 +453,12 @@ def prometheus(demo: Demo, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         pytest.fail("the prometheus server is not installed (apt-get install prometheus)")
     work = tmp_path_factory.mktemp("prometheus")
     config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
-    config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
+    # Scrapes twice a second: the dashboard test waits for a few of them.
+    config["global"] = {
+        "scrape_interval": "500ms",
+        "scrape_timeout": "500ms",
+        "evaluation_interval": "1s",
+    }
     config["rule_files"] = [str(PROMETHEUS_DIR / "alerts.yml")]
     port = free_port()
     for job in config["scrape_configs"]:

@@ -216,16 +216,16 @@ def test_the_clock_jumping_backwards(tmp_path: Path) -> None:
 
 def test_many_models_in_one_folder(tmp_path: Path) -> None:
     recorder = RecordingObserver()
-    storage, cache = make(tmp_path, recorder, evict_above=3000 * 10)
+    storage, cache = make(tmp_path, recorder, evict_above=1500 * 10)
     with cache:
-        for n in range(4000):
+        for n in range(2000):
             add(cache, f"flat/m{n:05d}", 10)
         snapshot = cache.snapshot()
-        assert snapshot.entry_count == 4000
-        assert snapshot.total_size == 40_000
+        assert snapshot.entry_count == 2000
+        assert snapshot.total_size == 20_000
         removed = cache.evict()
-        assert len(removed) == 1000
-        assert len(os.listdir(storage.path("flat"))) == 3000
+        assert len(removed) == 500
+        assert len(os.listdir(storage.path("flat"))) == 1500
         assert recorder.errors() == []
 
 

@@ -110,16 +110,23 @@ def _environment(unbuffered: bool) -> dict[str, str]:
 BUFFERING = pytest.mark.parametrize("unbuffered", [False, True], ids=["buffered", "unbuffered"])
 
 
+@pytest.fixture(scope="module")
+def long_listing(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A root whose listing is four times what a pipe holds (only read: ls changes nothing)."""
+    capacity = _pipe_capacity()
+    models = [Model(f"{'s' * 200}/{i:05d}", 1, created=i) for i in range(4 * capacity // 200)]
+    return build_cache(tmp_path_factory.mktemp("long") / "cache", models)
+
+
 @BUFFERING
 @pytest.mark.parametrize("json_output", [False, True], ids=["text", "json"])
 def test_a_reader_that_leaves_early_gets_status_141(
-    tmp_path: Path, unbuffered: bool, json_output: bool
+    long_listing: Path, unbuffered: bool, json_output: bool
 ) -> None:
     # `filecache ls ROOT | head -c 10` with more output than the pipe holds: the command
     # is still writing when head has read its 10 bytes and exited.
     capacity = _pipe_capacity()
-    models = [Model(f"{'s' * 200}/{i:05d}", 1, created=i) for i in range(4 * capacity // 200)]
-    root = build_cache(tmp_path / "cache", models)
+    root = long_listing
     command = [sys.executable, "-m", "vcti.filecache", "ls", str(root)]
     if json_output:
         command.append("--json")

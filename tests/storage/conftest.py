@@ -7,17 +7,19 @@ config file, no instance metadata lookup).
 
 from __future__ import annotations
 
-import io
-import logging
-import threading
+import subprocess
+import sys
 import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
+
+from ..helpers import REPO
 
 AWS_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -29,42 +31,34 @@ AWS_UNSET = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOI
 
 
 class MotoServer:
-    """moto's S3 server on a free port of 127.0.0.1, deciding one request at a time.
+    """The local S3 endpoint: ``tests/storage/moto_server.py`` in a process of its own."""
 
-    This is what ``moto.server.ThreadedMotoServer`` runs, with one change: moto checks
-    the precondition of a conditional write (``IfMatch``, ``IfNoneMatch``) and then
-    writes, without a lock, so two concurrent conditional writes to one key can both
-    succeed. S3 decides them atomically, and the lease and merged-count tests rely on
-    that, so requests are decided one at a time here. Each request's body is read before
-    its turn: a client stopped (SIGSTOP) in the middle of sending one must not hold up
-    every other client, as it would not on S3.
-    """
-
-    def __init__(self) -> None:
-        from moto.server import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
-        from werkzeug.serving import make_server
-
-        app = DomainDispatcherApplication(create_backend_app)
-        lock = threading.Lock()
-
-        def serial(environ: dict[str, Any], start_response: Any) -> list[bytes]:
-            length = int(environ.get("CONTENT_LENGTH") or 0)
-            environ["wsgi.input"] = io.BytesIO(environ["wsgi.input"].read(length))
-            with lock:
-                return list(app(environ, start_response))
-
-        self._server = make_server(
-            "127.0.0.1", 0, serial, threaded=True, request_handler=MotoRequestHandler
+    def __init__(self, log: Path) -> None:
+        self._log = open(log, "w")  # noqa: SIM115 (open while the server runs)
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.storage.moto_server"],
+            cwd=REPO,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
         )
-        self.url = f"http://127.0.0.1:{self._server.server_port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
+        assert self._proc.stdout is not None
+        self.url = self._proc.stdout.readline().strip()
+        assert self.url.startswith("http://127.0.0.1:"), log.read_text()
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._thread.join()
+        assert self._proc.stdin is not None
+        assert self._proc.stdout is not None
+        self._proc.stdin.close()  # the server stops at the end of its stdin
+        try:
+            self._proc.wait(timeout=30)
+        finally:
+            if self._proc.poll() is None:
+                self._proc.kill()
+                self._proc.wait()
+            self._proc.stdout.close()
+            self._log.close()
 
     def reset(self) -> None:
         """Forget every bucket and object (moto's reset endpoint)."""
@@ -83,10 +77,7 @@ def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer
             mp.delenv(name, raising=False)
         mp.setenv("AWS_CONFIG_FILE", str(home / "config"))
         mp.setenv("AWS_SHARED_CREDENTIALS_FILE", str(home / "credentials"))
-        # werkzeug logs every request at INFO; keep failure reports readable.
-        logging.getLogger("werkzeug").setLevel(logging.WARNING)
-        server = MotoServer()
-        server.start()
+        server = MotoServer(home / "server.log")
         yield server
         server.stop()
 

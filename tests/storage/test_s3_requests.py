@@ -13,8 +13,12 @@ from vcti.filecache import CacheManagerConfig, FileCache, LruPolicy
 from ..helpers import FakeClock, wait_for
 from .conftest import S3Env
 
-MODELS, FILES, FILE_SIZE = 30, 100, 10
+# Enough objects for a listing of more than one page (S3 lists 1,000 keys a request) and an
+# eviction of more than one DeleteObjects batch (1,000 keys each), and no more: every file
+# is a PUT through the local server.
+MODELS, FILES, FILE_SIZE = 12, 100, 10
 MODEL_SIZE = FILES * FILE_SIZE
+EVICTED = 10  # their files and metadata records: 10 x 101 = 1,010 keys, two batches
 
 
 def cost(storage: Any, action: Callable[[], object]) -> dict[str, int]:
@@ -68,6 +72,7 @@ def test_scan_hit_and_eviction_costs(s3: S3Env) -> None:
         objects = len(s3.object_keys("cache/"))  # the files, plus a head and a metadata record
         assert objects == MODELS * (FILES + 2) + 1  # + the leader lease
         pages = math.ceil(objects / 1000)
+        assert pages == 2
 
         # A fill of a new key two levels deep: a GET of its head (no model), the claim
         # (a conditional PUT), a GET of the one ancestor's head and a listing of the heads
@@ -100,11 +105,11 @@ def test_scan_hit_and_eviction_costs(s3: S3Env) -> None:
             with cache.model(key) as model:
                 assert not model.new
 
-        assert cost(storage, lambda: hit("runs/m29")) == {"CopyObject": 1}
-        assert cost(storage, lambda: hit("runs/m29")) == {}
+        assert cost(storage, lambda: hit(f"runs/m{MODELS - 1:02d}")) == {"CopyObject": 1}
+        assert cost(storage, lambda: hit(f"runs/m{MODELS - 1:02d}")) == {}
         # A process that never saw the model reads its head once first.
         third = s3.storage(lease_ttl=600)
-        assert cost(third, lambda: third.pin("runs/m28").release()) == {  # type: ignore[union-attr]
+        assert cost(third, lambda: third.pin(f"runs/m{MODELS - 2:02d}").release()) == {  # type: ignore[union-attr]
             "GetObject": 1,
             "CopyObject": 1,
         }
@@ -112,9 +117,9 @@ def test_scan_hit_and_eviction_costs(s3: S3Env) -> None:
         # Writing the accesses behind: one conditional PUT per accessed model and cycle.
         assert cost(storage, cache.manager.flush) == {"PutObject": 1}
 
-        # Evicting 20 models: their files go in ceil(files / 1000) DeleteObjects requests;
+        # Evicting 10 models: their files go in ceil(files / 1000) DeleteObjects requests;
         # per model, a lease PUT and DELETE, the marker's DELETE and two small listings.
-        evicted = 20
+        evicted = EVICTED
         config_small = CacheManagerConfig(
             evict_above=(MODELS - evicted) * MODEL_SIZE, interval=3600, clock=clock
         )
@@ -135,7 +140,7 @@ def test_scan_hit_and_eviction_costs(s3: S3Env) -> None:
             "DeleteObject": evicted,
             "DeleteObjects": math.ceil(deleted / 1000),
         }
-        assert spent["DeleteObjects"] == 3
+        assert spent["DeleteObjects"] == 2  # more than one batch
         assert len(s3.object_keys("cache/")) == objects - evicted * (FILES + 2)
 
 
