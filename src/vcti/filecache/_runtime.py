@@ -47,6 +47,8 @@ log = logging.getLogger("vcti.filecache")
 #: processes that call for a cycle before the interval is up (where the backend cannot
 #: wake it when the journal is written).
 _WATCH_INTERVAL = 0.25
+#: Seconds the leader lets changes gather after its watch wakes it, before it reads them.
+_WATCH_COALESCE = 0.1
 
 
 @dataclass(eq=False)
@@ -280,6 +282,10 @@ class Runtime:
             if watch is not None:
                 woke = self._wake.wait(remaining, watch)
                 if woke is None:
+                    # A burst of changes (an eviction, many fills) is read in one go, at
+                    # most a few times a second, not once per line written.
+                    rest = max(0.0, deadline - time.monotonic())
+                    woke = self._wake.wait(min(_WATCH_COALESCE, rest))
                     watch.clear()  # before reading: a write after it wakes us again
             else:
                 woke = self._wake.wait(min(remaining, _WATCH_INTERVAL) if watching else remaining)
