@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vcti.filecache import FileCache
+from vcti.filecache import FileCache, ModelInfo
 from vcti.filecache.storage.base import CacheStorage
 from vcti.filecache.testing import MemoryStorage
 
@@ -130,3 +131,71 @@ def disk_total(root: Path) -> int:
             if not os.path.islink(path):
                 total += os.lstat(path).st_size
     return total
+
+
+class DirectoriesV1:
+    """A backend written to 1.0's CacheStorage protocol, as a 1.0 user might have.
+
+    A directory per model with 1.0's ``.cache_meta`` file; ``calls`` records the
+    methods that change something, in order.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.calls: list[str] = []
+        root.mkdir(parents=True, exist_ok=True)
+
+    def key(self) -> str:
+        return f"dirs:{self.root}"
+
+    def create_dir(self, rel_path: str) -> None:
+        self.calls.append("create_dir")
+        (self.root / rel_path).mkdir(parents=True, exist_ok=True)
+
+    def delete_dir(self, rel_path: str) -> None:
+        self.calls.append("delete_dir")
+        shutil.rmtree(self.root / rel_path)
+
+    def dir_exists(self, rel_path: str) -> bool:
+        return (self.root / rel_path).is_dir()
+
+    def model_path(self, rel_path: str) -> str:
+        return str(self.root / rel_path)
+
+    def read_meta(self, rel_path: str) -> dict[str, Any]:
+        try:
+            data = json.loads((self.root / rel_path / ".cache_meta").read_text())
+        except (OSError, ValueError):
+            return {"size": 0, "access_count": 0}
+        return data if isinstance(data, dict) else {"size": 0, "access_count": 0}
+
+    def write_meta(
+        self, rel_path: str, data: dict[str, Any], *, preserve_mtime: bool = False
+    ) -> None:
+        self.calls.append("write_meta")
+        (self.root / rel_path / ".cache_meta").write_text(json.dumps(data))
+
+    def touch_access(self, rel_path: str) -> None:
+        os.utime(self.root / rel_path / ".cache_meta")
+
+    def scan_entries(self) -> list[ModelInfo]:
+        found = []
+        for meta in self.root.rglob(".cache_meta"):
+            rel = str(meta.parent.relative_to(self.root))
+            data = self.read_meta(rel)
+            found.append(
+                ModelInfo(
+                    rel, self.compute_dir_size(rel), meta.stat().st_mtime, data["access_count"]
+                )
+            )
+        return found
+
+    def compute_dir_size(self, rel_path: str) -> int:
+        return sum(
+            p.stat().st_size
+            for p in (self.root / rel_path).rglob("*")
+            if p.is_file() and p.name != ".cache_meta"
+        )
+
+    def cleanup_temp_files(self) -> None:
+        self.calls.append("cleanup_temp_files")

@@ -13,7 +13,6 @@ import dataclasses
 import json
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -44,7 +43,7 @@ from vcti.filecache import (
 )
 from vcti.filecache.testing import RecordingObserver
 
-from .helpers import wait_for
+from .helpers import DirectoriesV1, wait_for
 
 # -- names and modules --------------------------------------------------------------------
 
@@ -380,71 +379,8 @@ def test_acquire_and_release(tmp_path: Path) -> None:
 # -- backends written to 1.0's protocol ----------------------------------------------------
 
 
-class DirStorage:
-    """A backend written to 1.0's CacheStorage protocol (as a 1.0 user might have)."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.calls: list[str] = []
-
-    def key(self) -> str:
-        return f"dirs:{self.root}"
-
-    def create_dir(self, rel_path: str) -> None:
-        self.calls.append("create_dir")
-        (self.root / rel_path).mkdir(parents=True, exist_ok=True)
-
-    def delete_dir(self, rel_path: str) -> None:
-        self.calls.append("delete_dir")
-        shutil.rmtree(self.root / rel_path)
-
-    def dir_exists(self, rel_path: str) -> bool:
-        return (self.root / rel_path).is_dir()
-
-    def model_path(self, rel_path: str) -> str:
-        return str(self.root / rel_path)
-
-    def read_meta(self, rel_path: str) -> dict[str, Any]:
-        try:
-            data = json.loads((self.root / rel_path / ".cache_meta").read_text())
-        except (OSError, ValueError):
-            return {"size": 0, "access_count": 0}
-        return data if isinstance(data, dict) else {"size": 0, "access_count": 0}
-
-    def write_meta(
-        self, rel_path: str, data: dict[str, Any], *, preserve_mtime: bool = False
-    ) -> None:
-        self.calls.append("write_meta")
-        (self.root / rel_path / ".cache_meta").write_text(json.dumps(data))
-
-    def touch_access(self, rel_path: str) -> None:
-        os.utime(self.root / rel_path / ".cache_meta")
-
-    def scan_entries(self) -> list[ModelInfo]:
-        found = []
-        for meta in self.root.rglob(".cache_meta"):
-            rel = str(meta.parent.relative_to(self.root))
-            data = self.read_meta(rel)
-            found.append(
-                ModelInfo(
-                    rel, self.compute_dir_size(rel), meta.stat().st_mtime, data["access_count"]
-                )
-            )
-        return found
-
-    def compute_dir_size(self, rel_path: str) -> int:
-        return sum(
-            p.stat().st_size
-            for p in (self.root / rel_path).rglob("*")
-            if p.is_file() and p.name != ".cache_meta"
-        )
-
-    def cleanup_temp_files(self) -> None:
-        self.calls.append("cleanup_temp_files")
-
-
 def test_a_backend_written_for_1_0_runs_through_the_adapter(tmp_path: Path) -> None:
-    backend = DirStorage(tmp_path)
+    backend = DirectoriesV1(tmp_path)
     settings = config(evict_above=150, prompt_eviction=False)
     with FileCache(settings, storage=backend) as cache:
         wait_for(lambda: cache.manager.cycles >= 1)

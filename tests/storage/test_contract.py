@@ -7,16 +7,13 @@ backend implements; StorageContract checks that none is missing.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from vcti.filecache import LocalStorage, ModelInfo
+from vcti.filecache import LocalStorage
 from vcti.filecache.storage import base
 from vcti.filecache.storage.base import CacheStorage
 from vcti.filecache.storage.v1 import CACHE_META, StorageV1, StorageV1Adapter
@@ -34,6 +31,8 @@ from vcti.filecache.testing import (
     StorageFixtures,
     capability_suites,
 )
+
+from ..helpers import DirectoriesV1
 
 
 class TestLocalStorage(
@@ -78,62 +77,6 @@ class TestMemoryStorage(StorageContract, PolicyStateStorageContract):
     def write_file(self, storage: CacheStorage, folder: str, name: str, data: bytes) -> None:
         assert isinstance(storage, MemoryStorage)
         storage.write_file(f"{folder}/{name}", data)
-
-
-class DirectoriesV1:
-    """A backend written to vcti-file-cache 1.0's protocol: a directory per model."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        root.mkdir(parents=True, exist_ok=True)
-
-    def key(self) -> str:
-        return f"dirs:{self.root}"
-
-    def create_dir(self, rel_path: str) -> None:
-        (self.root / rel_path).mkdir(parents=True, exist_ok=True)
-
-    def delete_dir(self, rel_path: str) -> None:
-        shutil.rmtree(self.root / rel_path)
-
-    def dir_exists(self, rel_path: str) -> bool:
-        return (self.root / rel_path).is_dir()
-
-    def model_path(self, rel_path: str) -> str:
-        return str(self.root / rel_path)
-
-    def read_meta(self, rel_path: str) -> dict[str, Any]:
-        try:
-            data = json.loads((self.root / rel_path / CACHE_META).read_text())
-        except (OSError, ValueError):
-            return {"size": 0, "access_count": 0}
-        return data if isinstance(data, dict) else {"size": 0, "access_count": 0}
-
-    def write_meta(
-        self, rel_path: str, data: dict[str, Any], *, preserve_mtime: bool = False
-    ) -> None:
-        (self.root / rel_path / CACHE_META).write_text(json.dumps(data))
-
-    def touch_access(self, rel_path: str) -> None:
-        os.utime(self.root / rel_path / CACHE_META)
-
-    def scan_entries(self) -> list[ModelInfo]:
-        found = []
-        for meta in self.root.rglob(CACHE_META):
-            rel = meta.parent.relative_to(self.root).as_posix()
-            count = self.read_meta(rel)["access_count"]
-            found.append(ModelInfo(rel, self.compute_dir_size(rel), meta.stat().st_mtime, count))
-        return found
-
-    def compute_dir_size(self, rel_path: str) -> int:
-        return sum(
-            p.stat().st_size
-            for p in (self.root / rel_path).rglob("*")
-            if p.is_file() and p.name != CACHE_META
-        )
-
-    def cleanup_temp_files(self) -> None:
-        pass
 
 
 class TestStorageV1Adapter(StorageContract):
