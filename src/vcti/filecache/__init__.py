@@ -6,8 +6,6 @@ sizes and evicts whole directories when the total passes a limit.
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
 from ._cache import FileCache, ModelDir
 from ._config import CacheManagerConfig
 from ._entry import (
@@ -44,10 +42,22 @@ from .policies import (
 )
 from .storage import CacheStorage, LocalStorage, MemoryStorage, StorageV1
 
-try:
-    __version__ = version("vcti-file-cache")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree not installed
-    __version__ = "0+unknown"
+
+def __getattr__(name: str) -> str:
+    # ``__version__`` is read from the installed metadata on first use: importing
+    # ``importlib.metadata`` costs more than the rest of the package (a process that
+    # only measures folders never needs it).
+    if name != "__version__":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+
+    try:
+        value = version("vcti-file-cache")
+    except PackageNotFoundError:  # pragma: no cover - a source tree not installed
+        value = "0+unknown"
+    globals()["__version__"] = value
+    return value
+
 
 __all__ = [
     "AdoptionReport",
