@@ -6,7 +6,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -519,9 +519,19 @@ class CountingStorage(LocalStorage):
         self.updated.append(key)
         super().update_meta(key, update)
 
+    def update_metas(
+        self, updates: Sequence[tuple[str, Callable[[bytes | None], bytes]]]
+    ) -> Iterator[tuple[str, tuple[bytes | None, bytes] | Exception]]:
+        self.updated.extend(key for key, _ in updates)  # in the measuring process
+        return super().update_metas(updates)
+
     def model_size(self, key: str) -> int:
         self.sized.append(key)
         return super().model_size(key)
+
+    def model_sizes(self, keys: Sequence[str]) -> dict[str, int]:
+        self.sized.extend(keys)  # in the measuring process
+        return super().model_sizes(keys)
 
     def read_meta(self, key: str) -> bytes:
         self.read.append(key)

@@ -518,12 +518,15 @@ def test_a_forked_child_gets_a_manager_of_its_own(tmp_path: Path) -> None:
             status = 1
             try:
                 wait_for(lambda: cache.manager.cycles >= 1, timeout=20)
-                if cache.manager.is_running and not cache.manager.is_leader:
+                running, leader = cache.manager.is_running, cache.manager.is_leader
+                if running and not leader:
                     for _ in range(3):
                         with cache.model("m"):
                             pass
                     cache.close()
                     status = 0
+                else:
+                    print(f"in the child: running={running} leader={leader}", file=sys.stderr)
             except BaseException:
                 traceback.print_exc()
             finally:

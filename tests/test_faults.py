@@ -6,7 +6,7 @@ import errno
 import json
 import os
 import shutil
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -31,6 +31,15 @@ class FaultyStorage(LocalStorage):
         if self.meta_error is not None:
             raise self.meta_error
         super().update_meta(key, update)
+
+    def update_metas(
+        self, updates: Sequence[tuple[str, Callable[[bytes | None], bytes]]]
+    ) -> Iterator[tuple[str, tuple[bytes | None, bytes] | Exception]]:
+        if self.meta_error is None:
+            yield from super().update_metas(updates)
+            return
+        for key, _ in updates:  # as the measuring process reports a failed write
+            yield key, self.meta_error
 
     def publish(self, key: str, staged: str, meta: bytes) -> None:
         if self.publish_error is not None:

@@ -20,6 +20,7 @@ from vcti.filecache.storage.v1 import CACHE_META, StorageV1, StorageV1Adapter
 from vcti.filecache.testing import (
     AdoptingStorageContract,
     BulkMeasuringStorageContract,
+    BulkMetadataStorageContract,
     FreeSpaceStorageContract,
     JournaledStorageContract,
     LeasedStorageContract,
@@ -41,6 +42,7 @@ class TestLocalStorage(
     StampedStorageContract,
     JournaledStorageContract,
     BulkMeasuringStorageContract,
+    BulkMetadataStorageContract,
     FreeSpaceStorageContract,
     PolicyStateStorageContract,
     AdoptingStorageContract,
@@ -98,6 +100,7 @@ def test_every_capability_has_a_suite() -> None:
     assert {protocol.__name__: suite for protocol, suite in suites.items()} == {
         "AdoptingStorage": AdoptingStorageContract,
         "BulkMeasuringStorage": BulkMeasuringStorageContract,
+        "BulkMetadataStorage": BulkMetadataStorageContract,
         "FreeSpaceStorage": FreeSpaceStorageContract,
         "JournaledStorage": JournaledStorageContract,
         "LeasedStorage": LeasedStorageContract,
@@ -121,6 +124,7 @@ def test_a_backend_missing_a_suite_fails_the_contract(tmp_path: Path) -> None:
         PartlyTested().test_inherits_a_suite_for_each_capability(tmp_path)
     message = str(failed.value)
     for name in (
+        "BulkMetadataStorage",
         "SharedStorage",
         "StampedStorage",
         "JournaledStorage",

@@ -127,6 +127,35 @@ class Meta:
         return replace(self, size=size, stamp=stamp)
 
 
+@dataclass(frozen=True, slots=True)
+class MetaUpdate:
+    """A change to a stored record, as data: it can run in another process (it pickles).
+
+    Called with the stored record (None if missing, damaged bytes if unreadable), it
+    returns the record to write: the stored one, or ``fallback`` where it is missing or
+    unreadable (without a fallback, defaults with times ``accesses``' last access), with
+    ``accesses`` added (count, last access) and then ``measured`` recorded (size, stamp).
+    """
+
+    accesses: tuple[int, float] | None = None
+    measured: tuple[int, str | None] | None = None
+    fallback: Meta | None = None
+
+    def __call__(self, raw: bytes | None) -> bytes:
+        if self.fallback is not None:
+            meta, error = Meta.read(raw, self.fallback.last_access)
+            if raw is None or error is not None:
+                meta = self.fallback
+        else:
+            now = self.accesses[1] if self.accesses is not None else 0.0
+            meta, _ = Meta.read(raw, now)
+        if self.accesses is not None:
+            meta = meta.add(*self.accesses)
+        if self.measured is not None:
+            meta = meta.measured(*self.measured)
+        return meta.encode()
+
+
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 

@@ -28,6 +28,7 @@ from ._wake import Wake
 from .exceptions import LockTimeoutError, MetadataError
 from .storage.base import (
     AdoptingStorage,
+    BulkMetadataStorage,
     CacheStorage,
     ChangeWatch,
     FreeSpaceStorage,
@@ -83,6 +84,7 @@ class Runtime:
         self._adopting = storage if isinstance(storage, AdoptingStorage) else None
         self._journal = storage if isinstance(storage, JournaledStorage) else None
         self._disk = storage if isinstance(storage, FreeSpaceStorage) else None
+        self._batch = storage if isinstance(storage, BulkMetadataStorage) else None
         self.coord = Coordinator(storage)
         self.scanner = Scanner(storage, self.coord)
         self.evictor = Evictor(storage, self.coord)
@@ -185,6 +187,8 @@ class Runtime:
         elif thread is not threading.current_thread():
             thread.join()
         self._resign(group)
+        if self._batch is not None:
+            self._batch.close()  # the measuring process: the root's last user here is gone
         return True
 
     def ensure_open(self, group: ObserverGroup) -> None:

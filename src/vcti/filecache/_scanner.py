@@ -20,12 +20,13 @@ from typing import TYPE_CHECKING
 
 from ._coord import Coordinator
 from ._entry import CacheEntry, CacheSnapshot, VerifyReport
-from ._meta import Meta
+from ._meta import Meta, MetaUpdate
 from ._observers import ObserverGroup
 from .exceptions import MetadataError
 from .storage.base import (
     AdoptingStorage,
     BulkMeasuringStorage,
+    BulkMetadataStorage,
     CacheStorage,
     FreeSpaceStorage,
     JournaledStorage,
@@ -82,7 +83,9 @@ class _Known:
         )
 
 
-#: Fewer models than this are measured here; more, in one batch away from this process.
+#: Outside the leader's cycle, fewer models than this are measured and written here; more,
+#: in one batch away from this process. The leader's cycle sends even a few away: it runs
+#: beside the server's hits.
 _BULK_MIN = 64
 
 
@@ -115,6 +118,7 @@ class Scanner:
         self._disk = storage if isinstance(storage, FreeSpaceStorage) else None
         self._journal = storage if isinstance(storage, JournaledStorage) else None
         self._bulk = storage if isinstance(storage, BulkMeasuringStorage) else None
+        self._batch = storage if isinstance(storage, BulkMetadataStorage) else None
         self._adopting = storage if isinstance(storage, AdoptingStorage) else None
         self.io_lock = threading.Lock()  # scans and write-behind see one consistent state
         self._known: dict[str, _Known] = {}
@@ -136,15 +140,56 @@ class Scanner:
         with self.io_lock:
             self._write_accesses(group, self.coord.take_pending())
 
-    def _write_accesses(self, group: ObserverGroup, pending: dict[str, tuple[int, float]]) -> None:
-        for key, (count, last) in pending.items():
-            try:
-                self.storage.update_meta(key, _adder(count, last, group, key))
-            except FileNotFoundError:
+    def _write_accesses(
+        self, group: ObserverGroup, pending: dict[str, tuple[int, float]], *, away: bool = False
+    ) -> None:
+        updates = [(key, MetaUpdate(accesses=accesses)) for key, accesses in pending.items()]
+        for key, result in self._update_all(group, updates, away=away).items():
+            count, last = pending[key]
+            if isinstance(result, FileNotFoundError):
                 continue  # evicted since: its accesses go with it
-            except Exception as exc:  # a failing backend must not lose the counts
-                group.error(exc, "metadata")
+            if isinstance(result, Exception):  # a failing backend must not lose the counts
+                group.error(result, "metadata")
                 self.coord.restore_pending(key, count, last)
+                continue
+            _, error = Meta.read(result[0], last)
+            if error is not None:
+                group.error(
+                    MetadataError(f"model {key!r}: {error}; rebuilt with defaults"), "metadata"
+                )
+
+    def _update_all(
+        self, group: ObserverGroup, updates: list[tuple[str, MetaUpdate]], *, away: bool
+    ) -> dict[str, tuple[bytes | None, bytes] | Exception]:
+        """Run metadata updates: the record each was given and wrote, or what stopped it.
+
+        With ``away`` (or many of them), in one batch away from this process where the
+        backend can; what the batch did not reach (it failed, reported) runs here.
+        """
+        results: dict[str, tuple[bytes | None, bytes] | Exception] = {}
+        if self._batch is not None and updates and (away or len(updates) >= _BULK_MIN):
+            try:
+                for key, result in self._batch.update_metas(updates):
+                    results[key] = result
+            except OSError as exc:
+                group.error(exc, "metadata")
+        for key, update in updates:
+            if key not in results:
+                results[key] = self._update_here(key, update)
+        return results
+
+    def _update_here(self, key: str, update: MetaUpdate) -> tuple[bytes | None, bytes] | Exception:
+        done: list[tuple[bytes | None, bytes]] = []
+
+        def run(raw: bytes | None) -> bytes:
+            done.append((raw, update(raw)))
+            return done[-1][1]
+
+        try:
+            self.storage.update_meta(key, run)
+        except Exception as exc:
+            return exc
+        return done[-1]
 
     # -- scans --------------------------------------------------------------------------
 
@@ -180,7 +225,7 @@ class Scanner:
             finally:
                 self._taken = None
                 if taking:
-                    self._write_accesses(group, pending)  # those no measurement wrote
+                    self._write_accesses(group, pending, away=True)  # those not yet written
             try:
                 staging = self.storage.staging_size()
             except OSError as exc:
@@ -379,33 +424,62 @@ class Scanner:
                 self._failed(group, key, exc)
                 continue
             rows.append((key, data_stamp, meta_stamp, meta, size))
-        sizes = self._sizes([row[0] for row in rows if row[4] is None], group)
+        away = self._taken is not None  # the leader's cycle, beside the server's hits
+        sizes = self._sizes([row[0] for row in rows if row[4] is None], group, away=away)
+        measured: list[tuple[str, Hashable, Hashable, Meta, int]] = []
+        updates: list[tuple[str, MetaUpdate]] = []
         for key, data_stamp, meta_stamp, meta, size in rows:
             if size is not None:
                 yield key, data_stamp, meta_stamp, meta, size
                 continue
-            measured = sizes.get(key)
-            if measured is None:
+            new_size = sizes.get(key)
+            if new_size is None:
                 continue  # gone, or reported
-            try:
-                settled, new_stamp = self._settle(
-                    group, key, meta, measured, stamps=(data_stamp, meta_stamp), repair=repair
-                )
-            except FileNotFoundError:
-                continue
-            except OSError as exc:
-                self._failed(group, key, exc)
-                continue
-            yield key, data_stamp, new_stamp, settled, measured
+            if new_size != meta.size:
+                group.emit("on_size_update", self.storage.path(key), new_size)
+            update = self._size_update(key, meta, new_size, data_stamp, repair=repair)
+            if update is not None:
+                updates.append((key, update))
+            measured.append((key, data_stamp, meta_stamp, meta, new_size))
+        written = self._update_all(group, updates, away=away) if updates else {}
+        yield from self._recorded(group, measured, written)
 
-    def _sizes(self, keys: list[str], group: ObserverGroup) -> dict[str, int]:
+    def _recorded(
+        self,
+        group: ObserverGroup,
+        measured: list[tuple[str, Hashable, Hashable, Meta, int]],
+        written: dict[str, tuple[bytes | None, bytes] | Exception],
+    ) -> Iterator[tuple[str, Hashable, Hashable, Meta, int]]:
+        """The measured models, with the records written for them (and what failed)."""
+        for key, data_stamp, meta_stamp, meta, size in measured:
+            result = written.get(key)
+            if result is None:
+                yield key, data_stamp, meta_stamp, meta, size
+                continue
+            if not isinstance(result, Exception) or isinstance(result, FileNotFoundError):
+                if self._taken is not None:
+                    self._taken.pop(key, None)  # written (or gone): not the write-behind's
+                if not isinstance(result, Exception):
+                    yield key, data_stamp, None, Meta.decode(result[1]), size  # stamp: next scan
+            elif self._taken is not None and key in self._taken:
+                # Like a failed write-behind: reported, the accesses kept for the next
+                # cycle (not tried again in this one), the model still in the snapshot.
+                group.error(result, "metadata")
+                self.coord.restore_pending(key, *self._taken.pop(key))
+                yield key, data_stamp, None, meta, size
+            elif isinstance(result, OSError):
+                self._failed(group, key, result)
+            else:
+                raise result
+
+    def _sizes(self, keys: list[str], group: ObserverGroup, *, away: bool) -> dict[str, int]:
         """Measure ``keys``: in one batch away from this process where the backend can.
 
         What the batch could not measure is measured here, one by one, so that a model
         that is gone is left out and one that cannot be read is reported.
         """
         sizes: dict[str, int] = {}
-        if self._bulk is not None and len(keys) >= _BULK_MIN:
+        if self._bulk is not None and keys and (away or len(keys) >= _BULK_MIN):
             try:
                 sizes = self._bulk.model_sizes(keys)
             except OSError as exc:
@@ -456,64 +530,22 @@ class Scanner:
             return meta, meta.size
         return meta, None
 
-    def _settle(
-        self,
-        group: ObserverGroup,
-        key: str,
-        meta: Meta,
-        size: int,
-        *,
-        stamps: tuple[Hashable, Hashable],
-        repair: bool,
-    ) -> tuple[Meta, Hashable]:
-        """Report and record a measured size; return the record and its meta stamp."""
-        data_stamp, meta_stamp = stamps
+    def _size_update(
+        self, key: str, meta: Meta, size: int, data_stamp: Hashable, *, repair: bool
+    ) -> MetaUpdate | None:
+        """What to write after measuring a model: its size, with the accesses this cycle
+        took for it (then they are no longer the write-behind's); None: nothing to write.
+        """
+        if not repair:
+            return None
         stamp = stamp_text(data_stamp)
-        if size != meta.size:
-            group.emit("on_size_update", self.storage.path(key), size)
         taken = self._taken
-        accesses = taken.get(key) if taken is not None else None
-        if accesses is not None and repair:
-            assert taken is not None
-            try:
-                settled = self._record_size(key, meta, size, data_stamp, accesses)
-            except FileNotFoundError:
-                raise
-            except OSError as exc:
-                # Like a failed write-behind: reported, the accesses kept for the next
-                # cycle (not tried again in this one), the model still in the snapshot.
-                group.error(exc, "metadata")
-                self.coord.restore_pending(key, *taken.pop(key))
-                return meta, None
-            del taken[key]  # written: the entry is the record, nothing to add
-            return settled
-        if repair and (size != meta.size or meta.stamp != stamp):
-            return self._record_size(key, meta, size, data_stamp)
-        return meta, meta_stamp
-
-    def _record_size(
-        self,
-        key: str,
-        meta: Meta,
-        size: int,
-        data_stamp: Hashable,
-        accesses: tuple[int, float] | None = None,
-    ) -> tuple[Meta, Hashable]:
-        """Record a measured size (and ``accesses``); return the new record (stamp unknown)."""
-        written: list[Meta] = []
-        stamp = stamp_text(data_stamp)
-
-        def record(raw: bytes | None) -> bytes:
-            current, error = Meta.read(raw, meta.last_access)
-            if raw is None or error is not None:
-                current = meta  # what this scan read (or rebuilt) moments ago
-            if accesses is not None:
-                current = current.add(*accesses)  # measured after the contexts closed
-            written.append(current.measured(size, stamp))
-            return written[-1].encode()
-
-        self.storage.update_meta(key, record)
-        return written[-1], None  # the record's new stamp is read at the next scan
+        if taken is not None and key in taken:
+            # measured after the contexts closed: one write for both
+            return MetaUpdate(accesses=taken[key], measured=(size, stamp), fallback=meta)
+        if size != meta.size or meta.stamp != stamp:
+            return MetaUpdate(measured=(size, stamp), fallback=meta)
+        return None
 
     def _generation_now(self, group: ObserverGroup) -> Hashable:
         """The backend's change counter (None where it has none, or on failure)."""
@@ -618,17 +650,3 @@ class _Collecting(ObserverGroup):
     def error(self, error: Exception, context: str) -> None:
         self.errors.append(error)
         super().error(error, context)
-
-
-def _adder(
-    count: int, last: float, group: ObserverGroup, key: str
-) -> Callable[[bytes | None], bytes]:
-    """The update that adds ``count`` accesses; the recorded size stops being trusted."""
-
-    def add(raw: bytes | None) -> bytes:
-        meta, error = Meta.read(raw, last)
-        if error is not None:
-            group.error(MetadataError(f"model {key!r}: {error}; rebuilt with defaults"), "metadata")
-        return meta.add(count, last).encode()
-
-    return add

@@ -23,6 +23,8 @@ docstring says what the manager does with it and without it:
   only those, and the leader hears of other processes' publishes at once.
 - :class:`BulkMeasuringStorage`: measures many models at once, away from this process,
   so that a full walk does not slow the hits of its other threads.
+- :class:`BulkMetadataStorage`: writes many models' metadata at once, away from this
+  process, so that a cycle with changes does not slow them either.
 - :class:`FreeSpaceStorage`: the free space of the filesystem under the root
   (``min_free``).
 - :class:`PolicyStateStorage`: a place for an eviction policy's state, so that it
@@ -49,6 +51,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AdoptingStorage",
     "BulkMeasuringStorage",
+    "BulkMetadataStorage",
     "CacheStorage",
     "ChangeWatch",
     "Changes",
@@ -298,6 +301,39 @@ class BulkMeasuringStorage(CacheStorage, Protocol):
         Raises:
             OSError: the batch could not be measured at all.
         """
+        ...
+
+
+@runtime_checkable
+class BulkMetadataStorage(CacheStorage, Protocol):
+    """A backend that writes many models' metadata at once, away from this process.
+
+    With it, the leader's cycle writes the accesses and measured sizes of the models
+    that changed in one batch, which on local storage runs in the measuring process
+    that also measures them (see :class:`BulkMeasuringStorage`): the cycle's file work
+    does not hold this process's interpreter lock. Without it, one ``update_meta`` a
+    model in the manager's thread.
+    """
+
+    def update_metas(
+        self, updates: Sequence[tuple[str, Callable[[bytes | None], bytes]]]
+    ) -> Iterator[tuple[str, tuple[bytes | None, bytes] | Exception]]:
+        """Run each ``(key, update)`` as :meth:`~CacheStorage.update_meta` would, in order.
+
+        The updates may run in another process: they must be picklable (instances of
+        module-level classes, not closures). Yields, for each update, its key and either
+        the record the update was given (None if there was none) with the record it
+        wrote, or the exception that stopped it (``FileNotFoundError``: not a model).
+
+        Raises:
+            OSError: the batch stopped part way; the updates not yielded were not made,
+                except perhaps the first of them.
+            TypeError: an update cannot be sent where it would run.
+        """
+        ...
+
+    def close(self) -> None:
+        """Release what the batches hold (a process); a later batch starts again."""
         ...
 
 

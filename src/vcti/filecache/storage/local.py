@@ -43,7 +43,7 @@ from .._entry import AdoptionReport
 from .._keys import RESERVED, ancestors
 from .._meta import MAX_META_BYTES, Meta
 from ..exceptions import KeyValidationError, LockTimeoutError, MetadataError
-from . import _fs, _inotify, _walker
+from . import _fs, _inotify, _worker
 from . import _local_v1 as _v1
 from ._fs import FdLock
 from ._journal import Journal
@@ -112,6 +112,7 @@ class LocalStorage:
         self._staged: dict[str, FdLock] = {}  # staged path -> the lock that keeps it alive
         self._checked: set[str] = set()  # keys whose folders were checked for symlinks
         self._locks_clean: tuple[int, int] | None = None  # (inode, mtime) when found clean
+        self._worker = _worker.Worker()  # the measuring process, started on first use
 
     def __repr__(self) -> str:
         return f"LocalStorage({self._root!r})"
@@ -496,9 +497,23 @@ class LocalStorage:
         return _fs.tree_size(self.path(key), skip=RESERVED)
 
     def model_sizes(self, keys: Sequence[str]) -> dict[str, int]:
-        """Measure many models in a child process (see ``_walker``), off this process's GIL."""
-        measured = _walker.measure([self.path(key) for key in keys], RESERVED)
+        """Measure many models in the measuring process (see ``_worker``), off this GIL."""
+        if not keys:
+            return {}
+        measured = self._worker.sizes([self.path(key) for key in keys], RESERVED)
         return {keys[index]: size for index, size in measured.items()}
+
+    def update_metas(
+        self, updates: Sequence[tuple[str, Callable[[bytes | None], bytes]]]
+    ) -> Iterator[tuple[str, tuple[bytes | None, bytes] | Exception]]:
+        """Run many metadata updates in the measuring process (see ``_worker``), in order."""
+        results = self._worker.update(self._root, updates)
+        for (key, _), result in zip(updates, results, strict=False):  # results may stop early
+            yield key, result
+
+    def close(self) -> None:
+        """End the measuring process, if one runs (the next batch starts a new one)."""
+        self._worker.close()
 
     def staging_size(self) -> int:
         """Bytes of the files of fills in progress or left over (their metadata excluded)."""
@@ -533,6 +548,12 @@ class LocalStorage:
             raise MetadataError(f"unreadable metadata: {path} is {exc}") from None
 
     def update_meta(self, key: str, update: Callable[[bytes | None], bytes]) -> None:
+        self._update_meta(key, update)
+
+    def _update_meta(
+        self, key: str, update: Callable[[bytes | None], bytes]
+    ) -> tuple[bytes | None, bytes]:
+        """``update_meta``, returning the record given to ``update`` and the one written."""
         folder = self.path(key)
         internal = f"{folder}/{RESERVED}"
         lock = _fs.lock_dir(folder, exclusive=True, wait=True)
@@ -547,10 +568,12 @@ class LocalStorage:
                 current = None
             except ValueError:
                 current = b""  # not a record: update() rebuilds it
-            _fs.write_atomic(target, update(current))
+            written = update(current)
+            _fs.write_atomic(target, written)
         finally:
             lock.release()
         self._journal.record("m", key)
+        return current, written
 
     # -- policy state -------------------------------------------------------------------
 

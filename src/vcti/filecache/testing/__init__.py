@@ -8,7 +8,7 @@
   one suite per optional capability (:class:`SharedStorageContract`,
   :class:`LeasedStorageContract`, :class:`StampedStorageContract`,
   :class:`JournaledStorageContract`, :class:`BulkMeasuringStorageContract`,
-  :class:`FreeSpaceStorageContract`,
+  :class:`BulkMetadataStorageContract`, :class:`FreeSpaceStorageContract`,
   :class:`PolicyStateStorageContract`, :class:`AdoptingStorageContract`), sharing the
   fixtures of :class:`StorageFixtures`. A new backend's test inherits the suites of the
   protocols it implements and says how to make the storage and how to write a file into
@@ -33,6 +33,7 @@ from ._policy import PolicyContract
 from ._storage import (
     AdoptingStorageContract,
     BulkMeasuringStorageContract,
+    BulkMetadataStorageContract,
     FreeSpaceStorageContract,
     JournaledStorageContract,
     LeasedStorageContract,
@@ -47,6 +48,7 @@ from ._storage import (
 __all__ = [
     "AdoptingStorageContract",
     "BulkMeasuringStorageContract",
+    "BulkMetadataStorageContract",
     "FreeSpaceStorageContract",
     "JournaledStorageContract",
     "LeasedStorageContract",

@@ -33,7 +33,7 @@ from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any, ClassVar
 
-from .._meta import Meta
+from .._meta import Meta, MetaUpdate
 from ..exceptions import LockTimeoutError
 from ..storage import base
 from ..storage.base import CacheStorage, LeaseLock, Lock
@@ -651,6 +651,51 @@ class BulkMeasuringStorageContract(StorageFixtures):
         sizes = storage.model_sizes([f"m/{n}" for n in range(5)] + ["gone"])
         assert sizes == {f"m/{n}": 10 * (n + 1) for n in range(5)}
         assert storage.model_sizes([]) == {}
+
+
+class BulkMetadataStorageContract(StorageFixtures):
+    """The behaviour of a :class:`~vcti.filecache.storage.base.BulkMetadataStorage`."""
+
+    capability = base.BulkMetadataStorage
+
+    def test_update_metas_runs_each_update_in_order(self, tmp_path: Path) -> None:
+        storage = self._opened(tmp_path)
+        assert isinstance(storage, base.BulkMetadataStorage)
+        for n in range(3):
+            self._add(storage, f"m/{n}", 10, count=n + 1)
+        before = {f"m/{n}": storage.read_meta(f"m/{n}") for n in range(3)}
+        add = MetaUpdate(accesses=(2, 2000.0))
+        results = list(
+            storage.update_metas(
+                [("m/0", add), ("m/1", add), ("gone", add), ("m/2", add), ("m/0", add)]
+            )
+        )
+        assert [key for key, _ in results] == ["m/0", "m/1", "gone", "m/2", "m/0"]
+        assert isinstance(results[2][1], FileNotFoundError)
+        first = results[0][1]
+        for key, result in (results[0], results[1], results[3]):
+            assert not isinstance(result, Exception), result
+            assert result == (before[key], add(before[key]))
+        last = results[4][1]
+        assert not isinstance(first, Exception)
+        assert not isinstance(last, Exception)
+        assert last[0] == first[1]  # the second update of m/0 was given the first's record
+        counts = {key: Meta.decode(storage.read_meta(key)).access_count for key in before}
+        assert counts == {"m/0": 1 + 2 + 2, "m/1": 2 + 2, "m/2": 3 + 2}
+        assert list(storage.update_metas([])) == []
+
+    def test_close_ends_what_batches_hold_and_they_start_again(self, tmp_path: Path) -> None:
+        storage = self._opened(tmp_path)
+        assert isinstance(storage, base.BulkMetadataStorage)
+        self._add(storage, "m", 10)
+        storage.close()  # before any batch: nothing to end
+        add = MetaUpdate(accesses=(1, 2000.0))
+        assert not isinstance(dict(storage.update_metas([("m", add)]))["m"], Exception)
+        storage.close()
+        storage.close()
+        assert not isinstance(dict(storage.update_metas([("m", add)]))["m"], Exception)
+        storage.close()
+        assert Meta.decode(storage.read_meta("m")).access_count == 3
 
 
 class PolicyStateStorageContract(StorageFixtures):

@@ -1,0 +1,291 @@
+"""The measuring process: a local root's bulk file work, away from the server's GIL.
+
+A full walk is one ``lstat`` per file, and a cycle with changes a few hundred metadata
+writes (lock, read, write, rename) and a few thousand ``lstat`` calls: each a few
+bytecodes of Python around a short system call. In the manager's thread they compete
+with the hits of the server's other threads for the interpreter lock, and a thread back
+from a short system call takes the lock again before a waiting thread has woken up: the
+hits wait for the interpreter's forced switch, every 5 ms. One long-lived child process
+does this work instead, and the manager's thread waits on a pipe, holding nothing.
+
+The child is started on first use with the parent's interpreter and ``sys.path``. It
+serves one request at a time (a length-prefixed pickle on its stdin; the answers on its
+stdout), ignores Ctrl-C (its parent decides when it ends), and exits when its stdin
+closes (the parent closed it, or died, kill -9 included) or after :data:`IDLE_EXIT`
+seconds without a request; the next request starts a new one. Both ends are this
+package: nothing else writes to the pipes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import pickle
+import select
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import weakref
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+#: Seconds without a request after which the process exits (restarted on demand): longer
+#: than the hourly full walk's period, so that a leader's process lives from one walk to
+#: the next; one that a process used once goes away.
+IDLE_EXIT = 7200.0
+
+_HEADER = struct.Struct(">I")
+_BOOT = (
+    "import json, sys; sys.path[:0] = json.loads(sys.argv[1]); "
+    "from vcti.filecache.storage._worker import serve; serve(float(sys.argv[2]))"
+)
+
+Update = Callable[[bytes | None], bytes]
+#: What one metadata update gave: the record it was given and the one it wrote, or why not.
+UpdateResult = tuple[bytes | None, bytes] | Exception
+
+
+class Worker:
+    """The parent's handle on one measuring process (started on first use)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._ender: weakref.finalize[[subprocess.Popen[bytes]], Worker] | None = None
+        _workers.add(self)
+
+    def __repr__(self) -> str:
+        proc = self._proc
+        return f"<Worker {'pid ' + str(proc.pid) if proc is not None else 'not running'}>"
+
+    @property
+    def pid(self) -> int | None:
+        """The process's id while it runs (None before it starts and after it ends)."""
+        proc = self._proc
+        return None if proc is None or proc.poll() is not None else proc.pid
+
+    def sizes(self, folders: Sequence[str], skip: str) -> dict[int, int]:
+        """Bytes below each of ``folders`` by index; a folder that cannot be measured is left out.
+
+        Raises:
+            OSError: the process could not be started, or failed.
+        """
+        answers = self._call(("sizes", list(folders), skip), 1)
+        result = answers[0]
+        if isinstance(result, BaseException):
+            raise result
+        return dict(result)
+
+    def update(self, root: str, updates: Sequence[tuple[str, Update]]) -> Iterator[UpdateResult]:
+        """Run each ``(key, update)`` as the local backend's ``update_meta`` does, in order.
+
+        Yields one result per update. If the process fails part way, what it answered is
+        yielded and then an ``OSError`` raised: the updates not answered were not made,
+        except perhaps the one it was running.
+
+        Raises:
+            TypeError: an update cannot be sent to another process (not picklable).
+        """
+        if not updates:
+            return
+        try:
+            request = _dumps(("update", root, list(updates)))
+        except (pickle.PicklingError, TypeError, AttributeError) as exc:
+            raise TypeError(f"metadata updates must be picklable: {exc}") from None
+        answers: list[Any] = []
+        failure: OSError | None = None
+        try:
+            answers = self._call(request, len(updates))
+        except _Partial as partial:
+            answers, failure = partial.answers, partial.error
+        yield from answers
+        if failure is not None:
+            raise failure
+
+    def close(self) -> None:
+        """End the process (it finishes the request it is serving; none is waiting)."""
+        with self._lock:
+            self._stop()
+
+    # -- the pipe ------------------------------------------------------------------------
+
+    def _call(self, request: object, answers: int) -> list[Any]:
+        """Send ``request`` and read its ``answers`` frames, starting the process if needed."""
+        data = request if isinstance(request, bytes) else _dumps(request)
+        with self._lock:
+            for attempt in range(2):
+                proc = self._running()
+                received: list[Any] = []
+                try:
+                    _write_frame(_fd(proc.stdin), data)
+                    while len(received) < answers:
+                        received.append(_read_frame(_fd(proc.stdout)))
+                    return received
+                except (OSError, EOFError, pickle.UnpicklingError) as exc:
+                    code = self._stop()
+                    if code == 0 and not received and attempt == 0:
+                        continue  # it had just left, idle, without reading: a new one
+                    error = OSError(
+                        errno.EIO, f"the measuring process failed (exit status {code}): {exc}"
+                    )
+                    if received:
+                        raise _Partial(received, error) from exc
+                    raise error from exc
+            raise AssertionError("unreachable")  # pragma: no cover
+
+    def _running(self) -> subprocess.Popen[bytes]:
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            return proc
+        status = self._stop()
+        if status:  # killed, or crashed, between requests: reported; the next one starts anew
+            raise OSError(errno.EIO, f"the measuring process had exited (exit status {status})")
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-I", "-c", _BOOT, json.dumps(sys.path), repr(IDLE_EXIT)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise OSError(errno.EIO, f"the measuring process could not start: {exc}") from exc
+        self._proc = proc
+        # A worker dropped without close(), or still running at exit, ends its process.
+        self._ender = weakref.finalize(self, _end, proc)
+        return proc
+
+    def _stop(self) -> int | None:
+        """Close the pipes and reap the process; its exit status (None if none ran)."""
+        ender, self._ender, self._proc = self._ender, None, None
+        status: int | None = None if ender is None else ender()
+        return status
+
+    def _forget(self) -> None:
+        """In a forked child: the parent's process is the parent's; close our copies only."""
+        self._lock = threading.Lock()
+        ender, self._ender, proc, self._proc = self._ender, None, self._proc, None
+        if ender is not None:
+            ender.detach()
+        if proc is not None:
+            _close_pipes(proc)
+            proc.returncode = 0  # not this process's child: never waited for here
+
+
+class _Partial(Exception):
+    def __init__(self, answers: list[Any], error: OSError) -> None:
+        super().__init__(error)
+        self.answers = answers
+        self.error = error
+
+
+_workers: weakref.WeakSet[Worker] = weakref.WeakSet()
+
+
+def _forget_in_child() -> None:
+    for worker in list(_workers):
+        worker._forget()
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
+
+
+def _end(proc: subprocess.Popen[bytes]) -> int:
+    """Close the process's pipes (it exits at the end of its stdin) and reap it."""
+    _close_pipes(proc)
+    try:
+        return proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
+
+
+def _close_pipes(proc: subprocess.Popen[bytes]) -> None:
+    for pipe in (proc.stdin, proc.stdout):
+        if pipe is not None:
+            with contextlib.suppress(OSError):
+                pipe.close()
+
+
+def _fd(pipe: Any) -> int:
+    assert pipe is not None
+    fileno: int = pipe.fileno()
+    return fileno
+
+
+def _dumps(value: object) -> bytes:
+    return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _write_frame(fd: int, data: bytes) -> None:
+    view = memoryview(_HEADER.pack(len(data)) + data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _read_exact(fd: int, size: int) -> bytes:
+    chunks: list[bytes] = []
+    while size:
+        chunk = os.read(fd, min(size, 1 << 20))
+        if not chunk:
+            raise EOFError("the pipe was closed")
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
+def _read_frame(fd: int) -> Any:
+    (size,) = _HEADER.unpack(_read_exact(fd, _HEADER.size))
+    return pickle.loads(_read_exact(fd, size))
+
+
+# -- the child -------------------------------------------------------------------------
+
+
+def serve(idle_exit: float) -> None:
+    """The measuring process's loop (the child runs this, never the parent)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    requests, answers = sys.stdin.fileno(), sys.stdout.fileno()
+    sys.stdout = sys.stderr  # nothing but answers goes to the parent's pipe
+    while True:
+        ready, _, _ = select.select([requests], [], [], idle_exit)
+        if not ready:
+            return  # idle: the parent starts a new one when it needs one
+        try:
+            request = _read_frame(requests)
+        except EOFError:
+            return  # the parent closed the pipe, or died
+        for answer in _serve_one(request):
+            try:
+                data = _dumps(answer)
+            except Exception as exc:  # an answer that cannot travel is reported as such
+                data = _dumps(OSError(errno.EIO, f"unpicklable answer: {exc!r}"))
+            _write_frame(answers, data)
+
+
+def _serve_one(request: tuple[Any, ...]) -> Iterator[object]:
+    from . import _fs  # noqa: PLC0415 - only the child needs them
+    from .local import LocalStorage  # noqa: PLC0415
+
+    if request[0] == "sizes":
+        _, folders, skip = request
+        sizes: list[tuple[int, int]] = []
+        for index, folder in enumerate(folders):
+            try:
+                sizes.append((index, _fs.tree_size(folder, skip=skip)))
+            except OSError:
+                continue  # the parent measures it alone, to learn why
+        yield sizes
+    elif request[0] == "update":
+        _, root, updates = request
+        storage = LocalStorage(root)
+        for key, update in updates:
+            try:
+                yield storage._update_meta(key, update)
+            except Exception as exc:
+                yield exc
+    else:
+        yield OSError(errno.EINVAL, f"unknown request {request[0]!r}")
