@@ -6,7 +6,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -414,6 +414,7 @@ def test_corrupt_metadata_is_rebuilt_and_reported(tmp_path: Path, clock: FakeClo
     recorder = RecordingObserver()
     config = CacheManagerConfig(evict_above=10**6, interval=3600, observer=recorder, clock=clock)
     with FileCache(root=tmp_path, config=config) as cache:
+        wait_for(lambda: cache.manager.cycles >= 1)  # the cycle at open scans nothing yet
         for key in ("corrupt", "missing", "wrong"):
             with cache.model(key) as model:
                 Path(model.path, "data.bin").write_bytes(b"x" * 7)
@@ -532,6 +533,13 @@ class CountingStorage(LocalStorage):
     def model_sizes(self, keys: Sequence[str]) -> dict[str, int]:
         self.sized.extend(keys)  # in the measuring process
         return super().model_sizes(keys)
+
+    def walk_models(
+        self,
+    ) -> tuple[list[tuple[str, Hashable, Hashable, int | None]], list[OSError]]:
+        walked, errors = super().walk_models()  # a full walk, in the measuring process
+        self.sized.extend(key for key, _, _, size in walked if size is not None)
+        return walked, errors
 
     def read_meta(self, key: str) -> bytes:
         self.read.append(key)

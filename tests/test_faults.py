@@ -182,7 +182,9 @@ def test_an_unreadable_folder_is_reported_and_skipped(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     recorder = RecordingObserver()
-    # Only a walk meets the folder: make every background cycle a full scan.
+    # Only a walk meets the folder: make every background cycle a full scan, and walk
+    # here rather than in the measuring process, where the injected denial cannot reach.
+    monkeypatch.setattr(FaultyStorage, "walk_models", LocalStorage._walked)
     storage, cache = make(tmp_path, recorder, interval=0.05, full_scan_every=1)
     with cache:
         add(cache, "locked/m", 10)

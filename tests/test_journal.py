@@ -42,6 +42,16 @@ class Counting(LocalStorage):
         self.stamped.append(prefix)
         return super().iter_stamped_models(prefix, onerror)
 
+    def read_metas(self, keys: Any) -> Any:
+        self.stamped.extend(keys)  # the leader's cycle stamps them in the measuring process
+        return super().read_metas(keys)
+
+    def walk_models(self) -> Any:
+        walked, errors = super().walk_models()  # the leader's full walk, in one pass there
+        self.stamped.append("")
+        self.sized.extend(key for key, _, _, size in walked if size is not None)
+        return walked, errors
+
     def reset(self) -> None:
         self.sized.clear()
         self.stamped.clear()

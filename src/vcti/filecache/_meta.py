@@ -32,6 +32,22 @@ class Meta:
     size: int | None = None
     stamp: str | None = None
 
+    def __reduce__(self) -> tuple[type[Meta], tuple[object, ...]]:
+        # A plain tuple of fields: a cycle sends records to the measuring process, and
+        # the dataclass's own pickling (by field names) costs several times more.
+        return (
+            Meta,
+            (
+                self.access_count,
+                self.last_access,
+                self.created,
+                self.fill_seconds,
+                self.version,
+                self.size,
+                self.stamp,
+            ),
+        )
+
     def encode(self) -> bytes:
         """Return the record as JSON bytes."""
         record: dict[str, object] = {
@@ -140,6 +156,9 @@ class MetaUpdate:
     accesses: tuple[int, float] | None = None
     measured: tuple[int, str | None] | None = None
     fallback: Meta | None = None
+
+    def __reduce__(self) -> tuple[type[MetaUpdate], tuple[object, ...]]:
+        return MetaUpdate, (self.accesses, self.measured, self.fallback)
 
     def __call__(self, raw: bytes | None) -> bytes:
         if self.fallback is not None:

@@ -379,8 +379,8 @@ class Runtime:
             group.error(error, "cycle")  # the thread survives anything a cycle raises
             return None
         finally:
-            if late:
-                self.scanner.flush(group)
+            if late:  # what was opened during the scan; the leader's, away from this process
+                self.scanner.flush(group, away=self._leader is not None)
             self._cycles += 1
 
     def _cycle_body(

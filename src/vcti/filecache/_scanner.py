@@ -135,10 +135,14 @@ class Scanner:
 
     # -- accesses (write-behind) --------------------------------------------------------
 
-    def flush(self, group: ObserverGroup) -> None:
-        """Write the accesses recorded in memory as increments of each model's count."""
+    def flush(self, group: ObserverGroup, *, away: bool = False) -> None:
+        """Write the accesses recorded in memory as increments of each model's count.
+
+        ``away``: in one batch away from this process, where the backend can (the
+        leader's cycle, beside the server's hits).
+        """
         with self.io_lock:
-            self._write_accesses(group, self.coord.take_pending())
+            self._write_accesses(group, self.coord.take_pending(), away=away)
 
     def _write_accesses(
         self, group: ObserverGroup, pending: dict[str, tuple[int, float]], *, away: bool = False
@@ -323,6 +327,11 @@ class Scanner:
     ) -> None:
         """Bring what is known of ``keys`` up to date (forgetting those that are gone)."""
         found: list[tuple[str, Hashable, Hashable]] = []
+        read: dict[str, bytes | Exception] = {}
+        # The leader's cycle reads the stamps and records away from this process too.
+        away = self._taken is not None and self._batch is not None and bool(keys)
+        if away and self._read_away(group, keys, found, read):
+            keys = set()
         for key in keys:
             try:
                 if self._stamps is not None:
@@ -337,9 +346,35 @@ class Scanner:
             else:
                 found.append(item)
         for key, data_stamp, meta_stamp, meta, size in self._measured(
-            group, config, found, self._known, pending, full=False, repair=True
+            group, config, found, self._known, pending, full=False, repair=True, read=read
         ):
             self._known[key] = _Known(data_stamp, meta_stamp, meta, make_entry(key, size, meta))
+
+    def _read_away(
+        self,
+        group: ObserverGroup,
+        keys: AbstractSet[str],
+        found: list[tuple[str, Hashable, Hashable]],
+        read: dict[str, bytes | Exception],
+    ) -> bool:
+        """Stamps and records of ``keys`` in one batch, into ``found`` and ``read``.
+
+        Returns False if the batch failed (reported; nothing added).
+        """
+        assert self._batch is not None
+        try:
+            items = list(self._batch.read_metas(list(keys)))
+        except OSError as exc:
+            group.error(exc, "scan")
+            return False
+        for key, stamps, record in items:
+            if stamps is None:
+                self._known.pop(key, None)
+                continue
+            found.append((key, *stamps))
+            if record is not None:
+                read[key] = record
+        return True
 
     def _failed(self, group: ObserverGroup, key: str, error: OSError) -> None:
         """A model that could not be measured: left out of this scan, tried at the next."""
@@ -348,6 +383,8 @@ class Scanner:
         self._retry.add(key)
 
     def _entries_from_known(self, pending: dict[str, tuple[int, float]]) -> tuple[CacheEntry, ...]:
+        if not pending:  # the leader's cycle wrote them all: one tight pass over the models
+            return tuple([known.entry for known in self._known.values()])
         entries: list[CacheEntry] = []
         for key, known in self._known.items():
             if key in pending:
@@ -376,8 +413,14 @@ class Scanner:
         known = self._known if repair else {}  # a full walk re-measures, reads changed metadata
         seen: dict[str, _Known] = {}
         entries: list[CacheEntry] = []
+        stamped: Iterable[tuple[str, Hashable, Hashable]] = self._stamped(group)
+        sizes: dict[str, int] = {}
+        walked = self._walk_away(group) if full and self._taken is not None else None
+        if walked is not None:  # the leader's full walk: stamps and sizes in one pass away
+            stamped = [(key, data_stamp, meta_stamp) for key, data_stamp, meta_stamp, _ in walked]
+            sizes = {key: size for key, _, _, size in walked if size is not None}
         for key, data_stamp, meta_stamp, meta, size in self._measured(
-            group, config, self._stamped(group), known, pending, full=full, repair=repair
+            group, config, stamped, known, pending, full=full, repair=repair, sizes=sizes
         ):
             entry = make_entry(key, size, meta)
             if data_stamp is not None or self._journal is not None:
@@ -389,6 +432,24 @@ class Scanner:
             self._known = seen
         return tuple(entries)
 
+    def _walk_away(
+        self, group: ObserverGroup
+    ) -> list[tuple[str, Hashable, Hashable, int | None]] | None:
+        """Every model's stamps and size, listed and measured in one batch away from here.
+
+        None where the backend cannot, or the batch failed (reported).
+        """
+        if self._batch is None:
+            return None
+        try:
+            walked, errors = self._batch.walk_models()
+        except OSError as exc:
+            group.error(exc, "scan")
+            return None
+        for error in errors:
+            group.error(error, "scan")
+        return walked
+
     def _measured(
         self,
         group: ObserverGroup,
@@ -399,8 +460,13 @@ class Scanner:
         *,
         full: bool,
         repair: bool,
+        read: dict[str, bytes | Exception] | None = None,
+        sizes: dict[str, int] | None = None,
     ) -> Iterator[tuple[str, Hashable, Hashable, Meta, int]]:
         """``(key, data stamp, meta stamp, metadata, size)`` of each model of ``stamped``.
+
+        ``read`` holds records already read (or why they could not be), and ``sizes``
+        sizes already measured, by key.
 
         Sizes that cannot be reused are measured together, in one batch where the backend
         can measure away from this process; a model that is gone is left out, one that
@@ -417,6 +483,7 @@ class Scanner:
                     previous=known.get(key),
                     remeasure=full or key in pending,
                     repair=repair,
+                    read=None if read is None else read.get(key),
                 )
             except FileNotFoundError:
                 continue  # evicted or deleted during the scan
@@ -425,7 +492,9 @@ class Scanner:
                 continue
             rows.append((key, data_stamp, meta_stamp, meta, size))
         away = self._taken is not None  # the leader's cycle, beside the server's hits
-        sizes = self._sizes([row[0] for row in rows if row[4] is None], group, away=away)
+        sizes = dict(sizes or ())
+        unknown = [row[0] for row in rows if row[4] is None and row[0] not in sizes]
+        sizes.update(self._sizes(unknown, group, away=away))
         measured: list[tuple[str, Hashable, Hashable, Meta, int]] = []
         updates: list[tuple[str, MetaUpdate]] = []
         for key, data_stamp, meta_stamp, meta, size in rows:
@@ -505,8 +574,11 @@ class Scanner:
         previous: _Known | None,
         remeasure: bool,
         repair: bool,
+        read: bytes | Exception | None = None,
     ) -> tuple[Meta, int | None]:
         """The metadata of one model, and its size if it need not be measured (else None).
+
+        ``read`` is its record if it was read already (or the error reading it gave).
 
         A size is reused when the model's stamps did not change since this process
         measured it, or (in a process that never did) when the metadata records it under
@@ -516,7 +588,7 @@ class Scanner:
         if previous is not None and meta_stamp is not None and meta_stamp == previous.meta_stamp:
             meta = previous.meta
         else:
-            meta = self._load_meta(key, group, config.clock, repair)
+            meta = self._load_meta(key, group, config.clock, repair, read)
         if (
             not remeasure
             and previous is not None
@@ -571,10 +643,17 @@ class Scanner:
             yield key, None, None
 
     def _load_meta(
-        self, key: str, group: ObserverGroup, clock: Callable[[], float], repair: bool
+        self,
+        key: str,
+        group: ObserverGroup,
+        clock: Callable[[], float],
+        repair: bool,
+        read: bytes | Exception | None = None,
     ) -> Meta:
         try:
-            return Meta.decode(self.storage.read_meta(key))
+            if isinstance(read, Exception):
+                raise read
+            return Meta.decode(self.storage.read_meta(key) if read is None else read)
         except MetadataError as exc:
             problem: Exception = exc
         except FileNotFoundError:

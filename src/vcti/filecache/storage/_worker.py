@@ -30,7 +30,7 @@ import subprocess
 import sys
 import threading
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from typing import Any
 
 #: Seconds without a request after which the process exits (restarted on demand): longer
@@ -105,6 +105,38 @@ class Worker:
         yield from answers
         if failure is not None:
             raise failure
+
+    def read(
+        self, root: str, keys: Sequence[str]
+    ) -> list[tuple[str, tuple[Hashable, Hashable] | None, bytes | Exception | None]]:
+        """Each key's stamps and metadata record on the local root ``root``, in order.
+
+        Raises:
+            OSError: the process could not be started, or failed.
+        """
+        if not keys:
+            return []
+        answer = self._call(("read", root, list(keys)), 1)[0]
+        if isinstance(answer, BaseException):
+            raise answer
+        result: list[tuple[str, tuple[Hashable, Hashable] | None, bytes | Exception | None]]
+        result = answer
+        return result
+
+    def walk(
+        self, root: str
+    ) -> tuple[list[tuple[str, Hashable, Hashable, int | None]], list[OSError]]:
+        """Every model of the local root ``root`` with its stamps and size, and the errors.
+
+        Raises:
+            OSError: the process could not be started, or failed.
+        """
+        answer = self._call(("walk", root), 1)[0]
+        if isinstance(answer, BaseException):
+            raise answer
+        result: tuple[list[tuple[str, Hashable, Hashable, int | None]], list[OSError]]
+        result = answer
+        return result
 
     def close(self) -> None:
         """End the process (it finishes the request it is serving; none is waiting)."""
@@ -279,6 +311,12 @@ def _serve_one(request: tuple[Any, ...]) -> Iterator[object]:
             except OSError:
                 continue  # the parent measures it alone, to learn why
         yield sizes
+    elif request[0] == "walk":
+        yield LocalStorage(request[1])._walked()
+    elif request[0] == "read":
+        _, root, keys = request
+        storage = LocalStorage(root)
+        yield [storage._stamped_record(key) for key in keys]
     elif request[0] == "update":
         _, root, updates = request
         storage = LocalStorage(root)

@@ -332,6 +332,36 @@ class BulkMetadataStorage(CacheStorage, Protocol):
         """
         ...
 
+    def read_metas(
+        self, keys: Sequence[str]
+    ) -> Iterator[tuple[str, tuple[Hashable, Hashable] | None, bytes | Exception | None]]:
+        """For each key, in order: its stamps, then its record as ``read_meta`` reads it.
+
+        The stamps are ``(data_stamp, meta_stamp)`` as
+        :meth:`StampedStorage.iter_stamped_models` gives them (``(None, None)`` from a
+        backend without stamps), or None, with no record, when the key is not a model;
+        the record is its bytes or the exception reading it raised.
+
+        Raises:
+            OSError: the batch could not run (the caller reads them one by one).
+        """
+        ...
+
+    def walk_models(
+        self,
+    ) -> tuple[list[tuple[str, Hashable, Hashable, int | None]], list[OSError]]:
+        """Every published model with its stamps and size, in one pass (the full walk).
+
+        Returns ``(key, data_stamp, meta_stamp, size)`` for each model, as
+        :meth:`StampedStorage.iter_stamped_models` and ``model_size`` give them (size
+        None: it could not be measured, the caller measures it alone to learn why), and
+        the errors met listing the root.
+
+        Raises:
+            OSError: the walk could not run (the caller walks itself).
+        """
+        ...
+
     def close(self) -> None:
         """Release what the batches hold (a process); a later batch starts again."""
         ...

@@ -511,6 +511,45 @@ class LocalStorage:
         for (key, _), result in zip(updates, results, strict=False):  # results may stop early
             yield key, result
 
+    def read_metas(
+        self, keys: Sequence[str]
+    ) -> Iterator[tuple[str, tuple[Hashable, Hashable] | None, bytes | Exception | None]]:
+        """Read many models' stamps and records in the measuring process, in order."""
+        yield from self._worker.read(self._root, keys)
+
+    def walk_models(
+        self,
+    ) -> tuple[list[tuple[str, Hashable, Hashable, int | None]], list[OSError]]:
+        """List, stamp and measure every model in the measuring process, in one pass."""
+        return self._worker.walk(self._root)
+
+    def _walked(self) -> tuple[list[tuple[str, Hashable, Hashable, int | None]], list[OSError]]:
+        """``walk_models``, here (the measuring process runs it)."""
+        errors: list[OSError] = []
+        walked: list[tuple[str, Hashable, Hashable, int | None]] = []
+        for key, data_stamp, meta_stamp in self.iter_stamped_models(onerror=errors.append):
+            try:
+                size: int | None = self.model_size(key)
+            except OSError:
+                size = None
+            walked.append((key, data_stamp, meta_stamp, size))
+        return walked, errors
+
+    def _stamped_record(
+        self, key: str
+    ) -> tuple[str, tuple[Hashable, Hashable] | None, bytes | Exception | None]:
+        """A key's stamps, then its record (``read_metas``, for one key)."""
+        errors: list[OSError] = []
+        stamps = self._stamps(self.path(key), errors.append)
+        if errors:
+            return key, (None, None), errors[0]  # the scan reports it and tries again
+        if stamps is None:
+            return key, None, None
+        try:
+            return key, stamps, self.read_meta(key)
+        except Exception as exc:
+            return key, stamps, exc
+
     def close(self) -> None:
         """End the measuring process, if one runs (the next batch starts a new one)."""
         self._worker.close()

@@ -684,6 +684,40 @@ class BulkMetadataStorageContract(StorageFixtures):
         assert counts == {"m/0": 1 + 2 + 2, "m/1": 2 + 2, "m/2": 3 + 2}
         assert list(storage.update_metas([])) == []
 
+    def test_read_metas_gives_stamps_and_records_in_order(self, tmp_path: Path) -> None:
+        storage = self._opened(tmp_path)
+        assert isinstance(storage, base.BulkMetadataStorage)
+        for n in range(3):
+            self._add(storage, f"m/{n}", 10, count=n + 1)
+        stamps: dict[str, tuple[Hashable, Hashable]] = {}
+        if isinstance(storage, base.StampedStorage):
+            stamps = {key: (d, m) for key, d, m in storage.iter_stamped_models()}
+        items = list(storage.read_metas(["m/2", "gone", "m", "m/0"]))
+        assert [key for key, _, _ in items] == ["m/2", "gone", "m", "m/0"]
+        assert items[1][1:] == (None, None)  # not a model
+        assert items[2][1:] == (None, None)  # a folder above models is not one either
+        for key, got, record in (items[0], items[3]):
+            assert got == stamps.get(key, (None, None))
+            assert record == storage.read_meta(key)
+        assert list(storage.read_metas([])) == []
+
+    def test_walk_models_lists_stamps_and_measures_every_model(self, tmp_path: Path) -> None:
+        storage = self._opened(tmp_path)
+        assert isinstance(storage, base.BulkMetadataStorage)
+        assert storage.walk_models() == ([], [])
+        for key, size in (("a", 5), ("b/c", 7), ("b/d/e", 11)):
+            self._add(storage, key, size)
+        walked, errors = storage.walk_models()
+        assert errors == []
+        assert sorted((key, size) for key, _, _, size in walked) == [
+            ("a", 5),
+            ("b/c", 7),
+            ("b/d/e", 11),
+        ]
+        if isinstance(storage, base.StampedStorage):
+            stamps = {key: (d, m) for key, d, m in storage.iter_stamped_models()}
+            assert {key: (d, m) for key, d, m, _ in walked} == stamps
+
     def test_close_ends_what_batches_hold_and_they_start_again(self, tmp_path: Path) -> None:
         storage = self._opened(tmp_path)
         assert isinstance(storage, base.BulkMetadataStorage)
