@@ -237,3 +237,23 @@ def _waits_on_pipe(thread: threading.Thread) -> bool:
             return "pipe" in f.read()
     except FileNotFoundError:
         return False
+
+
+def test_a_full_walk_whose_process_died_is_reported_and_walked_here(tmp_path: Path) -> None:
+    recorder = RecordingObserver()
+    config = CacheManagerConfig(evict_above=10**9, interval=3600, observer=recorder)
+    with FileCache(root=tmp_path / "cache", config=config) as cache:
+        wait_for(lambda: cache.manager.cycles >= 1)
+        for key, size in (("a", 3), ("b/c", 4)):
+            with cache.model(key) as model:
+                Path(model.path, "f").write_bytes(b"x" * size)
+        assert cache.manager.run_once(full=True) is not None  # walked in the process
+        (pid,) = measuring_processes()
+        Path(cache.storage.path("a"), "f").write_bytes(b"y" * 30)  # behind its back
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: not alive(pid))
+        snapshot = cache.manager.run_once(full=True)
+        assert snapshot is not None
+        assert {e.key: e.size for e in snapshot.entries} == {"a": 30, "b/c": 4}
+        assert [(type(e), c) for e, c in recorder.errors()] == [(OSError, "scan")]
+        assert "exit status -9" in str(recorder.errors()[0][0])

@@ -88,6 +88,10 @@ class _Known:
 #: beside the server's hits.
 _BULK_MIN = 64
 
+#: Models a batch takes at most: what is read, measured and written for them is held
+#: only while the batch is worked on.
+_CHUNK = 512
+
 
 def make_entry(key: str, size: int, meta: Meta) -> CacheEntry:
     """The entry of model ``key`` of ``size`` bytes, from its metadata record."""
@@ -148,7 +152,7 @@ class Scanner:
         self, group: ObserverGroup, pending: dict[str, tuple[int, float]], *, away: bool = False
     ) -> None:
         updates = [(key, MetaUpdate(accesses=accesses)) for key, accesses in pending.items()]
-        for key, result in self._update_all(group, updates, away=away).items():
+        for key, result in self._update_all(group, updates, away=away):
             count, last = pending[key]
             if isinstance(result, FileNotFoundError):
                 continue  # evicted since: its accesses go with it
@@ -164,23 +168,27 @@ class Scanner:
 
     def _update_all(
         self, group: ObserverGroup, updates: list[tuple[str, MetaUpdate]], *, away: bool
-    ) -> dict[str, tuple[bytes | None, bytes] | Exception]:
+    ) -> Iterator[tuple[str, tuple[bytes | None, bytes] | Exception]]:
         """Run metadata updates: the record each was given and wrote, or what stopped it.
 
-        With ``away`` (or many of them), in one batch away from this process where the
-        backend can; what the batch did not reach (it failed, reported) runs here.
+        With ``away`` (or many of them), in batches away from this process where the
+        backend can, a chunk at a time; what a batch did not reach (it failed, reported)
+        runs here.
         """
-        results: dict[str, tuple[bytes | None, bytes] | Exception] = {}
-        if self._batch is not None and updates and (away or len(updates) >= _BULK_MIN):
-            try:
-                for key, result in self._batch.update_metas(updates):
-                    results[key] = result
-            except OSError as exc:
-                group.error(exc, "metadata")
-        for key, update in updates:
-            if key not in results:
-                results[key] = self._update_here(key, update)
-        return results
+        batch = self._batch if away or len(updates) >= _BULK_MIN else None
+        for start in range(0, len(updates), _CHUNK):
+            chunk = updates[start : start + _CHUNK]
+            done: set[str] = set()
+            if batch is not None:
+                try:
+                    for key, result in batch.update_metas(chunk):
+                        done.add(key)
+                        yield key, result
+                except OSError as exc:
+                    group.error(exc, "metadata")
+            for key, update in chunk:
+                if key not in done:
+                    yield key, self._update_here(key, update)
 
     def _update_here(self, key: str, update: MetaUpdate) -> tuple[bytes | None, bytes] | Exception:
         done: list[tuple[bytes | None, bytes]] = []
@@ -325,7 +333,22 @@ class Scanner:
         keys: AbstractSet[str],
         pending: dict[str, tuple[int, float]],
     ) -> None:
-        """Bring what is known of ``keys`` up to date (forgetting those that are gone)."""
+        """Bring what is known of ``keys`` up to date (forgetting those that are gone).
+
+        Many keys are taken a chunk at a time: what a chunk reads, measures and writes is
+        held only while it is worked on.
+        """
+        ordered = list(keys)
+        for start in range(0, len(ordered), _CHUNK):
+            self._refresh_chunk(group, config, set(ordered[start : start + _CHUNK]), pending)
+
+    def _refresh_chunk(
+        self,
+        group: ObserverGroup,
+        config: CacheManagerConfig,
+        keys: AbstractSet[str],
+        pending: dict[str, tuple[int, float]],
+    ) -> None:
         found: list[tuple[str, Hashable, Hashable]] = []
         read: dict[str, bytes | Exception] = {}
         # The leader's cycle reads the stamps and records away from this process too.
@@ -510,7 +533,7 @@ class Scanner:
             if update is not None:
                 updates.append((key, update))
             measured.append((key, data_stamp, meta_stamp, meta, new_size))
-        written = self._update_all(group, updates, away=away) if updates else {}
+        written = dict(self._update_all(group, updates, away=away)) if updates else {}
         yield from self._recorded(group, measured, written)
 
     def _recorded(
