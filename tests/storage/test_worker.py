@@ -216,8 +216,10 @@ def test_a_batch_cut_short_is_reported_and_done_here_without_losing_counts(
         cycle = threading.Thread(target=lambda: (cache.manager.run_once(), done.set()))
         cycle.start()
         # Once the cycle waits on the stopped process, kill it: the batch fails as a whole.
-        wait_for(lambda: _waits_on_pipe(cycle))
-        os.kill(pid, signal.SIGKILL)
+        try:
+            wait_for(lambda: _waits_on_pipe(cycle))
+        finally:
+            os.kill(pid, signal.SIGKILL)  # whatever happened: nothing may wait on it forever
         cycle.join(60)
         assert done.is_set()
         assert [(type(e), c) for e, c in recorder.errors()] == [(OSError, "scan")]
@@ -228,15 +230,16 @@ def test_a_batch_cut_short_is_reported_and_done_here_without_losing_counts(
 
 
 def _waits_on_pipe(thread: threading.Thread) -> bool:
-    """True once ``thread`` is blocked reading a pipe (its kernel wait channel)."""
+    """True once ``thread`` waits for the measuring process (its kernel wait channel)."""
     tid = thread.native_id
     if tid is None:
         return False
     try:
         with open(f"/proc/self/task/{tid}/wchan") as f:
-            return "pipe" in f.read()
+            channel = f.read()
     except FileNotFoundError:
         return False
+    return any(word in channel for word in ("pipe", "select", "poll"))
 
 
 def test_a_full_walk_whose_process_died_is_reported_and_walked_here(tmp_path: Path) -> None:

@@ -10,16 +10,22 @@ does this work instead, and the manager's thread waits on a pipe, holding nothin
 
 The child is started on first use with the parent's interpreter and ``sys.path``. It
 serves one request at a time (a length-prefixed pickle on its stdin; the answers on its
-stdout), ignores Ctrl-C (its parent decides when it ends), and exits when its stdin
-closes (the parent closed it, or died, kill -9 included) or after :data:`IDLE_EXIT`
-seconds without a request; the next request starts a new one. Both ends are this
-package: nothing else writes to the pipes.
+stdout, each written as soon as it is known, so that what was done is on record even if
+the child dies), then rings a doorbell (a byte on a third pipe). The parent sleeps on
+the doorbell and reads the answers then, in one go: waking for every answer would make
+it take the interpreter lock back from the server's threads hundreds of times a batch.
+During a long batch it drains the answers every few milliseconds, so that a full pipe
+never stops the child. The child ignores Ctrl-C (its parent decides when it ends), and
+exits when its stdin closes (the parent closed it, or died, kill -9 included) or after
+:data:`IDLE_EXIT` seconds without a request; the next request starts a new one. Both
+ends are this package: nothing else writes to the pipes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import json
 import os
 import pickle
@@ -38,10 +44,16 @@ from typing import Any
 #: the next; one that a process used once goes away.
 IDLE_EXIT = 7200.0
 
+#: Seconds between two drains of the answers while a batch runs.
+_DRAIN = 0.02
+#: Room for a batch's answers in the pipe (Linux's default is 64 KiB).
+_PIPE_SIZE = 1 << 20
+
 _HEADER = struct.Struct(">I")
 _BOOT = (
     "import json, sys; sys.path[:0] = json.loads(sys.argv[1]); "
-    "from vcti.filecache.storage._worker import serve; serve(float(sys.argv[2]))"
+    "from vcti.filecache.storage._worker import serve; "
+    "serve(float(sys.argv[2]), int(sys.argv[3]))"
 )
 
 Update = Callable[[bytes | None], bytes]
@@ -55,7 +67,8 @@ class Worker:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
-        self._ender: weakref.finalize[[subprocess.Popen[bytes]], Worker] | None = None
+        self._bell = -1  # the doorbell's read end while a process runs
+        self._ender: weakref.finalize[[subprocess.Popen[bytes], int], Worker] | None = None
         _workers.add(self)
 
     def __repr__(self) -> str:
@@ -154,8 +167,7 @@ class Worker:
                 received: list[Any] = []
                 try:
                     _write_frame(_fd(proc.stdin), data)
-                    while len(received) < answers:
-                        received.append(_read_frame(_fd(proc.stdout)))
+                    self._collect(_fd(proc.stdout), answers, received)
                     return received
                 except (OSError, EOFError, pickle.UnpicklingError) as exc:
                     code = self._stop()
@@ -169,6 +181,18 @@ class Worker:
                     raise error from exc
             raise AssertionError("unreachable")  # pragma: no cover
 
+    def _collect(self, answers: int, count: int, received: list[Any]) -> None:
+        """Read ``count`` answer frames into ``received`` once the doorbell rings."""
+        while True:
+            ready, _, _ = select.select([self._bell], [], [], _DRAIN)
+            if ready:
+                os.read(self._bell, 64)  # a ring, or the end of a process that died
+                while len(received) < count:
+                    received.append(_read_frame(answers))  # all in the pipe by now
+                return
+            while len(received) < count and select.select([answers], [], [], 0)[0]:
+                received.append(_read_frame(answers))  # a long batch: make room
+
     def _running(self) -> subprocess.Popen[bytes]:
         proc = self._proc
         if proc is not None and proc.poll() is None:
@@ -176,23 +200,39 @@ class Worker:
         status = self._stop()
         if status:  # killed, or crashed, between requests: reported; the next one starts anew
             raise OSError(errno.EIO, f"the measuring process had exited (exit status {status})")
+        bell, ring = os.pipe()
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-I", "-c", _BOOT, json.dumps(sys.path), repr(IDLE_EXIT)],
+                [
+                    sys.executable,
+                    "-I",
+                    "-c",
+                    _BOOT,
+                    json.dumps(sys.path),
+                    repr(IDLE_EXIT),
+                    str(ring),
+                ],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
+                pass_fds=(ring,),
             )
         except (OSError, subprocess.SubprocessError) as exc:
+            os.close(bell)
             raise OSError(errno.EIO, f"the measuring process could not start: {exc}") from exc
-        self._proc = proc
+        finally:
+            os.close(ring)
+        if hasattr(fcntl, "F_SETPIPE_SZ"):
+            with contextlib.suppress(OSError):
+                fcntl.fcntl(_fd(proc.stdout), fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
+        self._proc, self._bell = proc, bell
         # A worker dropped without close(), or still running at exit, ends its process.
-        self._ender = weakref.finalize(self, _end, proc)
+        self._ender = weakref.finalize(self, _end, proc, bell)
         return proc
 
     def _stop(self) -> int | None:
         """Close the pipes and reap the process; its exit status (None if none ran)."""
-        ender, self._ender, self._proc = self._ender, None, None
+        ender, self._ender, self._proc, self._bell = self._ender, None, None, -1
         status: int | None = None if ender is None else ender()
         return status
 
@@ -202,6 +242,10 @@ class Worker:
         ender, self._ender, proc, self._proc = self._ender, None, self._proc, None
         if ender is not None:
             ender.detach()
+        if self._bell >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._bell)
+            self._bell = -1
         if proc is not None:
             _close_pipes(proc)
             proc.returncode = 0  # not this process's child: never waited for here
@@ -225,9 +269,11 @@ def _forget_in_child() -> None:
 os.register_at_fork(after_in_child=_forget_in_child)
 
 
-def _end(proc: subprocess.Popen[bytes]) -> int:
+def _end(proc: subprocess.Popen[bytes], bell: int) -> int:
     """Close the process's pipes (it exits at the end of its stdin) and reap it."""
     _close_pipes(proc)
+    with contextlib.suppress(OSError):
+        os.close(bell)
     try:
         return proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
@@ -277,7 +323,7 @@ def _read_frame(fd: int) -> Any:
 # -- the child -------------------------------------------------------------------------
 
 
-def serve(idle_exit: float) -> None:
+def serve(idle_exit: float, bell: int) -> None:
     """The measuring process's loop (the child runs this, never the parent)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     requests, answers = sys.stdin.fileno(), sys.stdout.fileno()
@@ -296,6 +342,7 @@ def serve(idle_exit: float) -> None:
             except Exception as exc:  # an answer that cannot travel is reported as such
                 data = _dumps(OSError(errno.EIO, f"unpicklable answer: {exc!r}"))
             _write_frame(answers, data)
+        os.write(bell, b".")  # every answer is in the pipe
 
 
 def _serve_one(request: tuple[Any, ...]) -> Iterator[object]:
