@@ -75,12 +75,6 @@ class Worker:
         proc = self._proc
         return f"<Worker {'pid ' + str(proc.pid) if proc is not None else 'not running'}>"
 
-    @property
-    def pid(self) -> int | None:
-        """The process's id while it runs (None before it starts and after it ends)."""
-        proc = self._proc
-        return None if proc is None or proc.poll() is not None else proc.pid
-
     def sizes(self, folders: Sequence[str], skip: str) -> dict[int, int]:
         """Bytes below each of ``folders`` by index; a folder that cannot be measured is left out.
 

@@ -23,8 +23,9 @@ docstring says what the manager does with it and without it:
   only those, and the leader hears of other processes' publishes at once.
 - :class:`BulkMeasuringStorage`: measures many models at once, away from this process,
   so that a full walk does not slow the hits of its other threads.
-- :class:`BulkMetadataStorage`: writes many models' metadata at once, away from this
-  process, so that a cycle with changes does not slow them either.
+- :class:`BulkMetadataStorage`: reads and writes many models' metadata, and walks the
+  whole root, in batches away from this process, so that the leader's cycles do not
+  slow them either.
 - :class:`FreeSpaceStorage`: the free space of the filesystem under the root
   (``min_free``).
 - :class:`PolicyStateStorage`: a place for an eviction policy's state, so that it
@@ -306,13 +307,16 @@ class BulkMeasuringStorage(CacheStorage, Protocol):
 
 @runtime_checkable
 class BulkMetadataStorage(CacheStorage, Protocol):
-    """A backend that writes many models' metadata at once, away from this process.
+    """A backend that does the leader's per-model work in batches, away from this process.
 
-    With it, the leader's cycle writes the accesses and measured sizes of the models
-    that changed in one batch, which on local storage runs in the measuring process
-    that also measures them (see :class:`BulkMeasuringStorage`): the cycle's file work
-    does not hold this process's interpreter lock. Without it, one ``update_meta`` a
-    model in the manager's thread.
+    With it, the leader's cycle reads the stamps and records of the models that changed,
+    and writes their accesses and measured sizes, in batches (of up to 512 models), and
+    a full walk lists, stamps and measures every model in one pass; on local storage all
+    of it runs in the measuring process that also measures models (see
+    :class:`BulkMeasuringStorage`), so the cycle's file work does not hold this
+    process's interpreter lock. ``close()`` is called when the root's last cache in the
+    process closes. Without it, one stamp, read and ``update_meta`` a model, and the full
+    walk's listing, in the manager's thread.
     """
 
     def update_metas(
