@@ -87,6 +87,34 @@ def test_updates_that_cannot_travel_are_refused_before_anything_is_sent(tmp_path
     storage.close()
 
 
+def test_malformed_updates_are_refused_and_nothing_is_written(tmp_path: Path) -> None:
+    storage = opened(tmp_path)
+    add(storage, "m", b"x")
+    update = MetaUpdate(accesses=(1, 2000.0))
+    bad: list[object] = [("m",), ("m", "not callable"), (7, update), ["m", update]]
+    for item in bad:
+        with pytest.raises(TypeError, match="update"):
+            list(storage.update_metas([("m", update), item]))  # type: ignore[list-item]
+    assert Meta.decode(storage.read_meta("m")).access_count == 1
+    storage.close()
+
+
+def test_a_request_that_fails_as_a_whole_raises_its_error_and_the_process_lives(
+    tmp_path: Path,
+) -> None:
+    storage = opened(tmp_path)
+    add(storage, "m", b"xyz")
+    assert storage.model_sizes(["m"]) == {"m": 3}
+    (pid,) = measuring_processes()
+    with pytest.raises(ValueError, match="null"):
+        list(storage.read_metas(["m", "bad\0key"]))
+    with pytest.raises(ValueError, match="null"):
+        storage.model_sizes(["bad\0key"])
+    assert [key for key, stamps, _ in storage.read_metas(["m"]) if stamps] == ["m"]
+    assert measuring_processes() == [pid]  # the same process served them all
+    storage.close()
+
+
 def test_a_killed_process_is_reported_once_and_replaced(tmp_path: Path) -> None:
     storage = opened(tmp_path)
     add(storage, "m", b"xy")

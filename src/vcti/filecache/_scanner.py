@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from collections.abc import Set as AbstractSet
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from ._coord import Coordinator
 from ._entry import CacheEntry, CacheSnapshot, VerifyReport
@@ -91,6 +91,14 @@ _BULK_MIN = 64
 #: Models a batch takes at most: what is read, measured and written for them is held
 #: only while the batch is worked on.
 _CHUNK = 512
+
+_T = TypeVar("_T")
+
+
+def _chunks(items: list[_T]) -> Iterator[list[_T]]:
+    """``items`` in lists of at most ``_CHUNK``."""
+    for start in range(0, len(items), _CHUNK):
+        yield items[start : start + _CHUNK]
 
 
 def make_entry(key: str, size: int, meta: Meta) -> CacheEntry:
@@ -176,8 +184,7 @@ class Scanner:
         runs here.
         """
         batch = self._batch if away or len(updates) >= _BULK_MIN else None
-        for start in range(0, len(updates), _CHUNK):
-            chunk = updates[start : start + _CHUNK]
+        for chunk in _chunks(updates):
             done: set[str] = set()
             if batch is not None:
                 try:
@@ -319,7 +326,10 @@ class Scanner:
             self._complete = True
         elif changes.keys or pending or self._retry:
             retry, self._retry = self._retry, set()
-            self._refresh(group, config, changes.keys | pending.keys() | retry, pending)
+            # Many keys are taken a chunk at a time: what a chunk reads, measures and
+            # writes is held only while it is worked on.
+            for chunk in _chunks(list(changes.keys | pending.keys() | retry)):
+                self._refresh(group, config, set(chunk), pending)
             entries = self._entries_from_known(pending)
         else:
             return self._entries  # nothing changed anywhere, nothing to add here
@@ -333,22 +343,7 @@ class Scanner:
         keys: AbstractSet[str],
         pending: dict[str, tuple[int, float]],
     ) -> None:
-        """Bring what is known of ``keys`` up to date (forgetting those that are gone).
-
-        Many keys are taken a chunk at a time: what a chunk reads, measures and writes is
-        held only while it is worked on.
-        """
-        ordered = list(keys)
-        for start in range(0, len(ordered), _CHUNK):
-            self._refresh_chunk(group, config, set(ordered[start : start + _CHUNK]), pending)
-
-    def _refresh_chunk(
-        self,
-        group: ObserverGroup,
-        config: CacheManagerConfig,
-        keys: AbstractSet[str],
-        pending: dict[str, tuple[int, float]],
-    ) -> None:
+        """Bring what is known of ``keys`` up to date (forgetting those that are gone)."""
         found: list[tuple[str, Hashable, Hashable]] = []
         read: dict[str, bytes | Exception] = {}
         # The leader's cycle reads the stamps and records away from this process too.

@@ -99,6 +99,11 @@ class Worker:
         """
         if not updates:
             return
+        for item in updates:
+            if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str)):
+                raise TypeError(f"updates are (key, update) pairs, not {item!r}")
+            if not callable(item[1]):
+                raise TypeError(f"the update of {item[0]!r} is not callable: {item[1]!r}")
         try:
             request = _dumps(("update", root, list(updates)))
         except (pickle.PicklingError, TypeError, AttributeError) as exc:
@@ -181,8 +186,11 @@ class Worker:
             ready, _, _ = select.select([self._bell], [], [], _DRAIN)
             if ready:
                 os.read(self._bell, 64)  # a ring, or the end of a process that died
-                while len(received) < count:
-                    received.append(_read_frame(answers))  # all in the pipe by now
+                # Every answer is in the pipe by now: what is missing will never come.
+                while len(received) < count and select.select([answers], [], [], 0)[0]:
+                    received.append(_read_frame(answers))
+                if len(received) < count:
+                    raise EOFError(f"{len(received)} of {count} answers came")
                 return
             while len(received) < count and select.select([answers], [], [], 0)[0]:
                 received.append(_read_frame(answers))  # a long batch: make room
@@ -330,13 +338,22 @@ def serve(idle_exit: float, bell: int) -> None:
             request = _read_frame(requests)
         except EOFError:
             return  # the parent closed the pipe, or died
-        for answer in _serve_one(request):
+        for answer in _answers(request):
             try:
                 data = _dumps(answer)
             except Exception as exc:  # an answer that cannot travel is reported as such
                 data = _dumps(OSError(errno.EIO, f"unpicklable answer: {exc!r}"))
             _write_frame(answers, data)
         os.write(bell, b".")  # every answer is in the pipe
+
+
+def _answers(request: tuple[Any, ...]) -> Iterator[object]:
+    """The answers to one request; what stopped a request is its answer (bad input, say
+    a key with a NUL byte), and the process serves the next one."""
+    try:
+        yield from _serve_one(request)
+    except Exception as exc:  # the requests that can fail as a whole have one answer
+        yield exc
 
 
 def _serve_one(request: tuple[Any, ...]) -> Iterator[object]:
