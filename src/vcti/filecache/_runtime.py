@@ -51,6 +51,17 @@ _WATCH_INTERVAL = 0.25
 #: Seconds the leader lets changes gather after its watch wakes it, before it reads them.
 _WATCH_COALESCE = 0.1
 
+#: A publish that leaves the root more than this fraction of ``evict_above`` over the
+#: limit waits for the eviction it calls for before it returns (back-pressure).
+PRESSURE_MARGIN = 0.05
+#: Seconds such a publish waits at most; it also stops waiting once two cycles have ended
+#: (what eviction could do, it did: the rest is open).
+PRESSURE_WAIT = 5.0
+#: Seconds between two looks at the total while a publish waits.
+_PRESSURE_POLL = 0.02
+#: Seconds ``close()`` waits for the manager's thread to end its last cycle.
+CLOSE_WAIT = 5.0
+
 
 @dataclass(eq=False)
 class Attachment:
@@ -86,7 +97,7 @@ class Runtime:
         self._disk = storage if isinstance(storage, FreeSpaceStorage) else None
         self._batch = storage if isinstance(storage, BulkMetadataStorage) else None
         self.coord = Coordinator(storage)
-        self.scanner = Scanner(storage, self.coord)
+        self.scanner = Scanner(storage, self.coord, lambda: self._leader is not None)
         self.evictor = Evictor(storage, self.coord)
         self.manager: CacheManager = CacheManager._of(self)
         self._setup_process()
@@ -107,6 +118,10 @@ class Runtime:
         self._watch: ChangeWatch | None = None  # the leader's watch on the journal
         self._watch_failed = False
         self._estimate: int | None = None  # the total after the last cycle, plus publishes
+        self._orphan: threading.Thread | None = None  # a thread close() stopped waiting for
+        self._ended: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
+        self._cycled = threading.Condition()  # notified at the end of each leader's cycle
+        self._cycles_led = 0
         self._watched: object = None  # where the watch read the journal up to
         self._final: tuple[ObserverGroup, CacheManagerConfig] | None = None
 
@@ -185,11 +200,31 @@ class Runtime:
         if thread is None:
             self._final_cycle(group, config)
         elif thread is not threading.current_thread():
-            thread.join()
+            thread.join(CLOSE_WAIT)
+            with self._life_lock:
+                stuck = thread.is_alive() and thread not in self._ended
+                if stuck:
+                    self._orphan = thread
+            if stuck:
+                # Its last cycle is stuck (a backend that does not answer): it resigns and
+                # ends the measuring process itself when it gets out; the next open here
+                # starts a thread of its own.
+                group.error(
+                    TimeoutError(
+                        f"the manager's last cycle did not end within {CLOSE_WAIT:g} s; "
+                        "closed without waiting for it"
+                    ),
+                    "cycle",
+                )
+                return True
+        self._end_here(group)
+        return True
+
+    def _end_here(self, group: ObserverGroup) -> None:
+        """Give up the leadership and end the measuring process (the last user is gone)."""
         self._resign(group)
         if self._batch is not None:
-            self._batch.close()  # the measuring process: the root's last user here is gone
-        return True
+            self._batch.close()
 
     def ensure_open(self, group: ObserverGroup) -> None:
         """Open the storage once per process: layout, 1.0 adoption, a first sweep."""
@@ -258,6 +293,14 @@ class Runtime:
             finally:
                 self._unwatch()
                 group.emit("on_manager_stop", self.storage.root)
+                with self._life_lock:
+                    me = threading.current_thread()
+                    orphaned = self._orphan is me and not self._attached
+                    if self._orphan is me:
+                        self._orphan = None
+                    self._ended.add(me)
+                if orphaned:
+                    self._end_here(group)  # close() stopped waiting for this thread
 
     def _wait(self, group: ObserverGroup, config: CacheManagerConfig) -> None:
         """Wait for the next cycle: ``interval`` seconds, or less if it is needed sooner.
@@ -393,6 +436,16 @@ class Runtime:
     ) -> CacheSnapshot | None:
         if not self._lead(group):
             return None
+        try:
+            return self._led_cycle(group, config, trigger, full=full)
+        finally:
+            with self._cycled:  # publishes held back wait for this
+                self._cycles_led += 1
+                self._cycled.notify_all()
+
+    def _led_cycle(
+        self, group: ObserverGroup, config: CacheManagerConfig, trigger: str, *, full: bool
+    ) -> CacheSnapshot:
         self._sweep(group)
         every = config.full_scan_every
         # A process's first cycle trusts the sizes recorded under stamps that still hold,
@@ -408,26 +461,74 @@ class Runtime:
         self._estimate = snapshot.total_size
         if self._journal is not None:  # what the scan counted is no news to the watch
             self._watched = self._journal.read_changes(self._watched).cursor
+            try:  # for the publishes of the other processes (back-pressure)
+                self._journal.record_total(snapshot.total_size, self.scanner.cursor)
+            except OSError as exc:
+                group.error(exc, "cycle")
         group.emit("on_cycle_complete", snapshot.total_size, snapshot.entry_count)
         return snapshot
 
     def note_publish(self, config: CacheManagerConfig, size: int | None) -> None:
         """A fill of ``size`` bytes was published here: run a cycle now if it is needed.
 
-        With a journal the watching thread counts every publish, this one's included.
+        A publish that leaves the root more than :data:`PRESSURE_MARGIN` over
+        ``evict_above`` then waits, up to :data:`PRESSURE_WAIT` seconds, for the eviction
+        (the leader's cycle, in this process or another): however many threads and
+        processes fill, the total cannot run away from the limit while the manager's
+        thread waits for the interpreter lock. With a journal the watching thread
+        counts every publish, this one's included (counted twice, it only calls a
+        cycle sooner).
         """
-        if (
-            not config.prompt_eviction
-            or size is None
-            or self._estimate is None
-            or self._leader is None
-        ):
+        if not config.prompt_eviction or size is None:
             return
-        if self._journal is None:
+        if self._leader is not None:
+            if self._estimate is None:
+                return
             self._estimate += size
-            size = 0
-        if self._over(config, size):  # with a journal, the watch counts it later
+            if not self._over(config):
+                return
             self._wake.set()
+        elif self._journal is None or self._shared is None:
+            return  # no other process's total to go by
+        if threading.current_thread() is not self._thread:
+            self._hold_back(config)
+
+    def _hold_back(self, config: CacheManagerConfig) -> None:
+        """Wait while the root is over the limit by more than the margin (back-pressure)."""
+        allowed = config.evict_above + int(config.evict_above * PRESSURE_MARGIN)
+        deadline = time.monotonic() + PRESSURE_WAIT
+        first: object = None
+        turns = 0
+        while True:
+            probe = self._pressure()
+            if probe is None or probe[0] <= allowed:
+                return
+            if first is None:
+                first = probe[1]
+            elif probe[1] != first:  # a cycle ended and the root is still over
+                first = probe[1]
+                turns += 1
+            if turns >= 2 or time.monotonic() >= deadline:
+                return
+            if self._leader is not None:
+                self._wake.set()
+            with self._cycled:
+                self._cycled.wait(_PRESSURE_POLL)
+
+    def _pressure(self) -> tuple[int, object] | None:
+        """The root's estimated total, and what changes when a cycle ends (None: unknown)."""
+        if self._leader is not None:
+            estimate = self._estimate
+            return None if estimate is None else (estimate, self._cycles_led)
+        assert self._journal is not None
+        recorded = self._journal.recorded_total()
+        if recorded is None:
+            return None
+        total, cursor = recorded
+        changes = self._journal.read_changes(cursor)
+        if changes.keys is None:
+            return None  # the journal was rotated or lost since: no telling
+        return total + changes.published, recorded
 
     def _sweep(self, group: ObserverGroup) -> None:
         if self._shared is None:

@@ -84,8 +84,8 @@ class _Known:
 
 
 #: Outside the leader's cycle, fewer models than this are measured and written here; more,
-#: in one batch away from this process. The leader's cycle sends even a few away: it runs
-#: beside the server's hits.
+#: in one batch away from this process (the leader's process only: one measuring process a
+#: root). The leader's cycle sends even a few away: it runs beside the server's hits.
 _BULK_MIN = 64
 
 #: Models a batch takes at most: what is read, measured and written for them is held
@@ -122,9 +122,14 @@ def stamp_text(stamp: Hashable) -> str | None:
 class Scanner:
     """Scans one root and writes this process's recorded accesses behind."""
 
-    def __init__(self, storage: CacheStorage, coord: Coordinator) -> None:
+    def __init__(
+        self, storage: CacheStorage, coord: Coordinator, leading: Callable[[], bool]
+    ) -> None:
         self.storage = storage
         self.coord = coord
+        #: True while this process leads the root: only the leader's work goes away from
+        #: the process (on a local root, one measuring process for the root).
+        self._leading = leading
         self._stamps = storage if isinstance(storage, StampedStorage) else None
         self._shared = storage if isinstance(storage, SharedStorage) else None
         self._disk = storage if isinstance(storage, FreeSpaceStorage) else None
@@ -140,6 +145,11 @@ class Scanner:
         self._complete = False  # _known holds every model (a walk was made)
         self._retry: set[str] = set()  # models a scan could not measure: tried again
         self._taken: dict[str, tuple[int, float]] | None = None  # accesses the scan writes
+
+    @property
+    def cursor(self) -> object:
+        """Where the last scan read the journal up to (None before the first)."""
+        return self._cursor
 
     def after_fork(self) -> None:
         """A forked child starts with its own lock (the parent's may be held)."""
@@ -183,7 +193,8 @@ class Scanner:
         backend can, a chunk at a time; what a batch did not reach (it failed, reported)
         runs here.
         """
-        batch = self._batch if away or len(updates) >= _BULK_MIN else None
+        many = away or len(updates) >= _BULK_MIN
+        batch = self._batch if many and self._leading() else None
         for chunk in _chunks(updates):
             done: set[str] = set()
             if batch is not None:
@@ -566,7 +577,8 @@ class Scanner:
         that is gone is left out and one that cannot be read is reported.
         """
         sizes: dict[str, int] = {}
-        if self._bulk is not None and keys and (away or len(keys) >= _BULK_MIN):
+        many = away or len(keys) >= _BULK_MIN
+        if self._bulk is not None and keys and many and self._leading():
             try:
                 sizes = self._bulk.model_sizes(keys)
             except OSError as exc:

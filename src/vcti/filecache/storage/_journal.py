@@ -1,26 +1,38 @@
 """The change journal of a local root: one line per change, appended by every process.
 
 ``ROOT/.filecache/journal`` holds one JSON line per change made through the library:
-``["p", KEY, SIZE]`` a publish of SIZE bytes, ``["r", KEY]`` a removal, ``["m", KEY]`` a
-metadata write (accesses written behind, a size recorded, a record rebuilt). A line is
-appended with one ``write`` on an ``O_APPEND`` descriptor, which a local filesystem does
-whole, so processes never interleave lines, and a process killed while writing leaves at
-worst an incomplete last line, which readers wait for and then skip as damaged.
+``["p", KEY, SIZE, TAG]`` a publish of SIZE bytes, ``["r", KEY, TAG]`` a removal,
+``["m", KEY, TAG]`` a metadata write (accesses written behind, a size recorded, a record
+rebuilt). TAG is unique to the line: the writing process's random tag and its count of
+lines written. A line is appended with one ``write`` on an ``O_APPEND`` descriptor, which
+a local filesystem does whole, so processes never interleave lines, and a process killed
+while writing leaves at worst an incomplete last line, which readers wait for and then
+skip as damaged.
 
-A reader keeps a cursor (the file's inode and an offset) and reads only what was
-appended since. The leader starts a new file (an atomic rename) once the old one is
-large; a reader whose cursor names the old inode then knows nothing of what changed and
-walks every model once. A journal that is missing, damaged or not a regular file is
-reported and means the same: a full walk, until the next change recreates it.
+A reader keeps a cursor (the file's inode, an offset, and the length and checksum of the
+last line before it) and reads only what was appended since, after checking that the
+line before the offset is still the one it read: a file truncated in place (``: >
+journal``, logrotate's ``copytruncate``) and grown back past the cursor, or replaced by
+one that reuses the inode, fails that check (the line's TAG is never written twice). The
+leader starts a new file (an atomic rename) once the old one is large; a reader whose
+cursor names the old inode then knows nothing of what changed and walks every model
+once. A journal that is missing, damaged, truncated or not a regular file is reported
+and means the same: a full walk, until the next change recreates it.
+
+The leader also records, after each cycle, the total it left the root at and where it
+had read the journal up to (``ROOT/.filecache/total``): with the bytes published since,
+any process can tell how far over the limit the root is.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import json
 import os
 import stat
+import zlib
 from collections.abc import Hashable
 
 from . import _fs
@@ -30,6 +42,25 @@ from .base import Changes
 ROTATE_BYTES = 1 << 20
 
 _FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+_MAX_TOTAL_BYTES = 4096
+
+
+class _Tags:
+    """Tags unique to each line: this process's random tag and a count of lines."""
+
+    def __init__(self) -> None:
+        self.renew()
+
+    def renew(self) -> None:
+        self.prefix = os.urandom(6).hex()
+        self.count = itertools.count()
+
+    def next(self) -> str:
+        return f"{self.prefix}.{next(self.count)}"
+
+
+_tags = _Tags()
+os.register_at_fork(after_in_child=_tags.renew)  # a forked child is another writer
 
 
 class Journal:
@@ -37,10 +68,12 @@ class Journal:
 
     def __init__(self, path: str) -> None:
         self.path = path
+        self._total_path = os.path.join(os.path.dirname(path), "total")
 
     def record(self, kind: str, key: str, size: int | None = None) -> None:
         """Append one change; a failure removes the file, so readers walk instead."""
-        item: list[object] = [kind, key] if size is None else [kind, key, size]
+        tag = _tags.next()
+        item: list[object] = [kind, key, tag] if size is None else [kind, key, size, tag]
         line = (json.dumps(item, separators=(",", ":")) + "\n").encode()
         try:
             try:
@@ -86,23 +119,32 @@ class Journal:
             if stat.S_ISREG(st.st_mode) and st.st_size > ROTATE_BYTES:
                 _fs.write_atomic(self.path, b"")
 
+    def record_total(self, total: int, cursor: object) -> None:
+        """Record that the root held ``total`` bytes when the journal was read to ``cursor``."""
+        data = json.dumps({"total": total, "cursor": cursor}, separators=(",", ":"))
+        _fs.write_atomic(self._total_path, data.encode())
+
+    def recorded_total(self) -> tuple[int, object] | None:
+        """The last total recorded and its cursor (None: none, or unreadable)."""
+        try:
+            item = json.loads(_fs.read_regular(self._total_path, _MAX_TOTAL_BYTES))
+            total, cursor = item["total"], item["cursor"]
+        except (OSError, ValueError, TypeError, KeyError):
+            return None
+        if not isinstance(total, int) or not isinstance(cursor, list):
+            return None
+        return total, tuple(cursor)
+
     def read(self, cursor: object | None) -> Changes:
         """What changed since ``cursor``; see :class:`~.base.Changes`."""
-        if isinstance(cursor, tuple) and cursor[0] is not None:
-            # The leader looks a few times a second: when the file is the same one, no
-            # longer than at the cursor, one stat says that nothing changed.
-            try:
-                st = os.stat(self.path, follow_symlinks=False)
-            except OSError:
-                st = None  # reported below
-            if st is not None and stat.S_ISREG(st.st_mode) and (st.st_ino, st.st_size) == cursor:
-                return Changes(cursor, frozenset())
+        if self._unchanged(cursor):
+            return Changes(cursor, frozenset())
         try:
             fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         except FileNotFoundError:
-            if cursor is None or cursor == (None, 0):
+            if cursor is None or cursor[:2] == (None, 0):  # type: ignore[index]
                 # No change was ever recorded: nothing to know (the first read walks).
-                return Changes((None, 0), None if cursor is None else frozenset())
+                return Changes(_START, None if cursor is None else frozenset())
             return self._lost(FileNotFoundError(errno.ENOENT, "the journal is missing", self.path))
         except OSError as exc:
             return self._lost(exc)
@@ -110,30 +152,93 @@ class Journal:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 return self._lost(OSError(errno.EINVAL, "the journal is not a file", self.path))
-            inode, offset = cursor if isinstance(cursor, tuple) else (None, 0)
+            inode, offset, tail_len, tail_sum = _unpack(cursor)
             if inode is None and cursor is not None:
                 inode = st.st_ino  # no file at the last read: all of this one is new
             if cursor is None or inode != st.st_ino:
                 # The first read, or a new file (rotated): what changed before is unknown.
-                return Changes((st.st_ino, st.st_size), None)
-            if st.st_size < offset:
-                return self._lost(
-                    OSError(errno.EINVAL, "the journal was truncated", self.path), st.st_ino
-                )
-            os.lseek(fd, offset, os.SEEK_SET)
-            data = _read_all(fd, st.st_size - offset)
+                return Changes(self._end(fd, st), None)
+            start = offset - tail_len
+            if st.st_size < offset or start < 0:
+                return self._truncated(fd, st)
+            os.lseek(fd, start, os.SEEK_SET)
+            data = _read_all(fd, st.st_size - start)
         finally:
             os.close(fd)
+        if zlib.crc32(data[:tail_len]) != tail_sum:
+            # Not the line read before the cursor: truncated (or replaced) and regrown.
+            return Changes(_cursor_at(st, start, data, aligned=False), None, 0, self._cut())
         end = data.rfind(b"\n") + 1  # an incomplete last line is read next time
-        keys, published, damaged = _parse(data[:end])
-        cursor = (st.st_ino, offset + end)
+        if end <= tail_len:
+            mtime = st.st_mtime_ns if end == len(data) else None
+            return Changes((st.st_ino, offset, tail_len, tail_sum, mtime), frozenset())
+        keys, published, damaged = _parse(data[tail_len:end])
+        cursor = _cursor_at(st, start, data, aligned=True)
         if damaged:
             error = OSError(errno.EINVAL, f"{damaged} damaged lines in the journal", self.path)
             return Changes(cursor, None, published, error)
         return Changes(cursor, frozenset(keys), published)
 
+    def _unchanged(self, cursor: object) -> bool:
+        """True if one stat shows the same file, no longer and no newer than at ``cursor``.
+
+        (The leader looks a few times a second where nothing wakes it.)
+        """
+        if not (isinstance(cursor, tuple) and len(cursor) == 5 and cursor[0] is not None):
+            return False
+        try:
+            st = os.stat(self.path, follow_symlinks=False)
+        except OSError:
+            return False  # reported by the read
+        return stat.S_ISREG(st.st_mode) and (st.st_ino, st.st_size, st.st_mtime_ns) == (
+            cursor[0],
+            cursor[1],
+            cursor[4],
+        )
+
+    def _end(self, fd: int, st: os.stat_result) -> tuple[object, ...]:
+        """The cursor after the last complete line of the open file ``fd``."""
+        start = max(0, st.st_size - _TAIL_READ)
+        os.lseek(fd, start, os.SEEK_SET)
+        return _cursor_at(st, start, _read_all(fd, st.st_size - start), aligned=start == 0)
+
+    def _cut(self) -> OSError:
+        return OSError(errno.EINVAL, "the journal was truncated or replaced in place", self.path)
+
+    def _truncated(self, fd: int, st: os.stat_result) -> Changes:
+        return Changes(self._end(fd, st), None, 0, self._cut())
+
     def _lost(self, error: OSError, inode: object = None) -> Changes:
-        return Changes((inode, 0), None, 0, error)
+        return Changes((inode, 0, 0, 0, None), None, 0, error)
+
+
+#: The cursor of a journal that was never written.
+_START = (None, 0, 0, 0, None)
+#: Bytes read from the end of the file to find its last complete line (a key is at most
+#: a few KiB); a longer line makes the cursor start after it with no line to check.
+_TAIL_READ = 16384
+
+
+def _unpack(cursor: object) -> tuple[object, int, int, int]:
+    if isinstance(cursor, tuple) and len(cursor) == 5:
+        inode, offset, tail_len, tail_sum, _ = cursor
+        if isinstance(offset, int) and isinstance(tail_len, int) and isinstance(tail_sum, int):
+            return inode, offset, tail_len, tail_sum
+    return None, 0, 0, 0
+
+
+def _cursor_at(st: os.stat_result, start: int, data: bytes, *, aligned: bool) -> tuple[object, ...]:
+    """The cursor after the last complete line of ``data``, read from offset ``start``.
+
+    ``aligned``: ``data`` starts at the beginning of a line.
+    """
+    end = data.rfind(b"\n") + 1
+    begin = data.rfind(b"\n", 0, max(0, end - 1)) + 1
+    if begin == 0 and not aligned:
+        begin = end  # the line began before what was read: not checked
+    tail = data[begin:end]
+    mtime = st.st_mtime_ns if end == len(data) else None  # at the end: a stat may tell
+    return (st.st_ino, start + end, len(tail), zlib.crc32(tail), mtime)
 
 
 def _parse(data: bytes) -> tuple[set[str], int, int]:

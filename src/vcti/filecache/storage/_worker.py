@@ -19,6 +19,13 @@ never stops the child. The child ignores Ctrl-C (its parent decides when it ends
 exits when its stdin closes (the parent closed it, or died, kill -9 included) or after
 :data:`IDLE_EXIT` seconds without a request; the next request starts a new one. Both
 ends are this package: nothing else writes to the pipes.
+
+No wait for the child is without a deadline. While it serves a request, a thread of the
+child rings a heartbeat on the doorbell every :data:`HEARTBEAT` seconds; a child that
+gives neither an answer nor a heartbeat for :data:`STALL` seconds (stopped with SIGSTOP,
+frozen in its cgroup, swapped out for good) is killed, and the request fails with an
+``OSError`` that its caller reports and works around. Ending the child waits
+:data:`END_WAIT` seconds for it to leave on its own, then kills it.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 import weakref
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from typing import Any
@@ -43,6 +51,13 @@ from typing import Any
 #: than the hourly full walk's period, so that a leader's process lives from one walk to
 #: the next; one that a process used once goes away.
 IDLE_EXIT = 7200.0
+
+#: Seconds between two heartbeats of a child serving a request.
+HEARTBEAT = 0.5
+#: Seconds without an answer or a heartbeat after which a child is taken for stuck.
+STALL = 3.0
+#: Seconds a child is given to leave when it is ended, before it is killed.
+END_WAIT = 2.0
 
 #: Seconds between two drains of the answers while a batch runs.
 _DRAIN = 0.02
@@ -53,8 +68,10 @@ _HEADER = struct.Struct(">I")
 _BOOT = (
     "import json, sys; sys.path[:0] = json.loads(sys.argv[1]); "
     "from vcti.filecache.storage._worker import serve; "
-    "serve(float(sys.argv[2]), int(sys.argv[3]))"
+    "serve(float(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]))"
 )
+#: The doorbell's bytes: every answer of the request is in the pipe; the child is alive.
+_DONE, _BEAT = b".", b"+"
 
 Update = Callable[[bytes | None], bytes]
 #: What one metadata update gave: the record it was given and the one it wrote, or why not.
@@ -150,6 +167,26 @@ class Worker:
         result = answer
         return result
 
+    def remove(self, root: str, key: str) -> bool:
+        """Remove model ``key`` of the local root ``root`` as the local backend does.
+
+        Raises:
+            FileNotFoundError: there is no such model.
+            OSError: the removal failed, or the process did (it may have renamed the
+                model into the trash, which the next sweep empties).
+        """
+        answer = self._call(("remove", root, key), 1)[0]
+        if isinstance(answer, BaseException):
+            raise answer
+        removed: bool = answer
+        return removed
+
+    @property
+    def running(self) -> bool:
+        """True while a process runs (it is only started by the leader's work)."""
+        proc = self._proc
+        return proc is not None and proc.returncode is None
+
     def close(self) -> None:
         """End the process (it finishes the request it is serving; none is waiting)."""
         with self._lock:
@@ -168,6 +205,13 @@ class Worker:
                     _write_frame(_fd(proc.stdin), data)
                     self._collect(_fd(proc.stdout), answers, received)
                     return received
+                except _Stalled as exc:
+                    proc.kill()  # a stopped process ends with SIGKILL too
+                    self._stop()
+                    error = OSError(exc.errno, str(exc.strerror))
+                    if received:
+                        raise _Partial(received, error) from None
+                    raise error from None
                 except (OSError, EOFError, pickle.UnpicklingError) as exc:
                     code = self._stop()
                     if code == 0 and not received and attempt == 0:
@@ -181,19 +225,34 @@ class Worker:
             raise AssertionError("unreachable")  # pragma: no cover
 
     def _collect(self, answers: int, count: int, received: list[Any]) -> None:
-        """Read ``count`` answer frames into ``received`` once the doorbell rings."""
+        """Read ``count`` answer frames into ``received`` once the doorbell rings.
+
+        Raises:
+            EOFError: the child ended with answers missing.
+            _Stalled: neither an answer nor a heartbeat came for :data:`STALL` seconds.
+        """
+        alive = time.monotonic()
         while True:
             ready, _, _ = select.select([self._bell], [], [], _DRAIN)
             if ready:
-                os.read(self._bell, 64)  # a ring, or the end of a process that died
-                # Every answer is in the pipe by now: what is missing will never come.
-                while len(received) < count and select.select([answers], [], [], 0)[0]:
-                    received.append(_read_frame(answers))
-                if len(received) < count:
-                    raise EOFError(f"{len(received)} of {count} answers came")
-                return
+                rung = os.read(self._bell, 64)  # rings and beats, or b"" from a child gone
+                alive = time.monotonic()
+                if not rung or _DONE in rung:
+                    # Every answer is in the pipe by now: what is missing will never come.
+                    while len(received) < count and select.select([answers], [], [], 0)[0]:
+                        received.append(_read_frame(answers))
+                    if len(received) < count:
+                        raise EOFError(f"{len(received)} of {count} answers came")
+                    return
             while len(received) < count and select.select([answers], [], [], 0)[0]:
                 received.append(_read_frame(answers))  # a long batch: make room
+                alive = time.monotonic()
+            if time.monotonic() - alive > STALL:
+                raise _Stalled(
+                    errno.ETIMEDOUT,
+                    f"the measuring process gave no sign of life for {STALL:g} s "
+                    "(stopped or stuck); it was killed",
+                )
 
     def _running(self) -> subprocess.Popen[bytes]:
         proc = self._proc
@@ -213,6 +272,7 @@ class Worker:
                     json.dumps(sys.path),
                     repr(IDLE_EXIT),
                     str(ring),
+                    repr(HEARTBEAT),
                 ],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
@@ -253,6 +313,10 @@ class Worker:
             proc.returncode = 0  # not this process's child: never waited for here
 
 
+class _Stalled(OSError):
+    """The child gave no sign of life for :data:`STALL` seconds."""
+
+
 class _Partial(Exception):
     def __init__(self, answers: list[Any], error: OSError) -> None:
         super().__init__(error)
@@ -277,9 +341,9 @@ def _end(proc: subprocess.Popen[bytes], bell: int) -> int:
     with contextlib.suppress(OSError):
         os.close(bell)
     try:
-        return proc.wait(timeout=10)
+        return proc.wait(timeout=END_WAIT)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        proc.kill()  # stopped, or busy with a long request nobody waits for any more
         return proc.wait()
 
 
@@ -325,11 +389,24 @@ def _read_frame(fd: int) -> Any:
 # -- the child -------------------------------------------------------------------------
 
 
-def serve(idle_exit: float, bell: int) -> None:
+def serve(idle_exit: float, bell: int, heartbeat: float) -> None:
     """The measuring process's loop (the child runs this, never the parent)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     requests, answers = sys.stdin.fileno(), sys.stdout.fileno()
     sys.stdout = sys.stderr  # nothing but answers goes to the parent's pipe
+    busy = threading.Event()
+    bell_lock = threading.Lock()
+
+    def beat() -> None:
+        # Alive and scheduled: what a parent waiting on a long request needs to know.
+        while True:
+            busy.wait()
+            time.sleep(heartbeat)
+            with bell_lock:
+                if busy.is_set():
+                    os.write(bell, _BEAT)
+
+    threading.Thread(target=beat, name="heartbeat", daemon=True).start()
     while True:
         ready, _, _ = select.select([requests], [], [], idle_exit)
         if not ready:
@@ -338,13 +415,16 @@ def serve(idle_exit: float, bell: int) -> None:
             request = _read_frame(requests)
         except EOFError:
             return  # the parent closed the pipe, or died
+        busy.set()
         for answer in _answers(request):
             try:
                 data = _dumps(answer)
             except Exception as exc:  # an answer that cannot travel is reported as such
                 data = _dumps(OSError(errno.EIO, f"unpicklable answer: {exc!r}"))
             _write_frame(answers, data)
-        os.write(bell, b".")  # every answer is in the pipe
+        with bell_lock:
+            busy.clear()
+            os.write(bell, _DONE)  # every answer is in the pipe
 
 
 def _answers(request: tuple[Any, ...]) -> Iterator[object]:
@@ -375,6 +455,9 @@ def _serve_one(request: tuple[Any, ...]) -> Iterator[object]:
         _, root, keys = request
         storage = LocalStorage(root)
         yield [storage._stamped_record(key) for key in keys]
+    elif request[0] == "remove":
+        _, root, key = request
+        yield LocalStorage(root)._remove_here(key)
     elif request[0] == "update":
         _, root, updates = request
         storage = LocalStorage(root)

@@ -427,6 +427,21 @@ class JournaledStorage(CacheStorage, Protocol):
         """Return what changed since ``cursor`` (None: the first read, which knows nothing)."""
         ...
 
+    def record_total(self, total: int, cursor: object) -> None:
+        """Record, for every process, that the root held ``total`` bytes at ``cursor``.
+
+        The leader calls it after each cycle, with the cursor its scan read the record
+        up to; a process that publishes adds the bytes published since (back-pressure).
+
+        Raises:
+            OSError: it could not be recorded (reported; publishes then do not wait).
+        """
+        ...
+
+    def recorded_total(self) -> tuple[int, object] | None:
+        """Return the last ``(total, cursor)`` recorded, or None if none can be read."""
+        ...
+
     def watch_changes(self) -> ChangeWatch | None:
         """Return a new watch on the record, or None where the platform gives none.
 

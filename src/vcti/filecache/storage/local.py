@@ -197,6 +197,14 @@ class LocalStorage:
         """The models changed through the library since ``cursor`` (``ROOT/.filecache/journal``)."""
         return self._journal.read(cursor)
 
+    def record_total(self, total: int, cursor: object) -> None:
+        """Record the leader's total and its journal cursor (``ROOT/.filecache/total``)."""
+        self._journal.record_total(total, cursor)
+
+    def recorded_total(self) -> tuple[int, object] | None:
+        """The last total the leader recorded, with its journal cursor (None: none)."""
+        return self._journal.recorded_total()
+
     def watch_changes(self) -> ChangeWatch | None:
         """An inotify watch on ``ROOT/.filecache``, where the journal is written and replaced.
 
@@ -797,6 +805,15 @@ class LocalStorage:
             lock.release()
 
     def remove(self, key: str) -> bool:
+        if self._worker.running:
+            # The leader's process: its measuring process deletes, so that the system
+            # calls of a delete never wait for the interpreter lock of a busy server. If
+            # the process fails, the error goes to the caller (an eviction reports it and
+            # goes on here, the process gone).
+            return self._worker.remove(self._root, key)
+        return self._remove_here(key)
+
+    def _remove_here(self, key: str) -> bool:
         folder = self.path(key)
         internal = f"{folder}/{RESERVED}"
         try:
