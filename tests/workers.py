@@ -200,7 +200,23 @@ def fill_evict_loop(args: dict[str, Any]) -> dict[str, Any]:
     return {"errors": errors}
 
 
+def publish(args: dict[str, Any]) -> dict[str, Any]:
+    """Publish ``count`` models of ``size`` bytes, one every ``pause`` seconds; time each."""
+    config = CacheManagerConfig(evict_above=args["limit"], interval=args["interval"])
+    slowest = 0.0
+    with FileCache(root=args["root"], config=config) as cache:
+        for n in range(args["count"]):
+            started = time.monotonic()
+            with cache.model(f"{args['prefix']}/m{n}") as model:
+                if model.new:
+                    Path(model.path, "data.bin").write_bytes(b"p" * args["size"])
+            slowest = max(slowest, time.monotonic() - started)
+            time.sleep(args["pause"])
+    return {"slowest": slowest}
+
+
 MODES = {
+    "publish": publish,
     "fill_outcome": fill_outcome,
     "fill_evict_loop": fill_evict_loop,
     "stress": stress,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 import os
 import threading
 import time
@@ -101,7 +102,7 @@ class ModelDir:
         self._config = config
         self._group = group
         self._version = version
-        self._clock: Callable[[], float] = time.time if config is None else config.clock
+        self._clock: Callable[[], float] = time.time if config is None else config.now
         self._timeout = _DEFAULT_LOCK_TIMEOUT if config is None else config.lock_timeout
         self._standalone = False
         self._lease: Lease | None = None
@@ -229,6 +230,8 @@ class ModelDir:
         assert lease.staged is not None
         size, stamp = _measure(runtime.storage, lease.staged)
         now = self._clock()
+        if self._config is not None and group:
+            _check_clock(self._config, group)
         fill_seconds = time.perf_counter() - self._started
         meta = Meta(1, now, now, fill_seconds, self._version, size, stamp)
         try:
@@ -245,6 +248,16 @@ class ModelDir:
                 group.emit("on_size_update", published, size)
         if self._config is not None:
             runtime.note_publish(self._config, size)
+
+
+def _check_clock(config: CacheManagerConfig, group: ObserverGroup) -> None:
+    """Report a clock that gives no finite number (the system time is used instead)."""
+    value = config.clock()
+    if not (isinstance(value, (int, float)) and math.isfinite(value)):
+        group.error(
+            ValueError(f"the configured clock returned {value!r}; the system time was used"),
+            "metadata",
+        )
 
 
 def _measure(storage: CacheStorage, staged: str) -> tuple[int | None, str | None]:
@@ -511,7 +524,7 @@ class FileCache:
     def get_entry(self, key: str) -> CacheEntry | None:
         """Return the model's entry, or None if it does not exist; no access is counted."""
         self._check_open()
-        return self._runtime.get_entry(validate_key(key), self._config.clock)
+        return self._runtime.get_entry(validate_key(key), self._config.now)
 
     def __contains__(self, key: object) -> bool:
         """``key in cache``: True if the model ``key`` is published; no access is counted."""

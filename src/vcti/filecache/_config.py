@@ -150,6 +150,17 @@ class CacheManagerConfig:
             return (self.observer,)
         return tuple(self.observer)
 
+    def now(self) -> float:
+        """The clock's time; the system's when the clock gives no finite number.
+
+        Times go into every model's metadata: a NaN or an infinity there would make the
+        record unreadable (a clock that returns one is reported when a fill publishes).
+        """
+        value = self.clock()
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            return float(value)
+        return time.time()
+
     def min_free_bytes(self, filesystem_size: int) -> int:
         """``min_free`` in bytes for a filesystem of ``filesystem_size`` bytes (0: none)."""
         if self.min_free is None:

@@ -73,12 +73,12 @@ class Evictor:
         Raises:
             Exception: what a manual run's policy raised (a background run reports it).
         """
-        self._clock = config.clock
+        self._clock = config.now
         limit = config.evict_above if limit is None else limit
         target = config.target if target is None else target
         results: list[EvictionResult] = []
         with self.lock:
-            now = config.clock()
+            now = config.now()
             if config.max_age is not None:
                 aged = sorted(
                     (e for e in snapshot.entries if now - e.last_access > config.max_age),

@@ -290,6 +290,8 @@ class Runtime:
                     self._wait(group, config)
                 if self._final is not None:
                     self._final_cycle(*self._final)
+            except Exception as exc:  # the last cycle's failure is reported like any other
+                group.error(exc, "cycle")
             finally:
                 self._unwatch()
                 group.emit("on_manager_stop", self.storage.root)
@@ -459,8 +461,12 @@ class Runtime:
         _, snapshot = self.evictor.evict(group, config, config.policy, trigger, snapshot)
         self.evictor.save(group)
         self._estimate = snapshot.total_size
-        if self._journal is not None:  # what the scan counted is no news to the watch
-            self._watched = self._journal.read_changes(self._watched).cursor
+        if self._journal is not None:
+            # Publishes since the scan read the journal are not in the snapshot: counted
+            # now, and from here on by the watch.
+            since = self._journal.read_changes(self.scanner.cursor)
+            self._watched = since.cursor
+            self._estimate += since.published
             try:  # for the publishes of the other processes (back-pressure)
                 self._journal.record_total(snapshot.total_size, self.scanner.cursor)
             except OSError as exc:
@@ -700,7 +706,6 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-@atexit.register
 def _flush_at_exit() -> None:
     """Write recorded accesses of caches that were never closed (best effort)."""
     for runtime in list(_running):
@@ -708,3 +713,12 @@ def _flush_at_exit() -> None:
             runtime.flush()
         except Exception:
             log.exception("could not write the recorded accesses of %s", runtime.storage.root)
+
+
+# Before the interpreter joins its threads at exit: at a normal exit, and also at the end
+# of a child that multiprocessing forked (it leaves with os._exit, which skips atexit).
+_before_thread_shutdown = getattr(threading, "_register_atexit", None)
+if _before_thread_shutdown is not None:
+    _before_thread_shutdown(_flush_at_exit)
+else:  # pragma: no cover - an interpreter without the hook: a normal exit only
+    atexit.register(_flush_at_exit)

@@ -270,7 +270,7 @@ class Scanner:
         snapshot = CacheSnapshot.build(
             entries,
             evict_above=config.evict_above,
-            taken_at=config.clock(),
+            taken_at=config.now(),
             staging_size=staging,
             pinned=self.coord.pinned(),
             disk=disk,
@@ -618,7 +618,7 @@ class Scanner:
         if previous is not None and meta_stamp is not None and meta_stamp == previous.meta_stamp:
             meta = previous.meta
         else:
-            meta = self._load_meta(key, group, config.clock, repair, read)
+            meta = self._load_meta(key, group, config.now, repair, read)
         if (
             not remeasure
             and previous is not None
@@ -689,7 +689,14 @@ class Scanner:
         except FileNotFoundError:
             if not self.storage.is_model(key):
                 raise
-            problem = MetadataError("metadata file is missing")
+            try:  # removed and filled again since the read: the new model's record
+                return Meta.decode(self.storage.read_meta(key))
+            except FileNotFoundError:
+                if not self.storage.is_model(key):
+                    raise
+                problem = MetadataError("metadata file is missing")
+            except MetadataError as exc:
+                problem = exc
         if not repair:
             now = clock()
             return Meta(0, now, now)
@@ -741,7 +748,7 @@ class Scanner:
                     continue
                 if repair:
                     with contextlib.suppress(FileNotFoundError):
-                        self.rebuild_meta(key, config.clock)
+                        self.rebuild_meta(key, config.now)
         snapshot = self.scan(listing, config, repair=False)
         problems.extend(f"cannot read part of the root: {error}" for error in listing.errors)
         return VerifyReport(tuple(problems), repair, snapshot)

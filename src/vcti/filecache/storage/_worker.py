@@ -167,26 +167,6 @@ class Worker:
         result = answer
         return result
 
-    def remove(self, root: str, key: str) -> bool:
-        """Remove model ``key`` of the local root ``root`` as the local backend does.
-
-        Raises:
-            FileNotFoundError: there is no such model.
-            OSError: the removal failed, or the process did (it may have renamed the
-                model into the trash, which the next sweep empties).
-        """
-        answer = self._call(("remove", root, key), 1)[0]
-        if isinstance(answer, BaseException):
-            raise answer
-        removed: bool = answer
-        return removed
-
-    @property
-    def running(self) -> bool:
-        """True while a process runs (it is only started by the leader's work)."""
-        proc = self._proc
-        return proc is not None and proc.returncode is None
-
     def close(self) -> None:
         """End the process (it finishes the request it is serving; none is waiting)."""
         with self._lock:
@@ -455,9 +435,6 @@ def _serve_one(request: tuple[Any, ...]) -> Iterator[object]:
         _, root, keys = request
         storage = LocalStorage(root)
         yield [storage._stamped_record(key) for key in keys]
-    elif request[0] == "remove":
-        _, root, key = request
-        yield LocalStorage(root)._remove_here(key)
     elif request[0] == "update":
         _, root, updates = request
         storage = LocalStorage(root)

@@ -805,15 +805,6 @@ class LocalStorage:
             lock.release()
 
     def remove(self, key: str) -> bool:
-        if self._worker.running:
-            # The leader's process: its measuring process deletes, so that the system
-            # calls of a delete never wait for the interpreter lock of a busy server. If
-            # the process fails, the error goes to the caller (an eviction reports it and
-            # goes on here, the process gone).
-            return self._worker.remove(self._root, key)
-        return self._remove_here(key)
-
-    def _remove_here(self, key: str) -> bool:
         folder = self.path(key)
         internal = f"{folder}/{RESERVED}"
         try:
