@@ -14,7 +14,20 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from . import aio, contention, evict, hit, hitwalk, idle, memory, react, replay, scan, steady
+from . import (
+    aio,
+    contention,
+    evict,
+    hit,
+    hitwalk,
+    idle,
+    memory,
+    pressure,
+    react,
+    replay,
+    scan,
+    steady,
+)
 from ._common import REPO, Result, Settings, Stopwatch, machine_facts
 from ._report import table, write
 from ._workspace import Workspace
@@ -30,6 +43,7 @@ BENCHMARKS: dict[str, Callable[[Workspace], Result]] = {
     idle.NAME: idle.run,
     memory.NAME: memory.run,
     react.NAME: react.run,
+    pressure.NAME: pressure.run,
     aio.NAME: aio.run,
     replay.NAME: replay.run,
 }

@@ -235,6 +235,8 @@ class ModelDir:
         fill_seconds = time.perf_counter() - self._started
         meta = Meta(1, now, now, fill_seconds, self._version, size, stamp)
         try:
+            if self._config is not None:
+                runtime.make_room(self._config, size)
             runtime.coord.finish_fill(lease, meta, self._timeout)
         except BaseException as failure:
             self.path = published

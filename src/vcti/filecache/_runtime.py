@@ -460,13 +460,16 @@ class Runtime:
         self.evictor.sync(config.policy, snapshot.entries, group)
         _, snapshot = self.evictor.evict(group, config, config.policy, trigger, snapshot)
         self.evictor.save(group)
-        self._estimate = snapshot.total_size
+        estimate = snapshot.total_size
         if self._journal is not None:
             # Publishes since the scan read the journal are not in the snapshot: counted
             # now, and from here on by the watch.
             since = self._journal.read_changes(self.scanner.cursor)
             self._watched = since.cursor
-            self._estimate += since.published
+            estimate += since.published
+        with self._cycled:
+            self._estimate = estimate
+        if self._journal is not None:
             try:  # for the publishes of the other processes (back-pressure)
                 self._journal.record_total(snapshot.total_size, self.scanner.cursor)
             except OSError as exc:
@@ -474,52 +477,61 @@ class Runtime:
         group.emit("on_cycle_complete", snapshot.total_size, snapshot.entry_count)
         return snapshot
 
-    def note_publish(self, config: CacheManagerConfig, size: int | None) -> None:
-        """A fill of ``size`` bytes was published here: run a cycle now if it is needed.
+    def make_room(self, config: CacheManagerConfig, size: int | None) -> None:
+        """Before a fill of ``size`` bytes publishes: wait until the root has room for it.
 
-        A publish that leaves the root more than :data:`PRESSURE_MARGIN` over
-        ``evict_above`` then waits, up to :data:`PRESSURE_WAIT` seconds, for the eviction
-        (the leader's cycle, in this process or another): however many threads and
-        processes fill, the total cannot run away from the limit while the manager's
-        thread waits for the interpreter lock. With a journal the watching thread
-        counts every publish, this one's included (counted twice, it only calls a
-        cycle sooner).
+        A publish that would leave the root more than :data:`PRESSURE_MARGIN` over
+        ``evict_above`` first waits, up to :data:`PRESSURE_WAIT` seconds, for the eviction
+        (the leader's cycle, in this process or another), so that however many threads
+        and processes fill, the total cannot run away from the limit while the
+        manager's thread waits for the interpreter lock (back-pressure). In the leader's
+        process the check and the counting of the fill are one step, so threads that
+        publish at once cannot all pass it; other processes go by the total the leader
+        recorded and what was published since.
         """
         if not config.prompt_eviction or size is None:
             return
-        if self._leader is not None:
-            if self._estimate is None:
-                return
-            self._estimate += size
-            if not self._over(config):
-                return
-            self._wake.set()
-        elif self._journal is None or self._shared is None:
-            return  # no other process's total to go by
-        if threading.current_thread() is not self._thread:
-            self._hold_back(config)
-
-    def _hold_back(self, config: CacheManagerConfig) -> None:
-        """Wait while the root is over the limit by more than the margin (back-pressure)."""
+        if self._leader is None and (self._journal is None or self._shared is None):
+            return  # no total to go by
+        if threading.current_thread() is self._thread:
+            return
         allowed = config.evict_above + int(config.evict_above * PRESSURE_MARGIN)
         deadline = time.monotonic() + PRESSURE_WAIT
         first: object = None
         turns = 0
         while True:
-            probe = self._pressure()
-            if probe is None or probe[0] <= allowed:
-                return
-            if first is None:
-                first = probe[1]
-            elif probe[1] != first:  # a cycle ended and the root is still over
-                first = probe[1]
-                turns += 1
-            if turns >= 2 or time.monotonic() >= deadline:
-                return
-            if self._leader is not None:
-                self._wake.set()
             with self._cycled:
+                probe = self._pressure()
+                if probe is None or probe[0] + size <= allowed:
+                    if self._leader is not None and self._estimate is not None:
+                        self._estimate += size
+                    return
+                if first is None:
+                    first = probe[1]
+                elif probe[1] != first:  # a cycle ended and the root is still full
+                    first = probe[1]
+                    turns += 1
+                if turns >= 2 or time.monotonic() >= deadline:
+                    if self._leader is not None and self._estimate is not None:
+                        self._estimate += size
+                    return
+                if self._leader is not None:
+                    self._wake.set()
                 self._cycled.wait(_PRESSURE_POLL)
+
+    def note_publish(self, config: CacheManagerConfig, size: int | None) -> None:
+        """A fill of ``size`` bytes was published here: run a cycle now if it is needed.
+
+        (:meth:`make_room` counted it. With a journal the watching thread counts every
+        publish again, this one's included: counted twice, it only calls a cycle sooner.)
+        """
+        if (
+            config.prompt_eviction
+            and size is not None
+            and self._leader is not None
+            and self._over(config)
+        ):
+            self._wake.set()
 
     def _pressure(self) -> tuple[int, object] | None:
         """The root's estimated total, and what changes when a cycle ends (None: unknown)."""

@@ -1,0 +1,218 @@
+"""12. The limit under pressure: hot threads and processes filling at full speed.
+
+Each cell opens models at full speed for 20 s (2 s in ``--quick``) on a fresh root with
+``evict_above`` at 2 MB: every thread loops over 300 keys of its own, filling a model
+when it is missing (one 50 kB file, or 200 files of 250 bytes), so eviction must keep
+up with every fill the disk sustains; after each of those opens it opens one of 5 hot
+keys that all threads share (the hits). The cells: 1, 3 and 8 hot threads in one process,
+and 4 processes of one hot thread each, at ``interval=0.2`` and at the default 60 s,
+with every other setting at the library's defaults (prompt eviction and its
+back-pressure on). Every process is spawned fresh.
+
+The total on disk is sampled from the disk every 50 ms by this process (a walk of the
+files under the root, not the library's own figures): the models' files, which is what
+``evict_above`` limits, and everything (the cache's own metadata, staging and trash
+included) beside it; the final totals are taken after the processes have closed their
+caches. Each
+open is timed with ``perf_counter_ns``; a hit is an open that found its model.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from vcti.filecache import CacheManagerConfig, FileCache
+
+from ._common import Result, info_row, limit_target, percentile
+from ._workspace import Workspace
+
+NAME = "pressure"
+TITLE = "The limit under pressure: hot threads and processes filling at full speed"
+LIMIT = 2_000_000
+MODEL = 50_000
+KEYS = 300
+HOT = 5
+SHAPES = {"1 file": (1, MODEL), "200 files": (200, MODEL // 200)}
+#: (label, processes, threads per process)
+LOADS = [("1 thread", 1, 1), ("3 threads", 1, 3), ("8 threads", 1, 8), ("4 processes", 4, 1)]
+INTERVALS = [0.2, 60.0]
+
+
+def hammer(args: dict[str, Any]) -> None:
+    """One process of a cell: ``threads`` hot threads until ``seconds`` have passed."""
+    files, size = args["files"], args["size"]
+    blob = b"x" * size
+    config = CacheManagerConfig(evict_above=LIMIT, interval=args["interval"])
+    cache = FileCache(root=args["root"], config=config).open()
+    hits: list[list[int]] = [[] for _ in range(args["threads"])]
+    opens = [0] * args["threads"]
+    start = time.monotonic() + 0.5
+    stop_at = start + args["seconds"]
+
+    def hot(me: int) -> None:
+        mine = hits[me]
+        while time.monotonic() < start:
+            time.sleep(0.001)
+        while time.monotonic() < stop_at:
+            for n in range(KEYS):
+                for key in (f"p{args['proc']}t{me}/m{n}", f"hot/m{n % HOT}"):
+                    began = time.perf_counter_ns()
+                    with cache.model(key) as model:
+                        if model.new:
+                            for f in range(files):
+                                Path(model.path, f"f{f}").write_bytes(blob)
+                        else:
+                            mine.append(time.perf_counter_ns() - began)
+                    opens[me] += 1
+                if time.monotonic() >= stop_at:
+                    break
+
+    threads = [threading.Thread(target=hot, args=(i,)) for i in range(args["threads"])]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    cycles, leader = cache.manager.cycles, cache.manager.is_leader
+    cache.close()
+    samples = sorted(t for one in hits for t in one)
+    Path(args["out"]).write_text(
+        json.dumps(
+            {
+                "opens": sum(opens),
+                "hits": len(samples),
+                "hit_p50_us": percentile(samples, 50) / 1000 if samples else 0.0,
+                "hit_p99_us": percentile(samples, 99) / 1000 if samples else 0.0,
+                "cycles": cycles,
+                "leader": leader,
+            }
+        )
+    )
+
+
+def on_disk(root: Path) -> tuple[int, int]:
+    """Bytes of the models' files under ``root``, and of every file, by a fresh walk."""
+    models = everything = 0
+    for folder, _, files in os.walk(root):
+        own = f"{os.sep}.filecache" in folder[len(str(root)) :]
+        for name in files:
+            try:
+                size = os.lstat(os.path.join(folder, name)).st_size
+            except OSError:
+                continue  # removed under the walk
+            everything += size
+            models += 0 if own else size
+    return models, everything
+
+
+def run_cell(
+    ws: Workspace, label: str, load: tuple[int, int], shape: str, interval: float
+) -> dict[str, Any]:
+    """One cell: the peak and final totals on disk, cycles, hit latencies.
+
+    ``load`` is (processes, hot threads in each).
+    """
+    procs, threads = load
+    files, size = SHAPES[shape]
+    seconds = 2.0 if ws.settings.quick else 20.0
+    tag = f"pressure-{label}-{shape}-{interval}".replace(" ", "_")
+    root = ws.path / tag
+    context = multiprocessing.get_context("spawn")
+    jobs = [
+        {
+            "root": str(root),
+            "proc": p,
+            "threads": threads,
+            "files": files,
+            "size": size,
+            "interval": interval,
+            "seconds": seconds,
+            "out": str(ws.path / f"{tag}-{p}.json"),
+        }
+        for p in range(procs)
+    ]
+    workers = [context.Process(target=hammer, args=(job,)) for job in jobs]
+    for worker in workers:
+        worker.start()
+    peak = peak_all = 0
+    while any(worker.is_alive() for worker in workers):
+        models, everything = on_disk(root)
+        peak, peak_all = max(peak, models), max(peak_all, everything)
+        time.sleep(0.05)
+    for p, worker in enumerate(workers):
+        worker.join()
+        if worker.exitcode != 0:
+            raise RuntimeError(f"pressure {tag} process {p} exited with {worker.exitcode}")
+    final, final_all = on_disk(root)
+    data = [json.loads(Path(job["out"]).read_text()) for job in jobs]
+    return {
+        "peak": max(peak, final),
+        "final": final,
+        "peak_everything": max(peak_all, final_all),
+        "final_everything": final_all,
+        "opens_per_s": sum(d["opens"] for d in data) / seconds,
+        "hits": sum(d["hits"] for d in data),
+        "hit_p50_us": max(d["hit_p50_us"] for d in data),
+        "hit_p99_us": max(d["hit_p99_us"] for d in data),
+        "cycles": sum(d["cycles"] for d in data if d["leader"]) or max(d["cycles"] for d in data),
+    }
+
+
+def run(ws: Workspace) -> Result:
+    """Every cell; targets on the peak, the final total and the hit p99 of each."""
+    result = Result(NAME, TITLE)
+    result.metrics.update(limit_bytes=LIMIT, model_bytes=MODEL, keys_per_thread=KEYS)
+    allowed = LIMIT * 1.1 + MODEL
+    for label, procs, threads in LOADS:
+        for shape in SHAPES:
+            for interval in INTERVALS:
+                name = f"{label}, {shape}, interval {interval:g} s"
+                ws.log.say(f"pressure: {name}")
+                cell = run_cell(ws, label, (procs, threads), shape, interval)
+                prefix = name.replace(", ", "_").replace(" ", "_").replace(".", "_")
+                for key, value in cell.items():
+                    result.metrics[f"{prefix}_{key}"] = round(value, 2)
+                result.targets.append(
+                    limit_target(
+                        f"peak on disk, {name}",
+                        cell["peak"] / LIMIT,
+                        unit="x limit",
+                        limit=allowed / LIMIT,
+                        inclusive=True,
+                        note=(
+                            f"{cell['cycles']} cycles, {cell['opens_per_s']:.0f} opens/s; "
+                            f"everything on disk {cell['peak_everything'] / LIMIT:.2f}x"
+                        ),
+                    )
+                )
+                result.targets.append(
+                    limit_target(
+                        f"final on disk, {name}",
+                        cell["final"] / LIMIT,
+                        unit="x limit",
+                        limit=1.0,
+                        inclusive=True,
+                    )
+                )
+                if cell["hits"]:
+                    result.targets.append(
+                        limit_target(
+                            f"hit p99, {name}",
+                            cell["hit_p99_us"],
+                            unit="µs",
+                            limit=1000,
+                            peer=cell["hit_p50_us"],
+                            peer_label="p50",
+                            note=f"{cell['hits']} hits",
+                        )
+                    )
+                else:
+                    result.targets.append(
+                        info_row(f"hit p99, {name}", 0, unit="µs", peer=None, peer_label="")
+                    )
+    return result
