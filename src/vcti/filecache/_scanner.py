@@ -671,7 +671,7 @@ class Scanner:
         try:
             if isinstance(read, Exception):
                 raise read
-            return Meta.decode(self.storage.read_meta(key) if read is None else read)
+            return Meta.decode(self.storage.read_record(key) if read is None else read)
         except MetadataError as exc:
             problem: Exception = exc
         except FileNotFoundError:
@@ -716,7 +716,7 @@ class Scanner:
                 problems.extend(self._shared.verify(repair))
             for key in list(self.storage.iter_models(onerror=lambda e: listing.error(e, "scan"))):
                 try:
-                    Meta.decode(self.storage.read_meta(key))
+                    Meta.decode(self.storage.read_record(key))
                     continue
                 except MetadataError as exc:
                     problems.append(f"model {key!r}: {exc}")

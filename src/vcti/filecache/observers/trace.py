@@ -179,7 +179,7 @@ class TraceObserver(CacheObserver):
         storage = self._storage
         if (size is None or cost is None) and storage is not None:
             try:
-                meta = Meta.decode(storage.read_meta(key))
+                meta = Meta.decode(storage.read_record(key))
             except (OSError, MetadataError):
                 meta = None
             if meta is not None:

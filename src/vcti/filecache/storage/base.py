@@ -143,7 +143,7 @@ class CacheStorage(Protocol):
         """Return the bytes of the files of one staged fill (what :meth:`stage` returned)."""
         ...
 
-    def read_meta(self, key: str) -> bytes:
+    def read_record(self, key: str) -> bytes:
         """Return the stored metadata record of model ``key`` (at most a few KiB)."""
         ...
 
@@ -339,7 +339,7 @@ class BulkMetadataStorage(CacheStorage, Protocol):
     def read_metas(
         self, keys: Sequence[str]
     ) -> Iterator[tuple[str, tuple[Hashable, Hashable] | None, bytes | Exception | None]]:
-        """For each key, in order: its stamps, then its record as ``read_meta`` reads it.
+        """For each key, in order: its stamps, then its record as ``read_record`` reads it.
 
         The stamps are ``(data_stamp, meta_stamp)`` as
         :meth:`StampedStorage.iter_stamped_models` gives them (``(None, None)`` from a

@@ -546,7 +546,7 @@ class LocalStorage:
         if stamps is None:
             return key, None, None
         try:
-            return key, stamps, self.read_meta(key)
+            return key, stamps, self.read_record(key)
         except Exception as exc:
             return key, stamps, exc
 
@@ -570,7 +570,7 @@ class LocalStorage:
         outer = os.stat(staged, follow_symlinks=False)
         return hash((outer.st_ino, outer.st_mtime_ns))
 
-    def read_meta(self, key: str) -> bytes:
+    def read_record(self, key: str) -> bytes:
         """The metadata record, read only as a small regular file.
 
         Raises:

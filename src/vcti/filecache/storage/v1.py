@@ -177,7 +177,7 @@ class StorageV1Adapter:
             raise FileNotFoundError(errno.ENOENT, "no such fill", staged)
         return int(self.backend.compute_dir_size(key))
 
-    def read_meta(self, key: str) -> bytes:
+    def read_record(self, key: str) -> bytes:
         entry = self._entries().get(key)
         if entry is None:
             raise FileNotFoundError(errno.ENOENT, "no such model", self.path(key))
