@@ -96,10 +96,17 @@ class CacheStorage(Protocol):
     *staged* somewhere no reader looks.
     """
 
-    @property
-    def root(self) -> str:
-        """The root as a path or URI; it names the cache in metrics and logs."""
-        ...
+    if TYPE_CHECKING:
+
+        @property
+        def root(self) -> str:
+            """The root as a path or URI; it names the cache in metrics and logs."""
+            ...
+
+    else:
+        # At run time a plain annotation, not a property: a class that subclasses the
+        # protocol explicitly may still assign its own ``root`` (1.0's backends did).
+        root: str
 
     def path(self, key: str) -> str:
         """Return the full path or URI of the model ``key``."""
