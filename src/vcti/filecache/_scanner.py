@@ -523,7 +523,7 @@ class Scanner:
             if new_size is None:
                 continue  # gone, or reported
             if new_size != meta.size:
-                group.emit("on_size_update", self.storage.path(key), new_size)
+                group.emit("on_size_update", key, new_size)
             update = self._size_update(key, meta, new_size, data_stamp, repair=repair)
             if update is not None:
                 updates.append((key, update))
