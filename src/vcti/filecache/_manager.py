@@ -47,9 +47,7 @@ class CacheManager:
     _attachment: Attachment | None
 
     def __init__(self, storage: object, config: CacheManagerConfig) -> None:
-        runtime = Runtime.for_storage(as_storage(storage))
-        attachment = Attachment(config, ObserverGroup(config.observers))
-        runtime.attach(attachment)
+        runtime, attachment = _attach(storage, config, acquired=False)
         self._runtime = runtime
         self._attachment = attachment
 
@@ -89,8 +87,7 @@ class CacheManager:
         thread; each :meth:`acquire` needs one :meth:`release`. ``storage`` may be a
         backend written for 1.0.
         """
-        runtime = Runtime.for_storage(as_storage(storage))
-        runtime.attach(Attachment(config, ObserverGroup(config.observers)), acquired=True)
+        runtime, _ = _attach(storage, config, acquired=True)
         return runtime.manager
 
     @classmethod
@@ -162,6 +159,17 @@ class CacheManager:
     def flush(self) -> None:
         """Write the accesses recorded in memory to storage now."""
         self._runtime.flush()
+
+
+def _attach(
+    storage: object, config: CacheManagerConfig, *, acquired: bool
+) -> tuple[Runtime, Attachment]:
+    """Register one more user of the root of ``storage`` with ``config``, as a FileCache does."""
+    runtime = Runtime.for_storage(as_storage(storage))
+    attachment = Attachment(config, ObserverGroup(config.observers))
+    attachment.group.emit("on_attach", runtime.storage, config)
+    runtime.attach(attachment, acquired=acquired)
+    return runtime, attachment
 
 
 def run_eviction(

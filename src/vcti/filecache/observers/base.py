@@ -37,7 +37,7 @@ class CacheObserver:
     """
 
     def on_attach(self, storage: CacheStorage, config: CacheManagerConfig) -> None:
-        """A FileCache using this observer was opened on ``storage``."""
+        """A user of this observer (a FileCache, a CacheManager) opened ``storage``."""
 
     def on_manager_start(self, root: str) -> None:
         """The background manager for ``root`` started."""
