@@ -10,6 +10,7 @@ policies with ``select_evictions``, ``run_eviction``, observers with ``on_size_u
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import logging
 import os
@@ -818,8 +819,19 @@ def test_local_storage_makes_a_model_in_place_as_1_0_did(tmp_path: Path) -> None
             storage.write_meta("runs/7/inner", {"size": 0, "access_count": 1})
         cache.manager.flush()  # the hit's access, written behind
         assert storage.read_meta("runs/7")["access_count"] == 3
+        storage.create_dir("runs/8")
+        storage.write_meta("runs/8", {"size": 0, "access_count": 1})
         storage.delete_dir("runs/7")
         assert not storage.dir_exists("runs/7")
+        assert [e.key for e in cache.entries()] == ["runs/8"]
+        with cache.model("runs/8"):  # open: kept, the rest goes
+            (tmp_path / "runs" / "loose.txt").write_text("x")
+            with pytest.raises(OSError, match="open") as refused:
+                storage.delete_dir("runs")
+            assert refused.value.errno == errno.EBUSY
+            assert storage.dir_exists("runs/8")
+        storage.delete_dir("runs")  # a folder of models, each evicted
+        assert not storage.dir_exists("runs")
         storage.create_dir("plain")
         storage.delete_dir("plain")  # a folder that is no model
         storage.delete_dir("plain")  # and nothing at all
@@ -871,8 +883,6 @@ def finish(child: subprocess.Popen[str]) -> None:
 
 
 def test_write_meta_on_a_model_open_in_another_process(tmp_path: Path) -> None:
-    import errno
-
     storage = LocalStorage(tmp_path)
     with FileCache(config(), storage=storage) as cache, cache.model("m") as model:
         write(model, 50)

@@ -49,7 +49,7 @@ class _Host(Protocol):
     def root(self) -> str: ...
     def path(self, key: str) -> str: ...
     def is_model(self, key: str) -> bool: ...
-    def iter_models(self) -> Iterator[str]: ...
+    def iter_models(self, prefix: str = "") -> Iterator[str]: ...
     def read_record(self, key: str) -> bytes: ...
     def model_size(self, key: str) -> int: ...
     def remove(self, key: str) -> bool: ...
@@ -101,21 +101,24 @@ class LocalStorageV1Methods:
     def delete_dir(self: _Host, rel_path: str) -> None:
         """Delete the folder ``rel_path`` and everything in it; nothing there is fine.
 
-        A model is evicted as the cache evicts (renamed away at once, recorded in the
-        journal).
+        Each model at or below it is evicted as the cache evicts (renamed away at once,
+        recorded in the journal); a model open in some process is kept.
 
         Raises:
-            OSError: ``EBUSY``, the model is open in some process (it is kept).
+            OSError: ``EBUSY``, a model there is open in some process (the other models
+                are evicted; it, and the files that are no model's, are kept).
         """
         key = validate_key(rel_path)
         path = self.path(key)
-        if self.is_model(key):
+        busy: list[str] = []
+        for model in list(self.iter_models(key)):
             try:
-                if self.remove(key):
-                    return
+                if not self.remove(model):
+                    busy.append(model)
             except FileNotFoundError:
-                return  # evicted meanwhile
-            raise OSError(errno.EBUSY, "the model is open", path)
+                continue  # evicted meanwhile
+        if busy:
+            raise OSError(errno.EBUSY, f"{len(busy)} model(s) open, e.g. {busy[0]!r}", path)
         if os.path.isdir(path) and not os.path.islink(path):
             _fs.rmtree(path)
 
