@@ -400,12 +400,11 @@ def test_acquire_and_release(tmp_path: Path) -> None:
 # -- backends written to 1.0's protocol ----------------------------------------------------
 
 
-def test_a_backend_written_for_1_0_runs_through_the_adapter(tmp_path: Path) -> None:
-    backend = DirectoriesV1(tmp_path)
+def fill_two_and_evict_the_older(backend: object) -> None:
+    """Fill "a" and "b" through a 1.0 backend, open "a" again, evict down to one model."""
     settings = config(evict_above=150, prompt_eviction=False)
     with FileCache(settings, storage=backend) as cache:
         wait_for(lambda: cache.manager.cycles >= 1)
-        assert "cleanup_temp_files" in backend.calls
         with cache.model("a") as model:
             assert model.new
             write(model, 100)
@@ -418,7 +417,13 @@ def test_a_backend_written_for_1_0_runs_through_the_adapter(tmp_path: Path) -> N
         cache.manager.flush()
         assert {e.path: e.access_count for e in cache.entries()} == {"a": 2, "b": 1}
         assert cache.evict() == ["b"]  # a was opened last
-        assert "delete_dir" in backend.calls
+
+
+def test_a_backend_written_for_1_0_runs_through_the_adapter(tmp_path: Path) -> None:
+    backend = DirectoriesV1(tmp_path)
+    fill_two_and_evict_the_older(backend)
+    assert "cleanup_temp_files" in backend.calls
+    assert "delete_dir" in backend.calls
     assert backend.read_meta("a")["access_count"] == 2
     assert not (tmp_path / "b").exists()
 
@@ -979,19 +984,7 @@ class WrapsLocalStorage:
 
 def test_a_backend_that_wraps_local_storage(tmp_path: Path) -> None:
     backend = WrapsLocalStorage(tmp_path)
-    settings = config(evict_above=150, prompt_eviction=False)
-    with FileCache(settings, storage=backend) as cache:
-        with cache.model("a") as model:
-            assert model.new
-            write(model, 100)
-        time.sleep(0.01)
-        with cache.model("b") as model:
-            write(model, 100)
-        with cache.model("a") as model:
-            assert not model.new
-        cache.manager.flush()
-        assert {e.path: e.access_count for e in cache.entries()} == {"a": 2, "b": 1}
-        assert cache.evict() == ["b"]
+    fill_two_and_evict_the_older(backend)
     assert backend.writes >= 3
     assert backend.read_meta("a") == {"size": 100, "access_count": 2}
     # What it wrote is a root of this package: a native LocalStorage reads it.
