@@ -236,7 +236,10 @@ class StorageV1Adapter:
             "access_count": meta.access_count,
             _RECORD: meta.encode().decode(),
         }
-        self.backend.write_meta(key, data, preserve_mtime=preserve_mtime)
+        if preserve_mtime:
+            self.backend.write_meta(key, data, preserve_mtime=True)
+        else:  # as before: a backend that left the keyword out keeps working
+            self.backend.write_meta(key, data)
 
     def pin(self, key: str) -> _NoLock | None:
         return _NoLock() if self.is_model(key) else None
