@@ -541,9 +541,9 @@ class CountingStorage(LocalStorage):
         self.sized.extend(key for key, _, _, size in walked if size is not None)
         return walked, errors
 
-    def read_meta(self, key: str) -> bytes:
+    def read_record(self, key: str) -> bytes:
         self.read.append(key)
-        return super().read_meta(key)
+        return super().read_record(key)
 
 
 def test_an_unchanged_model_is_not_walked_again(tmp_path: Path) -> None:

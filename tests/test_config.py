@@ -36,7 +36,7 @@ def test_frozen() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"evict_above": -1}, ValueError, "evict_above must not be negative"),
+        ({"evict_above": -1}, ValueError, "evict_above must be positive"),
         ({"evict_above": 1.5}, TypeError, "evict_above must be an int"),
         ({"evict_above": True}, TypeError, "evict_above must be an int"),
         ({"evict_above": "50G"}, TypeError, "evict_above must be an int"),

@@ -15,6 +15,17 @@ MODULES = [
     "vcti.filecache.storage",
     "vcti.filecache.observers",
     "vcti.filecache.replay",
+    # 1.0's module paths, kept as re-exports
+    "vcti.filecache.cache",
+    "vcti.filecache.manager",
+    "vcti.filecache.meta",
+    "vcti.filecache.model",
+    "vcti.filecache.observer",
+    "vcti.filecache.policy",
+    "vcti.filecache.policy.base",
+    "vcti.filecache.policy.lfu",
+    "vcti.filecache.policy.lru",
+    "vcti.filecache.policy.sized_lru",
 ]
 
 

@@ -161,7 +161,7 @@ def test_errors_become_oserrors(s3: S3Env, status: int, code: str, error: type[O
     storage.publish("m", staged, b'{"access_count":1,"last_access":1,"created":1}')
     faults = Faults({"GetObject"}, status=status, code=code).attach(storage)
     with pytest.raises(error, match=code) as raised:
-        storage.read_meta("m")
+        storage.read_record("m")
     assert raised.value.filename == f"{staged}.meta"  # the attempt's metadata record
     faults.detach(storage)
 

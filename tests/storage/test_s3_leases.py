@@ -220,7 +220,7 @@ def test_concurrent_metadata_updates_from_many_hosts_are_all_kept(s3: S3Env) -> 
         thread.start()
     for thread in threads:
         thread.join()
-    assert Meta.decode(s3.storage().read_meta("m")).access_count == hosts * updates
+    assert Meta.decode(s3.storage().read_record("m")).access_count == hosts * updates
 
 
 # -- eviction races and leftovers -------------------------------------------------------

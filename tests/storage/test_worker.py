@@ -67,7 +67,7 @@ def test_sizes_and_updates_run_in_one_long_lived_child(tmp_path: Path) -> None:
     update = MetaUpdate(accesses=(1, 2000.0))
     assert [key for key, _ in storage.update_metas([("m1", update)])] == ["m1"]
     assert measuring_processes() == [pid]  # the same process served both
-    assert Meta.decode(storage.read_meta("m1")).access_count == 2
+    assert Meta.decode(storage.read_record("m1")).access_count == 2
     storage.close()
     assert measuring_processes() == []
     assert not alive(pid)
@@ -82,7 +82,7 @@ def test_updates_that_cannot_travel_are_refused_before_anything_is_sent(tmp_path
 
     with pytest.raises(TypeError, match="picklable"):
         list(storage.update_metas([("m", closure)]))
-    assert Meta.decode(storage.read_meta("m")).access_count == 1
+    assert Meta.decode(storage.read_record("m")).access_count == 1
     assert storage.model_sizes(["m"]) == {"m": 1}  # the process is still fine
     storage.close()
 
@@ -95,7 +95,7 @@ def test_malformed_updates_are_refused_and_nothing_is_written(tmp_path: Path) ->
     for item in bad:
         with pytest.raises(TypeError, match="update"):
             list(storage.update_metas([("m", update), item]))  # type: ignore[list-item]
-    assert Meta.decode(storage.read_meta("m")).access_count == 1
+    assert Meta.decode(storage.read_record("m")).access_count == 1
     storage.close()
 
 

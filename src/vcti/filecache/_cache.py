@@ -247,7 +247,7 @@ class ModelDir:
         if group:
             group.emit("on_fill", self.key, fill_seconds, None)
             if size is not None:
-                group.emit("on_size_update", published, size)
+                group.emit("on_size_update", self.key, size)
         if self._config is not None:
             runtime.note_publish(self._config, size)
 

@@ -13,9 +13,11 @@ from .policies.base import EvictionPolicy, EvictionPolicyV1
 from .policies.lru import LruPolicy
 
 
-def _check_size(name: str, value: object) -> int:
+def _check_size(name: str, value: object, *, positive: bool = False) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int number of bytes, not {type(value).__name__}")
+    if positive and value <= 0:
+        raise ValueError(f"{name} must be positive, got {value}")  # 1.0's words
     if value < 0:
         raise ValueError(f"{name} must not be negative, got {value}")
     return value
@@ -93,9 +95,7 @@ class CacheManagerConfig:
     prompt_eviction: bool = True
 
     def __post_init__(self) -> None:
-        _check_size("evict_above", self.evict_above)
-        if self.evict_above == 0:
-            raise ValueError("evict_above must be positive, got 0")
+        _check_size("evict_above", self.evict_above, positive=True)
         if self.evict_to is not None:
             _check_size("evict_to", self.evict_to)
             if self.evict_to > self.evict_above:

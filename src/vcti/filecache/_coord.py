@@ -129,7 +129,7 @@ class Coordinator:
         if version is None:
             return True
         try:
-            return Meta.decode(self.storage.read_meta(key)).version == version
+            return Meta.decode(self.storage.read_record(key)).version == version
         except (FileNotFoundError, MetadataError):
             return False
 

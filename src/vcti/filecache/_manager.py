@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ._entry import CacheEntry, CacheSnapshot, VerifyReport
 from ._observers import ObserverGroup
@@ -28,27 +28,54 @@ class CacheManager:
     than ``max_age``, then while the total is above the limit or the free space below
     ``min_free``). A process forked after a cache was opened gets a manager of its own.
 
-    Get it from ``FileCache.manager`` or :meth:`acquire`; it cannot be built directly.
+    Get the root's shared one from ``FileCache.manager`` or :meth:`acquire`, or build one
+    as 1.0 allowed: ``CacheManager(storage, config)`` is a handle of its own on the same
+    per-root runtime, and one more counted user of it, exactly like :meth:`acquire` (the
+    thread starts if it was not running; ``run_once()``, ``cycles`` and the others act on
+    the root's runtime). :meth:`stop` (or leaving ``with``) ends that use; the thread
+    stops, after a last cycle, when the root's last user in the process is gone. The
+    background cycle runs with the config and observers of the root's first user.
+
+    Args:
+        storage: the root's backend (a backend written for 1.0 too).
+        config: the limit, policy and observers this user brings.
     """
 
-    __slots__ = ("_runtime",)
+    __slots__ = ("_attachment", "_runtime")
 
     _runtime: Runtime
+    _attachment: Attachment | None
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        raise TypeError(
-            "CacheManager is not built directly: use FileCache(...).manager or "
-            "CacheManager.acquire(storage, config)"
-        )
+    def __init__(self, storage: object, config: CacheManagerConfig) -> None:
+        runtime, attachment = _attach(storage, config, acquired=False)
+        self._runtime = runtime
+        self._attachment = attachment
 
     @classmethod
     def _of(cls, runtime: Runtime) -> CacheManager:
         manager = object.__new__(cls)
         manager._runtime = runtime
+        manager._attachment = None
         return manager
 
     def __repr__(self) -> str:
         return f"<CacheManager {self.storage.root!r} running={self.is_running}>"
+
+    def stop(self) -> None:
+        """End the use that building this manager began (idempotent).
+
+        On the shared manager (``FileCache.manager``, :meth:`acquire`) it does nothing:
+        ``FileCache.close()`` and :meth:`release` end those uses.
+        """
+        attachment, self._attachment = self._attachment, None
+        if attachment is not None:
+            self._runtime.detach(attachment)
+
+    def __enter__(self) -> CacheManager:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     # -- 1.0's reference-counted singleton ----------------------------------------------
 
@@ -60,8 +87,7 @@ class CacheManager:
         thread; each :meth:`acquire` needs one :meth:`release`. ``storage`` may be a
         backend written for 1.0.
         """
-        runtime = Runtime.for_storage(as_storage(storage))
-        runtime.attach(Attachment(config, ObserverGroup(config.observers)), acquired=True)
+        runtime, _ = _attach(storage, config, acquired=True)
         return runtime.manager
 
     @classmethod
@@ -133,6 +159,17 @@ class CacheManager:
     def flush(self) -> None:
         """Write the accesses recorded in memory to storage now."""
         self._runtime.flush()
+
+
+def _attach(
+    storage: object, config: CacheManagerConfig, *, acquired: bool
+) -> tuple[Runtime, Attachment]:
+    """Register one more user of the root of ``storage`` with ``config``, as a FileCache does."""
+    runtime = Runtime.for_storage(as_storage(storage))
+    attachment = Attachment(config, ObserverGroup(config.observers))
+    attachment.group.emit("on_attach", runtime.storage, config)
+    runtime.attach(attachment, acquired=acquired)
+    return runtime, attachment
 
 
 def run_eviction(

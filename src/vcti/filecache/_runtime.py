@@ -678,7 +678,7 @@ class Runtime:
         if not self.storage.is_model(key):
             return None
         try:
-            meta = Meta.decode(self.storage.read_meta(key))
+            meta = Meta.decode(self.storage.read_record(key))
         except FileNotFoundError:
             if not self.storage.is_model(key):
                 return None

@@ -534,7 +534,7 @@ class Scanner:
             if new_size is None:
                 continue  # gone, or reported
             if new_size != meta.size:
-                group.emit("on_size_update", self.storage.path(key), new_size)
+                group.emit("on_size_update", key, new_size)
             update = self._size_update(key, meta, new_size, data_stamp, repair=repair)
             if update is not None:
                 updates.append((key, update))
@@ -683,7 +683,7 @@ class Scanner:
         try:
             if isinstance(read, Exception):
                 raise read
-            return Meta.decode(self.storage.read_meta(key) if read is None else read)
+            return Meta.decode(self.storage.read_record(key) if read is None else read)
         except MetadataError as exc:
             problem: Exception = exc
         except FileNotFoundError:
@@ -735,7 +735,7 @@ class Scanner:
                 problems.extend(self._shared.verify(repair))
             for key in list(self.storage.iter_models(onerror=lambda e: listing.error(e, "scan"))):
                 try:
-                    Meta.decode(self.storage.read_meta(key))
+                    Meta.decode(self.storage.read_record(key))
                     continue
                 except MetadataError as exc:
                     problems.append(f"model {key!r}: {exc}")

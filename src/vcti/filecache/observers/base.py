@@ -37,7 +37,7 @@ class CacheObserver:
     """
 
     def on_attach(self, storage: CacheStorage, config: CacheManagerConfig) -> None:
-        """A FileCache using this observer was opened on ``storage``."""
+        """A user of this observer (a FileCache, a CacheManager) opened ``storage``."""
 
     def on_manager_start(self, root: str) -> None:
         """The background manager for ``root`` started."""
@@ -80,7 +80,7 @@ class CacheObserver:
     def on_size_update(self, path: str, size: int) -> None:
         """A model's recorded size changed to ``size`` (the first measurement included).
 
-        ``path`` is the model's full path or URI, as in :meth:`on_evict`.
+        ``path`` is the model's path relative to the root (its key), as in 1.0.
         """
 
     def on_cycle_complete(self, total_size: int, entry_count: int) -> None:
@@ -94,11 +94,14 @@ class CacheObserver:
 
 
 class LoggingObserver(CacheObserver):
-    """Writes cache events to a stdlib logger, at 1.0's levels.
+    """Writes cache events to a stdlib logger, with 1.0's lines at 1.0's levels.
 
-    Evictions, fills, scans and the manager's start and stop are logged at ``level``
-    (``INFO``), size updates and cycles at ``DEBUG``, errors and adoptions at
-    ``WARNING``.
+    1.0's four events keep its exact lines: ``Evicted ab/model1`` (at ``level``,
+    ``INFO``; the path relative to the root of a cache the observer is attached to),
+    ``Size update ab/model1 → 123456789 bytes`` and ``Cycle complete: 5 entries, 100.0 MB
+    total`` (``DEBUG``; MB is bytes / 1024**2), and ``CONTEXT: MESSAGE`` for errors
+    (``WARNING``). Fills, scans, eviction runs and the manager's start and stop are
+    logged at ``level``, adoptions at ``WARNING``.
 
     Args:
         logger: the logger to use; default ``logging.getLogger("vcti.filecache")``.
@@ -108,6 +111,12 @@ class LoggingObserver(CacheObserver):
     def __init__(self, logger: logging.Logger | None = None, level: int = logging.INFO) -> None:
         self.logger = logger if logger is not None else logging.getLogger("vcti.filecache")
         self.level = level
+        self._roots: tuple[str, ...] = ()  # "ROOT/" of each storage attached to
+
+    def on_attach(self, storage: CacheStorage, config: CacheManagerConfig) -> None:
+        prefix = storage.path("x")[:-1]  # what a key follows in a model's path
+        if prefix not in self._roots:
+            self._roots = (*self._roots, prefix)
 
     def on_manager_start(self, root: str) -> None:
         self.logger.log(self.level, "cache manager started for %s", root)
@@ -132,7 +141,11 @@ class LoggingObserver(CacheObserver):
         )
 
     def on_evict(self, path: str) -> None:
-        self.logger.log(self.level, "evicted %s", path)
+        for prefix in self._roots:
+            if path.startswith(prefix):
+                path = path[len(prefix) :]
+                break
+        self.logger.log(self.level, "Evicted %s", path)
 
     def on_evict_end(self, result: EvictionResult) -> None:
         self.logger.log(
@@ -146,10 +159,12 @@ class LoggingObserver(CacheObserver):
         )
 
     def on_size_update(self, path: str, size: int) -> None:
-        self.logger.debug("size of %s: %d bytes", path, size)
+        self.logger.debug("Size update %s \u2192 %d bytes", path, size)
 
     def on_cycle_complete(self, total_size: int, entry_count: int) -> None:
-        self.logger.debug("cycle complete: %d models, %d bytes", entry_count, total_size)
+        self.logger.debug(
+            "Cycle complete: %d entries, %.1f MB total", entry_count, total_size / 1024**2
+        )
 
     def on_adopt(self, report: AdoptionReport) -> None:
         self.logger.warning(
@@ -160,4 +175,4 @@ class LoggingObserver(CacheObserver):
         )
 
     def on_error(self, error: Exception, context: str) -> None:
-        self.logger.warning("cache error in %s: %s", context, error, exc_info=error)
+        self.logger.warning("%s: %s", context, error)

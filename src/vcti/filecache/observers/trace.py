@@ -98,7 +98,6 @@ class TraceObserver(CacheObserver):
         self._pid = os.getpid()
         self._local = threading.local()
         self._storage: CacheStorage | None = None
-        self._prefix = ""
         self._sizes: dict[str, int] = {}
         self._costs: dict[str, float] = {}
 
@@ -107,7 +106,6 @@ class TraceObserver(CacheObserver):
     def on_attach(self, storage: CacheStorage, config: CacheManagerConfig) -> None:
         """Remember the storage: its metadata gives the size and cost of a hit."""
         self._storage = storage
-        self._prefix = storage.path("x")[:-1]  # what a key follows in a model's path
 
     def on_model_open(self, key: str) -> None:
         """Start recording a lookup."""
@@ -129,8 +127,7 @@ class TraceObserver(CacheObserver):
 
     def on_size_update(self, path: str, size: int) -> None:
         """Keep the model's measured size (at publish, and when a scan finds it changed)."""
-        if self._prefix and path.startswith(self._prefix):
-            self._sizes[path[len(self._prefix) :]] = size
+        self._sizes[path] = size  # the key
 
     def on_scan_end(self, snapshot: CacheSnapshot, duration: float) -> None:
         """Keep the sizes and fill times the scan saw."""
@@ -179,7 +176,7 @@ class TraceObserver(CacheObserver):
         storage = self._storage
         if (size is None or cost is None) and storage is not None:
             try:
-                meta = Meta.decode(storage.read_meta(key))
+                meta = Meta.decode(storage.read_record(key))
             except (OSError, MetadataError):
                 meta = None
             if meta is not None:

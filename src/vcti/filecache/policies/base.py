@@ -25,7 +25,7 @@ labelled with its class name in lower case.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from .._entry import CacheEntry
 
@@ -40,10 +40,17 @@ class EvictionPolicy(Protocol):
     open models, until enough is freed.
     """
 
-    @property
-    def name(self) -> str:
-        """A short, stable name, used in metrics and logs (``"lru"``)."""
-        ...
+    if TYPE_CHECKING:
+
+        @property
+        def name(self) -> str:
+            """A short, stable name, used in metrics and logs (``"lru"``)."""
+            ...
+
+    else:
+        # At run time a plain annotation, not a property: a policy that subclasses the
+        # protocol (as 1.0's policies did) may still assign its own ``name``.
+        name: str
 
     def order(self, entries: Sequence[CacheEntry]) -> list[CacheEntry]:
         """Return ``entries`` sorted so that the first one is evicted first."""

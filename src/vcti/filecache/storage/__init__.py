@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ._local_v1_methods import LocalStorageV1Methods
 from .base import (
     AdoptingStorage,
     CacheStorage,
@@ -37,6 +38,7 @@ __all__ = [  # noqa: RUF022 - plainly sorted, as tests/test_exported_members.py 
     "LeaseLock",
     "LeasedStorage",
     "LocalStorage",
+    "LocalStorageV1Methods",
     "Lock",
     "MemoryStorage",
     "PolicyStateStorage",

@@ -96,10 +96,17 @@ class CacheStorage(Protocol):
     *staged* somewhere no reader looks.
     """
 
-    @property
-    def root(self) -> str:
-        """The root as a path or URI; it names the cache in metrics and logs."""
-        ...
+    if TYPE_CHECKING:
+
+        @property
+        def root(self) -> str:
+            """The root as a path or URI; it names the cache in metrics and logs."""
+            ...
+
+    else:
+        # At run time a plain annotation, not a property: a class that subclasses the
+        # protocol explicitly may still assign its own ``root`` (1.0's backends did).
+        root: str
 
     def path(self, key: str) -> str:
         """Return the full path or URI of the model ``key``."""
@@ -143,7 +150,7 @@ class CacheStorage(Protocol):
         """Return the bytes of the files of one staged fill (what :meth:`stage` returned)."""
         ...
 
-    def read_meta(self, key: str) -> bytes:
+    def read_record(self, key: str) -> bytes:
         """Return the stored metadata record of model ``key`` (at most a few KiB)."""
         ...
 
@@ -339,7 +346,7 @@ class BulkMetadataStorage(CacheStorage, Protocol):
     def read_metas(
         self, keys: Sequence[str]
     ) -> Iterator[tuple[str, tuple[Hashable, Hashable] | None, bytes | Exception | None]]:
-        """For each key, in order: its stamps, then its record as ``read_meta`` reads it.
+        """For each key, in order: its stamps, then its record as ``read_record`` reads it.
 
         The stamps are ``(data_stamp, meta_stamp)`` as
         :meth:`StampedStorage.iter_stamped_models` gives them (``(None, None)`` from a

@@ -47,6 +47,7 @@ from . import _fs, _inotify, _worker
 from . import _local_v1 as _v1
 from ._fs import FdLock
 from ._journal import Journal
+from ._local_v1_methods import LocalStorageV1Methods
 from .base import Changes, ChangeWatch
 
 _META = "meta.json"
@@ -91,8 +92,12 @@ def _rename_folder(source: str, dest: str) -> None:
     os.chmod(dest, mode)
 
 
-class LocalStorage:
+class LocalStorage(LocalStorageV1Methods):
     """Stores each model as a directory below ``root`` on a local filesystem.
+
+    It also has 1.0's storage methods (``read_meta``, ``write_meta``, ``scan_entries``
+    ...), with 1.0's meaning, for code written against 1.0 (see
+    :class:`~vcti.filecache.storage.LocalStorageV1Methods`).
 
     Args:
         root: the cache root; created (with its parents) when the cache opens.
@@ -554,7 +559,7 @@ class LocalStorage:
         if stamps is None:
             return key, None, None
         try:
-            return key, stamps, self.read_meta(key)
+            return key, stamps, self.read_record(key)
         except Exception as exc:
             return key, stamps, exc
 
@@ -578,7 +583,7 @@ class LocalStorage:
         outer = os.stat(staged, follow_symlinks=False)
         return hash((outer.st_ino, outer.st_mtime_ns))
 
-    def read_meta(self, key: str) -> bytes:
+    def read_record(self, key: str) -> bytes:
         """The metadata record, read only as a small regular file.
 
         Raises:
@@ -760,6 +765,36 @@ class LocalStorage:
                 raise
         self._release_staged(staged)
         self._journal.record("p", key, _recorded_size(meta))
+
+    def _make_model_in_place(self, key: str, meta: bytes) -> bool:
+        """Make the folder at ``key`` a model holding ``meta``, as 1.0's ``write_meta`` did.
+
+        The caller holds the key's fill lock. Returns False if it is a model already.
+
+        Raises:
+            FileNotFoundError: no folder is at ``key``.
+            FileExistsError: a model is above or below ``key``.
+        """
+        folder = self.path(key)
+        internal = f"{folder}/{RESERVED}"
+        self._check_folders(key)
+        with self._publishing():
+            if not self._is_real_dir(folder):
+                raise FileNotFoundError(errno.ENOENT, "no such model directory", folder)
+            if self._is_real_dir(internal):
+                return False
+            for prefix in ancestors(key):
+                if self._is_real_dir(f"{self.path(prefix)}/{RESERVED}"):
+                    raise FileExistsError(
+                        errno.EEXIST, f"model key {key!r} is inside the model {prefix!r}", folder
+                    )
+            for marker, inner in self._nested_markers(folder):
+                if marker == RESERVED:
+                    raise FileExistsError(errno.EEXIST, "a model is inside this folder", inner)
+            os.mkdir(internal)
+            _fs.write_atomic(f"{internal}/{_META}", meta)
+        self._journal.record("p", key, _recorded_size(meta))
+        return True
 
     def _make_parents(self, key: str) -> None:
         """Create the folders above ``key``, refusing symlinks and models on the way."""

@@ -122,7 +122,7 @@ class MemoryStorage:
         with self._lock:
             self._states[name] = bytes(data)
 
-    def read_meta(self, key: str) -> bytes:
+    def read_record(self, key: str) -> bytes:
         with self._lock:
             try:
                 return self._models[key]

@@ -91,11 +91,28 @@ class StorageV1(Protocol):
         ...
 
 
+_V1_METHODS = ("create_dir", "delete_dir", "scan_entries", "write_meta", "model_path")
+
+
 def _is_v1(storage: object) -> bool:
-    return all(
-        callable(getattr(storage, name, None))
-        for name in ("create_dir", "delete_dir", "scan_entries", "write_meta", "model_path")
-    ) and not callable(getattr(storage, "stage", None))
+    """True for a backend with 1.0's methods that does not implement 2.0's own fills.
+
+    Recognised by its methods, not its base classes: a 1.0 backend that subclasses
+    :class:`~.base.CacheStorage` explicitly (1.0's protocol had that name) inherits the
+    protocol's empty methods, which do not count. ``LocalStorage`` has both method sets,
+    and is a backend of this package.
+    """
+    return all(callable(getattr(storage, name, None)) for name in _V1_METHODS) and not (
+        _implements(storage, "stage")
+    )
+
+
+def _implements(storage: object, name: str) -> bool:
+    """True if ``storage`` has a method ``name`` other than a protocol's empty one."""
+    for klass in type(storage).__mro__:
+        if name in vars(klass):
+            return not vars(klass).get("_is_protocol", False)
+    return callable(getattr(storage, name, None))  # set on the instance
 
 
 def as_storage(storage: object) -> CacheStorage:
@@ -177,7 +194,7 @@ class StorageV1Adapter:
             raise FileNotFoundError(errno.ENOENT, "no such fill", staged)
         return int(self.backend.compute_dir_size(key))
 
-    def read_meta(self, key: str) -> bytes:
+    def read_record(self, key: str) -> bytes:
         entry = self._entries().get(key)
         if entry is None:
             raise FileNotFoundError(errno.ENOENT, "no such model", self.path(key))
@@ -207,16 +224,22 @@ class StorageV1Adapter:
         if key not in entries:
             raise FileNotFoundError(errno.ENOENT, "no such model", self.path(key))
         current = self._record(key, self.backend.read_meta(key), entries[key])
-        self._write(key, Meta.decode(update(current.encode())))
+        new = Meta.decode(update(current.encode()))
+        # A write that adds no access (a measured size) keeps the last access, which a
+        # 1.0 backend may keep as the time of the write itself.
+        self._write(key, new, preserve_mtime=new.last_access == current.last_access)
 
-    def _write(self, key: str, meta: Meta) -> None:
+    def _write(self, key: str, meta: Meta, *, preserve_mtime: bool = False) -> None:
         size = meta.size if meta.size is not None else int(self.backend.compute_dir_size(key))
         data = {
             "size": size,
             "access_count": meta.access_count,
             _RECORD: meta.encode().decode(),
         }
-        self.backend.write_meta(key, data)
+        if preserve_mtime:
+            self.backend.write_meta(key, data, preserve_mtime=True)
+        else:  # as before: a backend that left the keyword out keeps working
+            self.backend.write_meta(key, data)
 
     def pin(self, key: str) -> _NoLock | None:
         return _NoLock() if self.is_model(key) else None

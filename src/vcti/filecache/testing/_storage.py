@@ -250,7 +250,7 @@ class StorageContract(StorageFixtures):
         assert storage.exists("ab")
         assert not storage.is_model("ab/cd")
         assert storage.model_size("ab/cd/m1") == 123
-        assert Meta.decode(storage.read_meta("ab/cd/m1")).access_count == 3
+        assert Meta.decode(storage.read_record("ab/cd/m1")).access_count == 3
         assert list(storage.iter_models()) == ["ab/cd/m1"]
         assert storage.staging_size() == 0
         assert storage.path("ab/cd/m1").endswith("ab/cd/m1")
@@ -273,7 +273,7 @@ class StorageContract(StorageFixtures):
             storage.publish("m", staged, _meta())
         storage.discard(staged)
         assert storage.is_model("m")  # the published model stays
-        assert Meta.decode(storage.read_meta("m")).access_count == 1
+        assert Meta.decode(storage.read_record("m")).access_count == 1
         if self.stages_apart:  # (a fill written in place went into the model itself)
             assert storage.model_size("m") == 5
         assert storage.staging_size() == 0
@@ -298,11 +298,11 @@ class StorageContract(StorageFixtures):
 
         storage.update_meta("m", update)
         assert seen == [_meta(2)]
-        assert Meta.decode(storage.read_meta("m")).access_count == 7
+        assert Meta.decode(storage.read_record("m")).access_count == 7
         with _pytest().raises(FileNotFoundError):
             storage.update_meta("missing", update)
         with _pytest().raises(FileNotFoundError):
-            storage.read_meta("missing")
+            storage.read_record("missing")
 
     def test_remove(self, tmp_path: Path) -> None:
         storage = self._opened(tmp_path)
@@ -538,7 +538,7 @@ class StampedStorageContract(StorageFixtures):
         self._add(storage, "n", 1)
         now = storage.generation()
         list(storage.iter_models())
-        storage.read_meta("n")
+        storage.read_record("n")
         storage.model_size("n")
         assert storage.generation() == now
 
@@ -663,7 +663,7 @@ class BulkMetadataStorageContract(StorageFixtures):
         assert isinstance(storage, base.BulkMetadataStorage)
         for n in range(3):
             self._add(storage, f"m/{n}", 10, count=n + 1)
-        before = {f"m/{n}": storage.read_meta(f"m/{n}") for n in range(3)}
+        before = {f"m/{n}": storage.read_record(f"m/{n}") for n in range(3)}
         add = MetaUpdate(accesses=(2, 2000.0))
         results = list(
             storage.update_metas(
@@ -680,7 +680,7 @@ class BulkMetadataStorageContract(StorageFixtures):
         assert not isinstance(first, Exception)
         assert not isinstance(last, Exception)
         assert last[0] == first[1]  # the second update of m/0 was given the first's record
-        counts = {key: Meta.decode(storage.read_meta(key)).access_count for key in before}
+        counts = {key: Meta.decode(storage.read_record(key)).access_count for key in before}
         assert counts == {"m/0": 1 + 2 + 2, "m/1": 2 + 2, "m/2": 3 + 2}
         assert list(storage.update_metas([])) == []
 
@@ -698,7 +698,7 @@ class BulkMetadataStorageContract(StorageFixtures):
         assert items[2][1:] == (None, None)  # a folder above models is not one either
         for key, got, record in (items[0], items[3]):
             assert got == stamps.get(key, (None, None))
-            assert record == storage.read_meta(key)
+            assert record == storage.read_record(key)
         assert list(storage.read_metas([])) == []
 
     def test_walk_models_lists_stamps_and_measures_every_model(self, tmp_path: Path) -> None:
@@ -729,7 +729,7 @@ class BulkMetadataStorageContract(StorageFixtures):
         storage.close()
         assert not isinstance(dict(storage.update_metas([("m", add)]))["m"], Exception)
         storage.close()
-        assert Meta.decode(storage.read_meta("m")).access_count == 3
+        assert Meta.decode(storage.read_record("m")).access_count == 3
 
 
 class PolicyStateStorageContract(StorageFixtures):
@@ -780,7 +780,7 @@ class AdoptingStorageContract(StorageFixtures):
         report = storage.adopt_v1()
         assert sorted(report.models) == ["ab/m1", "m2"]
         assert sorted(storage.iter_models()) == ["ab/m1", "m2"]
-        assert Meta.decode(storage.read_meta("ab/m1")).access_count == 7
+        assert Meta.decode(storage.read_record("ab/m1")).access_count == 7
         assert storage.model_size("ab/m1") == 100
         assert storage.model_size("m2") == 11
         assert not storage.plan_v1()

@@ -14,7 +14,7 @@ from ._head import ORPHAN, ORPHAN_PROBLEM, HeadState, etag_attempt, read_head
 from ._lease import MAX_BODY, Observations
 from ._listing import HEAD, INNER, LEADER, META, MODELS, PINS, POLICY, Listing
 
-# A scan is iter_models() followed by model_size(), read_meta() and staging_size() for
+# A scan is iter_models() followed by model_size(), read_record() and staging_size() for
 # what it yielded; those reuse its listing for this long instead of asking S3 again.
 _SCAN_REUSE = 30.0
 _GET_WORKERS = 8  # concurrent GETs of changed heads and metadata after a listing
@@ -279,14 +279,14 @@ class Catalog:
                 and self.metas.get(key, ("", "", b""))[:2] != (attempt, etag)
             ]
         if len(wanted) < 2:
-            return  # read_meta() will GET it
+            return  # read_record() will GET it
 
         def fetch(item: tuple[str, str, str]) -> None:
             key, attempt, _ = item
             try:
                 body, etag = self.calls.get(self.meta_name(key, attempt))
             except OSError:
-                return  # read_meta() will try again and report
+                return  # read_record() will try again and report
             self.remember_meta(key, attempt, etag, body)
             listing.metas.setdefault(key, {})[attempt] = etag
 
@@ -334,7 +334,7 @@ class Catalog:
         with self.lock:
             self.metas[key] = (attempt, etag, meta)
 
-    def read_meta(self, key: str) -> bytes:
+    def read_record(self, key: str) -> bytes:
         """The metadata of the published model, unchanged since the scan or read again."""
         with self.lock:
             scan, cached = self.fresh_scan(), self.metas.get(key)
@@ -369,7 +369,7 @@ class Catalog:
         while self.clock() < deadline:
             attempts += 1
             if known is None:
-                known = self._read_meta_or_none(key, name)
+                known = self._read_record_or_none(key, name)
             etag, body = known
             new = update(body)
             try:
@@ -381,7 +381,7 @@ class Catalog:
                 self.patch(key, gone=True)
                 raise
             except ConditionFailedError as exc:
-                current = self._read_meta_or_none(key, name)
+                current = self._read_record_or_none(key, name)
                 if not exc.retried or current[1] != new:  # not our own retried write landing
                     known = current
                     time.sleep(random.uniform(0, min(1.0, 0.01 * 2 ** min(attempts, 10))))
@@ -395,7 +395,7 @@ class Catalog:
             self.path(key),
         )
 
-    def _read_meta_or_none(self, key: str, name: str) -> tuple[str | None, bytes | None]:
+    def _read_record_or_none(self, key: str, name: str) -> tuple[str | None, bytes | None]:
         """``(etag, body)`` of a metadata record; ``(None, None)`` if the model has none.
 
         Raises:

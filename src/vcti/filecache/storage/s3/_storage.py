@@ -365,9 +365,9 @@ class S3Storage:
         key, attempt = self._cat.parse_uri(staged)
         return sum(o.size for o in self._calls.list(self._cat.files_prefix(key, attempt)))
 
-    def read_meta(self, key: str) -> bytes:
+    def read_record(self, key: str) -> bytes:
         """The model's metadata record (from the scan when unchanged, else one GET)."""
-        return self._cat.read_meta(key)
+        return self._cat.read_record(key)
 
     def update_meta(self, key: str, update: Callable[[bytes | None], bytes]) -> None:
         """Replace the metadata with ``update(current)``, one conditional PUT.
