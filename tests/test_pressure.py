@@ -324,7 +324,7 @@ def test_a_read_racing_a_remove_and_a_refill_reports_nothing(tmp_path: Path) -> 
     class Racing(LocalStorage):
         raced = False
 
-        def read_meta(self, key: str) -> bytes:
+        def read_record(self, key: str) -> bytes:
             if key == "k" and not Racing.raced:
                 Racing.raced = True
                 other = LocalStorage(root)  # another process removes and fills again
@@ -335,7 +335,7 @@ def test_a_read_racing_a_remove_and_a_refill_reports_nothing(tmp_path: Path) -> 
                     "k", staged, b'{"version":1,"access_count":1,"last_access":5.0,"created":5.0}'
                 )
                 raise FileNotFoundError(key)
-            return super().read_meta(key)
+            return super().read_record(key)
 
     recorder = RecordingObserver()
     storage = Racing(root)

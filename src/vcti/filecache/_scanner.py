@@ -690,7 +690,7 @@ class Scanner:
             if not self.storage.is_model(key):
                 raise
             try:  # removed and filled again since the read: the new model's record
-                return Meta.decode(self.storage.read_meta(key))
+                return Meta.decode(self.storage.read_record(key))
             except FileNotFoundError:
                 if not self.storage.is_model(key):
                     raise
