@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from ..helpers import REPO
+from ..helpers import REPO, is_vacant_object
 
 AWS_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -198,6 +198,12 @@ class S3Env:
             item["Key"]
             for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix)
             for item in page.get("Contents", [])
+        ]
+
+    def live_keys(self, prefix: str = "") -> list[str]:
+        """``object_keys``, less the vacant heads and leases (released, kept on purpose)."""
+        return [
+            k for k in self.object_keys(prefix) if not is_vacant_object(self.client, self.bucket, k)
         ]
 
     def put(self, uri: str, name: str, data: bytes) -> None:

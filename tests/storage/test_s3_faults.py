@@ -191,4 +191,4 @@ def test_failed_deletes_are_left_for_a_later_sweep(s3: S3Env) -> None:
     assert list(sweeper.iter_models()) == []
     assert sweeper.staging_size() == 10
     assert sweeper.sweep() == 10
-    assert s3.object_keys() == []
+    assert s3.live_keys() == []

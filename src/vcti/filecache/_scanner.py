@@ -678,6 +678,11 @@ class Scanner:
             if not self.storage.is_model(key):
                 raise
             problem = MetadataError("metadata file is missing")
+            if read is None:
+                # Removed and published again between the two questions (on shared
+                # storage, another host's refill): the new model's record, if it has one.
+                with contextlib.suppress(FileNotFoundError, MetadataError):
+                    return Meta.decode(self.storage.read_meta(key))
         if not repair:
             now = clock()
             return Meta(0, now, now)
