@@ -17,6 +17,7 @@ directory. A failure to start prints ``error: WHY`` instead of the line.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shutil
 import signal
@@ -49,6 +50,12 @@ START_TIMEOUT = 120.0
 def missing_programs() -> list[str]:
     """The Debian packages to install before a gateway can start here (none: [])."""
     return sorted({pkg for prog, pkg in PROGRAMS.items() if shutil.which(prog) is None})
+
+
+def _die_with_parent() -> None:
+    """In a daemon, before exec: be terminated when this starter dies, even by kill -9."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _free_port() -> int:
@@ -89,6 +96,7 @@ class CephGateway:
                     stderr=subprocess.STDOUT,
                     cwd=self.dir,
                     start_new_session=True,  # a Ctrl-C of the tests reaches us, not them
+                    preexec_fn=_die_with_parent,  # noqa: PLW1509 (no thread runs yet)
                 )
             )
 
