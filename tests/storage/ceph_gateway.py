@@ -9,9 +9,10 @@ gateway cannot log in to a monitor without it), and the gateway (``beast`` front
 free port of 127.0.0.1 with one S3 user.
 
 Run as a program, it prints one line, ``URL ACCESS_KEY SECRET_KEY``, once the gateway
-answers, then runs until its stdin is closed (the process that started it ended, however
-it ended) or it is terminated; then it stops every daemon it started and removes the
-directory. A failure to start prints ``error: WHY`` instead of the line.
+answers (the keys are ``AWS_ACCESS_KEY_ID`` and ``AWS_SECRET_ACCESS_KEY`` when set), then
+runs until its stdin is closed (the process that started it ended, however it ended) or
+it is terminated; then it stops every daemon it started and removes the directory. A
+failure to start prints ``error: WHY`` instead of the line.
 """
 
 from __future__ import annotations
@@ -42,8 +43,10 @@ PROGRAMS = {
     "ceph-authtool": "ceph-common",
     "monmaptool": "ceph-common",
 }
-ACCESS_KEY = "filecache-test"
-SECRET_KEY = "filecache-test-secret"
+#: The S3 user's keys: those of the environment, if set (the tests use the same for
+#: every server).
+ACCESS_KEY = os.environ.get("AWS_ACCESS_KEY_ID") or "filecache-test"
+SECRET_KEY = os.environ.get("AWS_SECRET_ACCESS_KEY") or "filecache-test-secret"
 START_TIMEOUT = 120.0
 
 

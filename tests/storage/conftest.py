@@ -40,14 +40,17 @@ ENDPOINT_VAR = "FILECACHE_TEST_S3_ENDPOINT"
 SERVERS = ("endpoint",) if os.environ.get(ENDPOINT_VAR) else ("moto", "ceph")
 
 
-class MotoServer:
-    """The local S3 endpoint: ``tests/storage/moto_server.py`` in a process of its own."""
+class ServerProcess:
+    """``python -m MODULE ARGS`` in a process of its own, serving until its stdin closes.
 
-    def __init__(self, log: Path, dialect: str = "") -> None:
+    ``line`` is the first line it printed (what it serves, or why it could not).
+    """
+
+    def __init__(self, module: str, args: list[str], log: Path, stop_timeout: float) -> None:
         self._log = open(log, "w")  # noqa: SIM115 (open while the server runs)
+        self._stop_timeout = stop_timeout
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.storage.moto_server"]
-            + (["--dialect", dialect] if dialect else []),
+            [sys.executable, "-m", module, *args],
             cwd=REPO,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -55,21 +58,31 @@ class MotoServer:
             text=True,
         )
         assert self._proc.stdout is not None
-        self.url = self._proc.stdout.readline().strip()
-        assert self.url.startswith("http://127.0.0.1:"), log.read_text()
+        self.line = self._proc.stdout.readline().strip()
 
     def stop(self) -> None:
         assert self._proc.stdin is not None
         assert self._proc.stdout is not None
         self._proc.stdin.close()  # the server stops at the end of its stdin
         try:
-            self._proc.wait(timeout=30)
+            self._proc.wait(timeout=self._stop_timeout)
         finally:
             if self._proc.poll() is None:
-                self._proc.kill()
-                self._proc.wait()
+                self._proc.terminate()
+                self._proc.wait(timeout=self._stop_timeout)
             self._proc.stdout.close()
             self._log.close()
+
+
+class MotoServer(ServerProcess):
+    """The local S3 endpoint: ``tests/storage/moto_server.py`` (``dialect``: a stand-in)."""
+
+    def __init__(self, log: Path, dialect: str = "") -> None:
+        super().__init__(
+            "tests.storage.moto_server", ["--dialect", dialect] if dialect else [], log, 30
+        )
+        self.url = self.line
+        assert self.url.startswith("http://127.0.0.1:"), log.read_text()
 
     def reset(self) -> None:
         """Forget every bucket and object (moto's reset endpoint)."""
@@ -78,39 +91,20 @@ class MotoServer:
             assert response.status == 200
 
 
-class CephServer:
-    """A throw-away one-node Ceph and its S3 gateway: ``tests/storage/ceph_gateway.py``."""
+class CephServer(ServerProcess):
+    """A throw-away one-node Ceph and its S3 gateway: ``tests/storage/ceph_gateway.py``.
+
+    It stops every daemon it started when it stops.
+    """
 
     def __init__(self, log: Path) -> None:
-        self._log = open(log, "w")  # noqa: SIM115 (open while the gateway runs)
-        self._proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.storage.ceph_gateway"],
-            cwd=REPO,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._log,
-            text=True,
-        )
-        assert self._proc.stdout is not None
-        line = self._proc.stdout.readline().strip()
+        super().__init__("tests.storage.ceph_gateway", [], log, 60)
+        line = self.line
         self.error = line.removeprefix("error: ") if not line.startswith("http") else ""
         self.url, _, keys = line.partition(" ")
         self.access_key, _, self.secret_key = keys.partition(" ")
         if not line:
             self.error = f"the Ceph gateway's starter ended without a word; see {log}"
-
-    def stop(self) -> None:
-        assert self._proc.stdin is not None
-        assert self._proc.stdout is not None
-        self._proc.stdin.close()  # the starter stops every daemon at the end of its stdin
-        try:
-            self._proc.wait(timeout=60)
-        finally:
-            if self._proc.poll() is None:
-                self._proc.terminate()
-                self._proc.wait(timeout=60)
-            self._proc.stdout.close()
-            self._log.close()
 
 
 @dataclass
@@ -161,8 +155,12 @@ def s3_server(
             try:
                 if ceph.error:
                     pytest.fail(f"the Ceph gateway did not start: {ceph.error}")
-                mp.setenv("AWS_ACCESS_KEY_ID", ceph.access_key)
-                mp.setenv("AWS_SECRET_ACCESS_KEY", ceph.secret_key)
+                # The user has the keys of AWS_ENV (which moto takes too): the servers of
+                # a session never need different settings in the environment.
+                assert (ceph.access_key, ceph.secret_key) == (
+                    AWS_ENV["AWS_ACCESS_KEY_ID"],
+                    AWS_ENV["AWS_SECRET_ACCESS_KEY"],
+                )
                 yield S3Server("ceph", ceph.url)
             finally:
                 ceph.stop()
