@@ -4,8 +4,9 @@ Install the extra: ``pip install "vcti-file-cache[s3]"``. Layout below ``s3://BU
 (``_listing`` has the details)::
 
     .filecache/leader              lease of the one process that scans and evicts
-    .filecache/models/KEY/head     KEY's head: a fill's claim, or the published model
+    .filecache/models/KEY/head     KEY's head: a fill's claim, the published model, or vacant
     .filecache/policy/NAME         an eviction policy's state
+    .filecache/probe/ID            the server check's object, while a storage checks
     KEY/.filecache/A/...           the files of attempt A of KEY: ModelDir.path
     KEY/.filecache/A.meta          its metadata record
     KEY/.filecache/A.pins/HOST-N   a pin of it held by a process, refreshed while held
@@ -19,10 +20,10 @@ attempts no head names and no live pin holds, makes the claims seen expired vaca
 deletes the pins seen expired once it made them vacant (``_sweep``). Every fenced
 transition is a conditional ``PutObject``; no safety rests on a conditional delete,
 which several S3-compatible servers ignore: only objects that nothing live can name
-any more are deleted, unconditionally. Leases
-are objects written with conditional requests and judged expired only on the observer's
-own monotonic clock (``_lease``); a pin is a conditional copy of the head, rewritten in
-the background while held.
+any more are deleted, unconditionally. Leases are objects written with conditional
+requests and judged expired only on the observer's own monotonic clock (``_lease``); a
+pin is a conditional copy of the head, rewritten in the background while held. The
+first conditional write checks that the server honours the conditions (``_probe``).
 """
 
 from __future__ import annotations
@@ -320,9 +321,9 @@ class S3Storage:
         """Report corrupt leases and heads, models without data, leftovers, stray objects,
         expired pins and nested models.
 
-        With ``repair``, deletes all of them but nested models (reported only): a corrupt
-        or expired lease, a head whose model has neither files nor metadata, leftover
-        attempts, objects outside the layout and expired pins.
+        With ``repair``, repairs all of them but nested models (reported only): a corrupt
+        or expired lease and a head whose model has neither files nor metadata are made
+        vacant; leftover attempts, objects outside the layout and expired pins deleted.
         """
         return self._sweeper.verify(self._cat.list_root(), repair)
 
