@@ -134,7 +134,7 @@ class Listing:
                     listing.heads[key] = etag
                 elif rel == LEADER:
                     listing.leader = etag
-                elif not (rel.startswith((POLICY, PROBE)) and len(rel) > len(POLICY)):
+                elif not any(rel.startswith(p) and len(rel) > len(p) for p in (POLICY, PROBE)):
                     listing._stray(prefix, rel, size)
                 continue
             found = split_attempt_object(rel)
