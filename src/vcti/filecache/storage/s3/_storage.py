@@ -363,7 +363,11 @@ class S3Storage:
         return seen is not None and seen[1].published
 
     def exists(self, key: str) -> bool:
-        """True if a model or a fill is at ``key`` or below it (one small listing)."""
+        """True if a model or a fill is at ``key`` or below it (one small listing).
+
+        Also True where only a vacant head is (a removed model): callers then list the
+        models there, and find none.
+        """
         if self._fills.vouches(key, below=True):
             return False
         return any(True for _ in self._calls.list(self._cat.heads_below(key), limit=1))
