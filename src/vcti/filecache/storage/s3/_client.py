@@ -128,7 +128,7 @@ class S3Calls:
     def __init__(self, client: S3Client, bucket: str) -> None:
         self.bucket = bucket
         #: ``If-Match`` carries the ETag quoted (RFC 7232, AWS); False for servers that
-        #: compare it unquoted (Ceph's gateway 16). Set by the server check at open.
+        #: compare it unquoted (Ceph's gateway 16). Set by the server check (``_probe``).
         self.quoted = True
         #: The server answers 412, not 404, to ``If-Match`` on a missing object.
         self.missing_fails_match = False

@@ -1,4 +1,4 @@
-"""The check of an S3 server's conditional writes, made when a bucket is first opened.
+"""The check of an S3 server's conditional writes, made when a bucket is first used.
 
 The backend's fencing rests on two conditions of ``PutObject`` alone: ``If-None-Match: *``
 refuses to replace an existing object, and ``If-Match`` refuses to replace an object whose
@@ -8,10 +8,11 @@ also learns the dialect of the server: whether ``If-Match`` takes the quoted ETa
 7232, AWS) or the bare one (Ceph's gateway 16 compares it without quotes), and whether a
 missing object fails ``If-Match`` with 404 (AWS) or 412 (Ceph).
 
-The check writes one object of its own, ``PREFIX.filecache/probe/HOST-RANDOM``, five times,
-then deletes it (no other process ever writes that name); six requests, once per bucket
-and endpoint in a process: when a storage opens, or before its first conditional write
-when it is used without ``open()``.
+The check writes one object of its own, ``PREFIX.filecache/probe/RANDOM``, and tries a
+conditional write on a missing name, then deletes the object (no other process ever
+writes those names): six requests, seven where ``If-Match`` takes only bare ETags. It
+runs once per bucket and endpoint in a process: when a storage opens, or before its
+first conditional write when it is used without ``open()``.
 """
 
 from __future__ import annotations
