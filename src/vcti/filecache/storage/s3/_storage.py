@@ -269,7 +269,8 @@ class S3Storage:
         """Check the bucket and the server, then reclaim leftovers nobody holds.
 
         The first open of a bucket on an endpoint in a process checks that the server
-        refuses what ``If-None-Match: *`` and ``If-Match`` should refuse (six requests).
+        refuses what ``If-None-Match: *`` and ``If-Match`` should refuse (six requests,
+        seven where ``If-Match`` takes only bare ETags).
 
         Raises:
             FileNotFoundError: the bucket does not exist.
