@@ -8,7 +8,9 @@ retry what can be retried and report the rest as ``OSError`` to ``on_error``.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -258,3 +260,28 @@ def test_if_match_on_a_missing_object_is_not_found_on_every_server(s3: S3Env) ->
     with pytest.raises(ConditionFailedError):
         calls.put("cache/written", b"y", if_match='"0123456789abcdef0123456789abcdef"')
     assert calls.put("cache/written", b"z", if_match=etag) != etag
+
+
+def test_racing_conditional_writes_have_one_winner_and_only_lost_conditions(s3: S3Env) -> None:
+    """Sixteen writers replace one object over the same ETag at once (some losers get 500
+    from Ceph's gateway): one wins, and each other one sees a lost condition."""
+    storage = s3.storage()
+    storage.open()
+    calls = storage._calls
+    for round_ in range(3):
+        etag = calls.put("cache/raced", f"start {round_}".encode())
+        barrier = threading.Barrier(16)
+
+        def write(n: int, etag: str = etag, barrier: threading.Barrier = barrier) -> str:
+            barrier.wait()
+            try:
+                return calls.put("cache/raced", f"writer {n}".encode(), if_match=etag)
+            except ConditionFailedError:
+                return "lost"
+
+        with ThreadPoolExecutor(16) as pool:
+            outcomes = list(pool.map(write, range(16)))
+        winners = [n for n, outcome in enumerate(outcomes) if outcome != "lost"]
+        assert len(winners) == 1, outcomes
+        body = s3.client.get_object(Bucket=s3.bucket, Key="cache/raced")["Body"].read()
+        assert body == f"writer {winners[0]}".encode()
