@@ -199,3 +199,11 @@ class DirectoriesV1:
 
     def cleanup_temp_files(self) -> None:
         self.calls.append("cleanup_temp_files")
+
+
+def is_vacant_object(client: Any, bucket: str, key: str) -> bool:
+    """True if ``key`` is a head or lease that was released: a vacant body, kept."""
+    if not key.endswith(("/head", "/leader")):
+        return False
+    body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+    return b'"state":"vacant"' in body

@@ -29,6 +29,7 @@ from botocore.exceptions import ReadTimeoutError
 from vcti.filecache import CacheManagerConfig, CacheObserver, FileCache
 from vcti.filecache.storage.s3 import S3Storage
 
+from .helpers import is_vacant_object
 from .workers import append_line
 
 
@@ -336,7 +337,9 @@ def fork(args: dict[str, Any]) -> dict[str, Any]:
     storage.flush()
     after["models"] = sorted(storage.iter_models())
     after["objects_left"] = [
-        k for k in listing_keys(client, bucket) if ".pins/" in k or k.endswith("/leader")
+        k
+        for k in listing_keys(client, bucket)
+        if ".pins/" in k or (k.endswith("/leader") and not is_vacant_object(client, bucket, k))
     ]
     return after
 

@@ -435,6 +435,37 @@ def test_corrupt_metadata_is_rebuilt_and_reported(tmp_path: Path, clock: FakeClo
         assert {e.key: e.access_count for e in cache.entries()}["corrupt"] == 1
 
 
+class RefilledBetween(MemoryStorage):
+    """A storage whose next metadata read of ``key`` fails, as when another host removed
+    the model and published it again between the read and the check that it exists."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refill: str | None = None
+
+    def read_record(self, key: str) -> bytes:
+        if key == self.refill:
+            self.refill = None
+            raise FileNotFoundError(key)
+        return super().read_record(key)
+
+
+def test_a_model_refilled_between_two_reads_is_not_reported_missing(clock: FakeClock) -> None:
+    recorder = RecordingObserver()
+    storage = RefilledBetween()
+    config = CacheManagerConfig(evict_above=10**6, interval=3600, observer=recorder, clock=clock)
+    with FileCache(storage=storage, config=config) as cache:
+        wait_for(lambda: cache.manager.cycles >= 1)
+        for _ in range(3):
+            with cache.model("m") as model:
+                storage.write_file(f"{model.path}/data.bin", b"x" * 7)
+        cache.manager.flush()
+        storage.refill = "m"
+        assert {e.key: e.access_count for e in cache.entries()} == {"m": 3}
+        assert storage.refill is None  # the read failed once
+        assert recorder.errors() == []  # the record read afresh: nothing missing, kept
+
+
 def test_leftovers_are_reclaimed_at_start(tmp_path: Path) -> None:
     config = CacheManagerConfig(evict_above=10**6, interval=3600)
     with FileCache(root=tmp_path, config=config):

@@ -3,6 +3,11 @@
 It prints its URL on the first line of stdout, then serves until its stdin is closed (the
 test process that started it ended, however it ended) or it is terminated.
 
+With ``--dialect``, it stands in for a server that differs from S3: ``no-if-none-match``
+and ``no-if-match`` ignore that header of a request (as servers without conditional
+writes do), ``bare-if-match`` compares ``If-Match`` with the ETag without its quotes, as
+Ceph's gateway 16 does (a quoted one never matches).
+
 A process of its own, not a thread of the test process: the tests' requests are then
 served in parallel with the tests' own work, and the server's code is not slowed down by
 the coverage tracer of the test process (it is moto's code, not the project's).
@@ -29,7 +34,7 @@ class MotoServer:
     every other client, as it would not on S3.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, dialect: str = "") -> None:
         from moto.server import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
         from werkzeug.serving import make_server
 
@@ -37,6 +42,13 @@ class MotoServer:
         lock = threading.Lock()
 
         def serial(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+            if dialect == "no-if-none-match":
+                environ.pop("HTTP_IF_NONE_MATCH", None)
+            elif dialect == "no-if-match":
+                environ.pop("HTTP_IF_MATCH", None)
+            elif dialect == "bare-if-match" and "HTTP_IF_MATCH" in environ:
+                etag = environ["HTTP_IF_MATCH"]
+                environ["HTTP_IF_MATCH"] = f'"{etag}"' if '"' not in etag else "quoted"
             length = int(environ.get("CONTENT_LENGTH") or 0)
             environ["wsgi.input"] = io.BytesIO(environ["wsgi.input"].read(length))
             with lock:
@@ -61,7 +73,8 @@ class MotoServer:
 def main() -> None:
     # werkzeug logs every request at INFO; keep the server's log to what went wrong.
     logging.basicConfig(level=logging.WARNING)
-    server = MotoServer()
+    dialect = sys.argv[2] if sys.argv[1:2] == ["--dialect"] else ""
+    server = MotoServer(dialect)
     print(server.url, flush=True)
     server.serve_until_stdin_closes()
 

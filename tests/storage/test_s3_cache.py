@@ -185,7 +185,8 @@ def test_a_dead_fill_is_swept_once_its_lease_expires(s3: S3Env, make_cache: Make
     assert cache.snapshot().staging_size == 50
     assert storage.sweep() == 0  # first sighting of the claim: it may be alive
     wait_for(every(0.1, lambda: storage.sweep() == 50 or not s3.object_keys("cache/m/")))
-    assert s3.object_keys("cache/") == ["cache/.filecache/leader"]
+    assert s3.object_keys("cache/") == ["cache/.filecache/leader", "cache/.filecache/models/m/head"]
+    assert s3.live_keys("cache/") == ["cache/.filecache/leader"]  # the dead fill's head: vacant
     assert cache.snapshot().staging_size == 0
     with cache.model("m") as model:  # and the key can be filled again
         assert model.new

@@ -8,7 +8,9 @@ retry what can be retried and report the rest as ``OSError`` to ``on_error``.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -17,6 +19,7 @@ from botocore.config import Config
 from botocore.exceptions import EndpointConnectionError
 
 from vcti.filecache import CacheManagerConfig, FileCache
+from vcti.filecache.storage.s3._client import ConditionFailedError
 from vcti.filecache.testing import RecordingObserver
 
 from ..helpers import wait_for
@@ -191,4 +194,94 @@ def test_failed_deletes_are_left_for_a_later_sweep(s3: S3Env) -> None:
     assert list(sweeper.iter_models()) == []
     assert sweeper.staging_size() == 10
     assert sweeper.sweep() == 10
-    assert s3.object_keys() == []
+    assert s3.live_keys() == []
+
+
+class RaceThen500:
+    """A ``before-send`` hook for the first conditional PutObject (``If-Match``): the
+    object is written first (by ``writer``, with ``body(request)``), then the request is
+    answered 500, as Ceph's gateway answers some losers of a race."""
+
+    def __init__(self, writer: Any, bucket: str, body: Any) -> None:
+        self.writer, self.bucket, self.body = writer, bucket, body
+        self.injected = 0
+
+    def __call__(self, request: Any, event_name: str, **kwargs: Any) -> AWSResponse | None:
+        if self.injected or not event_name.endswith(".PutObject"):
+            return None
+        if "If-Match" not in request.headers:
+            return None
+        self.injected += 1
+        key = request.url.split(f"/{self.bucket}/", 1)[1]
+        self.writer.put_object(Bucket=self.bucket, Key=key, Body=self.body(request))
+        body = error_xml("InternalError", "injected by the test")
+        return AWSResponse(request.url, 500, {}, _Body(body))
+
+
+@pytest.mark.parametrize("winner", ["another host", "ours"])
+def test_a_conditional_write_answered_500_is_decided_by_the_object(s3: S3Env, winner: str) -> None:
+    storage = s3.storage(lease_ttl=600, config=Config(retries={"max_attempts": 1}))
+    handle = storage.try_lead()
+    assert handle is not None
+    lease = storage._hold.leader
+    assert lease is not None
+    before = lease.etag
+
+    def body(request: Any) -> bytes:
+        data = request.body
+        data = data if isinstance(data, bytes) else data.read()
+        return b'{"holder":"another host"}' if winner == "another host" else data
+
+    hook = RaceThen500(s3.client, s3.bucket, body)
+    storage.client.meta.events.register("before-send.s3", hook, unique_id="race-500")
+    try:
+        assert storage._leases.renew(lease)  # no error: the object tells how the race ended
+    finally:
+        storage.client.meta.events.unregister("before-send.s3", unique_id="race-500")
+    assert hook.injected == 1
+    current = s3.client.head_object(Bucket=s3.bucket, Key="cache/.filecache/leader")["ETag"]
+    if winner == "another host":
+        assert lease.lost  # like a 412: another writer won
+        assert lease.etag == before
+    else:
+        assert not lease.lost  # ours landed: renewed
+        assert lease.etag == current
+    handle.release()
+
+
+def test_if_match_on_a_missing_object_is_not_found_on_every_server(s3: S3Env) -> None:
+    """AWS answers 404; Ceph's gateway answers 412, and a HEAD tells them apart."""
+    storage = s3.storage()
+    storage.open()  # the server check learns which answer this server gives
+    calls = storage._calls
+    with pytest.raises(FileNotFoundError):
+        calls.put("cache/never-written", b"x", if_match='"0123456789abcdef0123456789abcdef"')
+    etag = calls.put("cache/written", b"x")
+    with pytest.raises(ConditionFailedError):
+        calls.put("cache/written", b"y", if_match='"0123456789abcdef0123456789abcdef"')
+    assert calls.put("cache/written", b"z", if_match=etag) != etag
+
+
+def test_racing_conditional_writes_have_one_winner_and_only_lost_conditions(s3: S3Env) -> None:
+    """Sixteen writers replace one object over the same ETag at once (some losers get 500
+    from Ceph's gateway): one wins, and each other one sees a lost condition."""
+    storage = s3.storage()
+    storage.open()
+    calls = storage._calls
+    for round_ in range(3):
+        etag = calls.put("cache/raced", f"start {round_}".encode())
+        barrier = threading.Barrier(16)
+
+        def write(n: int, etag: str = etag, barrier: threading.Barrier = barrier) -> str:
+            barrier.wait()
+            try:
+                return calls.put("cache/raced", f"writer {n}".encode(), if_match=etag)
+            except ConditionFailedError:
+                return "lost"
+
+        with ThreadPoolExecutor(16) as pool:
+            outcomes = list(pool.map(write, range(16)))
+        winners = [n for n, outcome in enumerate(outcomes) if outcome != "lost"]
+        assert len(winners) == 1, outcomes
+        body = s3.client.get_object(Bucket=s3.bucket, Key="cache/raced")["Body"].read()
+        assert body == f"writer {winners[0]}".encode()

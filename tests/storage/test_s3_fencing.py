@@ -131,12 +131,14 @@ def test_a_paused_evictor_cannot_delete_a_model_filled_again(s3: S3Env, tmp_path
 def test_a_model_evicted_while_held_keeps_its_files_through_a_refill(
     s3: S3Env, tmp_path: Path
 ) -> None:
-    # The evictor pauses after finding no pin and before deleting the head; a reader opens
-    # the model meanwhile and holds it; the evictor resumes and hides the model; another
-    # host fills it again. The reader's files never change, and go only after it closes.
+    # The evictor pauses after finding no pin and before making the head vacant (a
+    # conditional PUT: nothing fenced is a DeleteObject, whose condition some servers
+    # ignore); a reader opens the model meanwhile and holds it; the evictor resumes and
+    # hides the model; another host fills it again. The reader's files never change, and
+    # go only after it closes.
     old = publish(s3, "h", parts("host-old", "h", 2))
     paused, ready, stop = tmp_path / "paused", tmp_path / "ready", tmp_path / "stop"
-    evictor = spawn("evict", s3, "host-l", pause_at=["DeleteObject", "/head"], paused=str(paused))
+    evictor = spawn("evict", s3, "host-l", pause_at=["PutObject", "/head"], paused=str(paused))
     reader = None
     try:
         wait_stopped(evictor, paused)
@@ -306,7 +308,7 @@ def test_corrupt_objects_expire_and_verify_repairs_them(s3: S3Env, tmp_path: Pat
         assert after.ok, after.problems
         assert [e.key for e in after.snapshot.entries] == ["c"]
     (attempt,) = attempts(s3, "c")
-    assert sorted(s3.object_keys("cache/")) == [
+    assert sorted(s3.live_keys("cache/")) == [
         "cache/.filecache/models/c/head",
         f"cache/c/.filecache/{attempt}.meta",
         f"cache/c/.filecache/{attempt}/part-0",

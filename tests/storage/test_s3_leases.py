@@ -57,7 +57,8 @@ def test_one_leader_and_a_takeover_after_the_ttl(s3: S3Env) -> None:
         assert second.try_lead() is None
         time.sleep(TTL / 5)
     lead.release()
-    assert s3.object_keys("cache/.filecache/") == []
+    assert s3.object_keys("cache/.filecache/") == ["cache/.filecache/leader"]
+    assert s3.live_keys("cache/.filecache/") == []  # released: vacant
     other = second.try_lead()
     assert other is not None
     other.release()
@@ -166,7 +167,7 @@ def test_fill_lock_waits_then_takes_over_a_dead_fill(s3: S3Env) -> None:
     assert time.monotonic() - started > 1.0
     assert storage.stage("m") != f"s3://{s3.bucket}/cache/m/.filecache/{DEAD}"  # its own attempt
     lock.release()
-    assert s3.object_keys("cache/.filecache/") == []  # the claim is withdrawn
+    assert s3.live_keys("cache/.filecache/") == []  # the claim is withdrawn: vacant
 
 
 def test_a_held_fill_lock_is_renewed(s3: S3Env) -> None:
@@ -326,4 +327,4 @@ def test_verify_reports_and_repairs_corrupt_leases_and_heads(s3: S3Env) -> None:
     assert list(storage.iter_models()) == ["good"]
     storage.verify(repair=True)
     assert storage.verify(repair=False) == []
-    assert [k for k in s3.object_keys("cache/.filecache/") if "/good/" not in k] == []
+    assert [k for k in s3.live_keys("cache/.filecache/") if "/good/" not in k] == []

@@ -90,11 +90,12 @@ def test_scan_hit_and_eviction_costs(s3: S3Env) -> None:
         # A scan: the listing pages, and nothing else (the metadata was written here).
         assert cost(storage, cache.snapshot) == {"ListObjectsV2": pages}
         # Another host's first scan also reads each model's metadata once (its heads are
-        # recognised by their ETags); its next scan reads none that did not change.
+        # recognised by their ETags), and the vacant head the removal left, once; its next
+        # scan reads none that did not change.
         other = s3.storage(lease_ttl=600)
         assert cost(other, lambda: list(other.iter_models())) == {
             "ListObjectsV2": pages,
-            "GetObject": MODELS,
+            "GetObject": MODELS + 1,
         }
         assert cost(other, lambda: list(other.iter_models())) == {"ListObjectsV2": pages}
 
@@ -118,7 +119,7 @@ def test_scan_hit_and_eviction_costs(s3: S3Env) -> None:
         assert cost(storage, cache.manager.flush) == {"PutObject": 1}
 
         # Evicting 10 models: their files go in ceil(files / 1000) DeleteObjects requests;
-        # per model, a lease PUT and DELETE, the marker's DELETE and two small listings.
+        # per model, its head made vacant and two small listings.
         evicted = EVICTED
         config_small = CacheManagerConfig(
             evict_above=(MODELS - evicted) * MODEL_SIZE, interval=3600, clock=clock
@@ -133,15 +134,16 @@ def test_scan_hit_and_eviction_costs(s3: S3Env) -> None:
         spent = cost(storage, evict)
         assert gone == [f"runs/m{m:02d}" for m in range(evicted)]
         deleted = evicted * (FILES + 1)  # files and metadata records (heads go one by one first)
-        # A scan, then per model: a listing of its pins, the head's conditional DELETE,
-        # and a listing of the attempt for the batched delete.
+        # A scan, then per model: a listing of its pins, the head made vacant (a
+        # conditional PUT), and a listing of the attempt for the batched delete.
         assert spent == {
             "ListObjectsV2": pages + 2 * evicted,
-            "DeleteObject": evicted,
+            "PutObject": evicted,
             "DeleteObjects": math.ceil(deleted / 1000),
         }
         assert spent["DeleteObjects"] == 2  # more than one batch
-        assert len(s3.object_keys("cache/")) == objects - evicted * (FILES + 2)
+        # The vacant heads stay (of the evicted models, and of the one removed above).
+        assert len(s3.object_keys("cache/")) == objects + 1 - evicted * (FILES + 1)
 
 
 def test_a_waiting_host_costs_one_request_per_cycle(s3: S3Env) -> None:
@@ -149,9 +151,9 @@ def test_a_waiting_host_costs_one_request_per_cycle(s3: S3Env) -> None:
     lock = leader.try_lead()
     assert lock is not None
     assert cost(waiter, waiter.try_lead) == {"GetObject": 1}
-    assert cost(leader, lock.release) == {"DeleteObject": 1}
+    # Released: made vacant with a conditional PUT (a lease object is never deleted).
+    assert cost(leader, lock.release) == {"PutObject": 1}
     assert cost(waiter, lambda: waiter.try_lead().release()) == {  # type: ignore[union-attr]
-        "GetObject": 1,  # 404: nobody leads
-        "PutObject": 1,
-        "DeleteObject": 1,
+        "GetObject": 1,  # vacant: nobody leads
+        "PutObject": 2,  # taken over the vacant body's ETag, then made vacant again
     }

@@ -24,6 +24,7 @@ from .exceptions import (
     LockTimeoutError,
     MetadataError,
     PinLostError,
+    StorageError,
 )
 from .observers.base import CacheObserver, LoggingObserver
 from .policies import (
@@ -92,6 +93,7 @@ __all__ = [
     "SievePolicy",
     "SizedLruPolicy",
     "StatefulPolicy",
+    "StorageError",
     "StorageV1",
     "VerifyReport",
     "__version__",

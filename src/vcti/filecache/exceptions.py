@@ -10,6 +10,8 @@ matches it, so ``except ValueError`` and friends keep working::
     ├── LockTimeoutError(TimeoutError)    waiting for another thread's or process's fill,
     │                                     or for a model's pins, took too long
     ├── PinLostError(RuntimeError)        a pin lapsed while its context was open (S3)
+    ├── StorageError(OSError)             the storage cannot be used safely (an S3 server
+    │                                     lacks a conditional request the backend needs)
     └── TraceError(ValueError)            a request trace that cannot be replayed
 """
 
@@ -22,6 +24,7 @@ __all__ = [
     "LockTimeoutError",
     "MetadataError",
     "PinLostError",
+    "StorageError",
     "TraceError",
 ]
 
@@ -57,6 +60,14 @@ class PinLostError(FileCacheError, RuntimeError):
     the pin could not be renewed in time (a host paused longer than the lease): the model
     may have been evicted while it was in use, so what was read from it may be
     incomplete. It is also reported to ``on_error`` with the context ``"pin"``.
+    """
+
+
+class StorageError(FileCacheError, OSError):
+    """The storage cannot be used safely, so it refuses to run at all.
+
+    Raised when an ``S3Storage`` first opens a bucket on a server that lacks a
+    conditional request the backend's fencing needs; the message names the feature.
     """
 
 

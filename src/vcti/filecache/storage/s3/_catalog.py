@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ._client import ConditionFailedError, S3Calls
 from ._head import ORPHAN, ORPHAN_PROBLEM, HeadState, etag_attempt, read_head
-from ._lease import MAX_BODY, Observations
+from ._lease import MAX_BODY, VACANT, Observations
 from ._listing import HEAD, INNER, LEADER, META, MODELS, PINS, POLICY, Listing
 
 # A scan is iter_models() followed by model_size(), read_record() and staging_size() for
@@ -140,6 +140,16 @@ class Catalog:
         assert state.attempt is not None
         return etag, state.attempt
 
+    def vacant(self, key: str) -> str | None:
+        """The ETag of the vacant head of ``key`` as last seen, if it was seen vacant."""
+        with self.lock:
+            seen = self.heads.get(key)
+        return seen[0] if seen is not None and seen[1].vacant else None
+
+    def vacated(self, key: str, etag: str) -> None:
+        """Remember that this process made the head of ``key`` vacant (ETag ``etag``)."""
+        self._remember_head(key, etag, HeadState(VACANT, None, {}))
+
     def read_state(self, key: str) -> tuple[str, HeadState] | None:
         """GET the head of ``key``: ``(etag, state)``, or None when there is none."""
         try:
@@ -182,7 +192,7 @@ class Catalog:
             OSError: a head could not be read (after the others were).
         """
         unknown: list[tuple[str, str]] = []
-        for key, etag in listing.heads.items():
+        for key, etag in list(listing.heads.items()):
             state = self.known(key, etag)
             if state is None:
                 attempt = etag_attempt(etag)
@@ -219,7 +229,9 @@ class Catalog:
             raise errors[0]
 
     def _place(self, listing: Listing, key: str, state: HeadState) -> None:
-        if state.published:
+        if state.vacant:
+            listing.heads.pop(key, None)  # no model, no fill: as if it had no head
+        elif state.published:
             assert state.attempt is not None
             listing.models[key] = state.attempt
         else:

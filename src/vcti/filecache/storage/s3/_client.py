@@ -98,6 +98,14 @@ def wrap_error(exc: Exception, op: str, uri: str) -> OSError:
     return OSError(errno.EIO, text, uri)
 
 
+def _status(exc: BaseException) -> int:
+    """The HTTP status of the S3 error behind ``exc`` (0 if it had none)."""
+    cause = exc.__cause__
+    if isinstance(cause, ClientError):
+        return int(cause.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+    return 0
+
+
 def _empty_pools(client: Any) -> None:
     """Drop the connections a forked child inherited (they belong to the parent)."""
     try:
@@ -119,6 +127,13 @@ class S3Calls:
 
     def __init__(self, client: S3Client, bucket: str) -> None:
         self.bucket = bucket
+        #: ``If-Match`` carries the ETag quoted (RFC 7232, AWS); False for servers that
+        #: compare it unquoted (Ceph's gateway 16). Set by the server check (``_probe``).
+        self.quoted = True
+        #: The server answers 412, not 404, to ``If-Match`` on a missing object.
+        self.missing_fails_match = False
+        self._check: Callable[[], None] | None = None
+        self._check_lock = threading.Lock()
         self._hook_id = f"vcti-filecache-count-{uuid.uuid4().hex}"
         self._client = client
         self._factory: Callable[[], S3Client] | None = None
@@ -209,29 +224,99 @@ class S3Calls:
 
         return self._run("GetObject", key, call)
 
+    def check_before_conditions(self, check: Callable[[], None]) -> None:
+        """Run ``check`` (the server check) before the first conditional write, once."""
+        self._check = check
+
+    def ensure_checked(self) -> None:
+        """Run the server check now, unless it ran (other threads wait for it)."""
+        if self._check is None:
+            return
+        with self._check_lock:
+            if self._check is not None:
+                self._check()
+                self._check = None
+
     def put(
-        self, key: str, body: bytes, *, if_match: str | None = None, create: bool = False
+        self,
+        key: str,
+        body: bytes,
+        *,
+        if_match: str | None = None,
+        create: bool = False,
+        checked: bool = False,
     ) -> str:
         """Write object ``key``; return its new ETag.
 
         Args:
-            if_match: write only if the object still has this ETag.
+            if_match: write only if the object still has this ETag (sent in the form the
+                server accepts, :attr:`quoted`).
             create: write only if the object does not exist.
+            checked: the server check need not run first (the check's own writes).
+
+        A conditional write that the server answers with a 5xx error (Ceph's gateway
+        answers some losers of a race with 500) is decided by reading the object: ours
+        landed, or another writer's did (a lost condition), or it is gone.
 
         Raises:
             ConditionFailedError: the condition did not hold.
-            FileNotFoundError: ``if_match`` was given and the object is gone.
+            FileNotFoundError: ``if_match`` was given and the object is gone (also when
+                the server answers 412 for a missing object, as Ceph's gateway does).
         """
+        if (if_match is not None or create) and not checked:
+            self.ensure_checked()
         extra: dict[str, str] = {}
         if if_match is not None:
-            extra["IfMatch"] = if_match
+            extra["IfMatch"] = self.etag_form(if_match)
         if create:
             extra["IfNoneMatch"] = "*"
-        return self._run(
-            "PutObject",
-            key,
-            lambda: self.client.put_object(Bucket=self.bucket, Key=key, Body=body, **extra),  # type: ignore[arg-type]
-        )["ETag"]
+        try:
+            return self._run(
+                "PutObject",
+                key,
+                lambda: self.client.put_object(Bucket=self.bucket, Key=key, Body=body, **extra),  # type: ignore[arg-type]
+            )["ETag"]
+        except ConditionFailedError:
+            if if_match is not None and self.missing_fails_match and not self._exists(key):
+                raise FileNotFoundError(
+                    errno.ENOENT, "S3 PutObject failed: the object is gone", self.uri(key)
+                ) from None
+            raise
+        except OSError as exc:
+            if not extra or _status(exc) < 500:
+                raise
+            return self._decide(key, body, exc, if_match)
+
+    def etag_form(self, etag: str) -> str:
+        """``etag`` in the form this server accepts in ``If-Match`` (quoted or not)."""
+        return etag if self.quoted else etag.strip('"')
+
+    def _exists(self, key: str) -> bool:
+        try:
+            self.head(key)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def _decide(self, key: str, body: bytes, exc: OSError, if_match: str | None) -> str:
+        """Tell how a conditional PUT that failed with a server error ended, by a GET.
+
+        Ours landed: its ETag. Another writer's did (the object exists where a create
+        was asked, or changed where ``if_match`` was given): a lost condition. Nothing
+        changed: the server's error stands.
+        """
+        try:
+            current, etag = self.get(key, limit=len(body))
+        except FileNotFoundError:
+            if if_match is not None:
+                raise FileNotFoundError(errno.ENOENT, str(exc), self.uri(key)) from exc
+            raise exc from None
+        if current == body:
+            return etag  # ours landed (or an identical body, which is the same state)
+        if if_match is not None and etag.strip('"') == if_match.strip('"'):
+            raise exc
+        failed = ConditionFailedError(errno.EEXIST, f"{exc} (another write won)", self.uri(key))
+        raise failed from exc
 
     def copy(self, source: str, key: str, *, if_match: str | None = None) -> str:
         """Copy object ``source`` to ``key``; return the copy's ETag.
@@ -244,7 +329,10 @@ class S3Calls:
             FileNotFoundError: ``source`` does not exist.
             ConditionFailedError: ``source`` no longer has the ETag ``if_match``.
         """
-        extra: dict[str, str] = {} if if_match is None else {"CopySourceIfMatch": if_match}
+        extra: dict[str, str] = {}
+        if if_match is not None:
+            self.ensure_checked()
+            extra["CopySourceIfMatch"] = self.etag_form(if_match)
         response = self._run(
             "CopyObject",
             source,
@@ -257,13 +345,11 @@ class S3Calls:
         )
         return response["CopyObjectResult"].get("ETag", "")
 
-    def delete(self, key: str, *, if_match: str | None = None) -> None:
-        """Delete object ``key`` (only if it still has ETag ``if_match``, when given)."""
-        extra: dict[str, str] = {} if if_match is None else {"IfMatch": if_match}
+    def delete(self, key: str) -> None:
+        """Delete object ``key``, whatever it holds (conditional deletes are not used:
+        several S3-compatible servers ignore their condition)."""
         self._run(
-            "DeleteObject",
-            key,
-            lambda: self.client.delete_object(Bucket=self.bucket, Key=key, **extra),  # type: ignore[arg-type]
+            "DeleteObject", key, lambda: self.client.delete_object(Bucket=self.bucket, Key=key)
         )
 
     def delete_batch(self, keys: list[str]) -> list[tuple[str, str]]:

@@ -128,8 +128,11 @@ class Fills:
         name = self.cat.head_name(key)
         seen = self.cat.read_state(key) if look_first else None
         lease: Lease | None = None
-        if seen is None:
-            lease = self.leases.create(name, key, extra)
+        vacant = self.cat.vacant(key) if seen is None else None
+        if vacant is not None:  # removed here, or seen vacant: claim it over its ETag
+            lease = self.leases.take_over(name, key, vacant, extra, vacant=True)
+        if seen is None and lease is None:
+            lease = self.leases.create(name, key, extra) if vacant is None else None
             if lease is None:
                 seen = self.cat.read_state(key)
                 if seen is None:
@@ -139,12 +142,13 @@ class Fills:
             etag, state = seen
             if state.published:
                 return None
-            if not self.leases.expired(name, etag, state.data):
-                return _WAIT
-            lease = self.leases.take_over(name, key, etag, extra)
+            if state.vacant:
+                lease = self.leases.take_over(name, key, etag, extra, vacant=True)
+            elif self.leases.expired(name, etag, state.data):
+                lease = self.leases.take_over(name, key, etag, extra)
+                # The fill it replaced is abandoned: its attempt is swept by the leader.
             if lease is None:
                 return _WAIT
-            # The fill it replaced is abandoned: its attempt is swept by the leader.
         claim = Claim(key, lease, attempt, body)
         self.claims[key] = claim
         self.hold.hold(lease)
@@ -187,6 +191,9 @@ class Fills:
             inner = head_key(obj.key[start:])
             if inner is None or inner == key:
                 continue
+            known = self.cat.known(inner, obj.etag)
+            if known is not None and known.vacant:
+                continue  # a removed model, as seen before: nothing to wait for
             if not self._clear(inner, f"model key {key!r} contains the model {inner!r}"):
                 return False
         return True
@@ -199,12 +206,14 @@ class Fills:
         etag, state = seen
         if state.published:
             raise KeyValidationError(nested)
+        if state.vacant:
+            return True
         name = self.cat.head_name(other)
         if not self.leases.expired(name, etag, state.data):
             return False
         with contextlib.suppress(ConditionFailedError, FileNotFoundError):
-            self.calls.delete(name, if_match=etag)
-            log.warning("removed the expired fill lease %s", self.calls.uri(name))
+            self.leases.vacate(name, other, etag)
+            log.warning("released the expired fill lease %s", self.calls.uri(name))
         self.cat.forget(other)
         return True
 
@@ -346,7 +355,7 @@ class Fills:
     def _published(self, claim: Claim, etag: str) -> str:
         claim.published = True
         claim.uncertain = False
-        claim.lease.done = True  # the head is the model now: never renewed or deleted as a lease
+        claim.lease.done = True  # the head is the model now: never renewed or released as a lease
         return etag
 
     def _refuse(self, claim: Claim, current: tuple[bytes, str] | None) -> str:
@@ -361,20 +370,33 @@ class Fills:
         )
 
     def _create_head(self, key: str, body: bytes, staged: str) -> str:
-        """Publish without a claim: create the head (``IfNoneMatch``)."""
+        """Publish without a claim: create the head (``IfNoneMatch``), or replace a vacant
+        one (``IfMatch`` on its ETag)."""
         name = self.cat.head_name(key)
-        try:
-            return self.calls.put(name, body, create=True)
-        except OSError as exc:
-            with contextlib.suppress(FileNotFoundError):
-                raw, etag = self.calls.get(name)
+        taken = FileExistsError(errno.EEXIST, "something else is stored at this key", staged)
+        for _ in range(_PUBLISH_TRIES):
+            vacant = self.cat.vacant(key)
+            try:
+                if vacant is not None:
+                    return self.calls.put(name, body, if_match=vacant)
+                return self.calls.put(name, body, create=True)
+            except OSError as exc:
+                lost = isinstance(exc, (ConditionFailedError, FileNotFoundError))
+                try:
+                    raw, etag = self.calls.get(name)
+                except FileNotFoundError:
+                    self.cat.forget(key)
+                    if lost:
+                        continue  # gone: create it
+                    raise exc from None
                 if raw == body:
                     return etag  # ours landed; its answer did not
-            if isinstance(exc, ConditionFailedError):
-                raise FileExistsError(
-                    errno.EEXIST, "something else is stored at this key", staged
-                ) from exc
-            raise
+                if not lost:
+                    raise
+                if not self.cat.classify(key, raw, etag).vacant:
+                    raise taken from exc
+                # made vacant again since: try over its new ETag
+        raise taken
 
     def discard(self, staged: str) -> None:
         """Delete what the failed fill wrote: its own attempt, nothing else."""

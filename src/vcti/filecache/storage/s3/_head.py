@@ -4,13 +4,16 @@ Every fill of a key writes its files under an *attempt* prefix of its own, which
 fill uses and which nobody reads until the head names it as published. The head
 (``.filecache/models/KEY/head``) is, at any time, one of:
 
-- absent: no model, no fill;
+- absent, or *vacant* (a body that says so, written with ``IfMatch`` when a model is
+  removed or a claim withdrawn, and kept: a deletion could not be fenced on servers
+  that ignore a delete's condition): no model, no fill;
 - a *claim*: the lease of the fill in progress, naming its attempt; created with
-  ``IfNoneMatch="*"``, renewed with ``IfMatch``, taken over with ``IfMatch`` once expired;
+  ``IfNoneMatch="*"`` (or ``IfMatch`` over a vacant head), renewed with ``IfMatch``,
+  taken over with ``IfMatch`` once expired;
 - *published*: a small immutable body; the model's files are those of the attempt whose
   id is the first 16 hex digits of the MD5 of that body. It is written over the claim with
   ``IfMatch=<the claim's ETag>``, so a fill whose claim was taken over (its host paused
-  past the TTL) can never publish; it is deleted, by eviction, with ``IfMatch`` too.
+  past the TTL) can never publish; eviction makes it vacant, with ``IfMatch`` too.
 
 A claim names the attempt it protects, so a sweep can tell abandoned attempts (named by
 no head) from the one being filled. Because a published body never changes, its ETag
@@ -25,7 +28,7 @@ import json
 import uuid
 from dataclasses import dataclass
 
-from ._lease import lease_problem, parse_body
+from ._lease import VACANT, is_vacant, lease_problem, parse_body
 
 #: Attempt ids are this many lowercase hex digits.
 ATTEMPT_LEN = 16
@@ -64,7 +67,7 @@ def new_published(key: str) -> tuple[bytes, str]:
 
 @dataclass(frozen=True)
 class HeadState:
-    """What a head body says: ``kind`` is ``published``, ``filling`` or ``corrupt``.
+    """What a head body says: ``kind`` is ``published``, ``filling``, ``vacant`` or ``corrupt``.
 
     ``attempt`` is the attempt it names (None for a corrupt head); ``data`` the decoded
     body (for a claim: its lease fields); ``problem`` why a head is corrupt.
@@ -81,6 +84,11 @@ class HeadState:
         return self.kind == PUBLISHED
 
     @property
+    def vacant(self) -> bool:
+        """True for a removed model or a withdrawn claim: the key is free."""
+        return self.kind == VACANT
+
+    @property
     def orphan(self) -> bool:
         """True for a published head whose attempt has no object at all (as listed)."""
         return self.kind == ORPHAN
@@ -93,7 +101,7 @@ ORPHAN_PROBLEM = "it names an attempt with no files and no metadata record (a ma
 
 
 def read_head(raw: bytes, key: str, own_ttl: float) -> HeadState:
-    """Classify the head body ``raw`` of ``key``.
+    """Classify the head body ``raw`` of ``key``: published, filling, vacant or corrupt.
 
     A claim whose lease fields are implausible (a TTL that is not finite, or above ten
     times ``own_ttl``) is corrupt, and so is anything that is neither a claim nor a
@@ -101,6 +109,8 @@ def read_head(raw: bytes, key: str, own_ttl: float) -> HeadState:
     """
     data = parse_body(raw)
     state = data.get("state")
+    if is_vacant(data) and data.get("key") == key:
+        return HeadState(VACANT, None, data)
     if state == PUBLISHED and data.get("key") == key and isinstance(data.get("nonce"), str):
         return HeadState(PUBLISHED, attempt_of(raw), data)
     if state == FILLING:

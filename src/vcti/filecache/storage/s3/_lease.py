@@ -1,7 +1,11 @@
 """Leases on S3 made of conditional writes, and the thread that keeps them alive.
 
 A lease is one small object. It is taken by creating it (``IfNoneMatch="*"``), renewed
-and released only if it still has the ETag its holder wrote (``IfMatch``). Its body
+and released only if it still has the ETag its holder wrote (``IfMatch``). Releasing it
+writes a *vacant* body over it (``IfMatch`` too), never deletes it: a delete cannot be
+fenced on servers that ignore its condition (Ceph's gateway), and a late one would
+remove whatever another host wrote since. A vacant lease is taken at once, with
+``IfMatch`` on the vacant body's ETag. Its body
 changes on every write, so its ETag (the MD5 of the body) does too. Clocks of different
 hosts are never compared: a host considers another's lease expired only after it has
 seen the same ETag, unchanged, for longer than the TTL on its own monotonic clock (the
@@ -36,6 +40,8 @@ log = logging.getLogger("vcti.filecache")
 TTL_FACTOR = 10
 #: Lease and head bodies are a few hundred bytes; anything larger is corrupt.
 MAX_BODY = 64 * 1024
+#: The state of a released lease or a removed head.
+VACANT = "vacant"
 
 
 @dataclass(eq=False)
@@ -95,6 +101,17 @@ def lease_body(
     body: dict[str, object] = dict(extra or {})
     body.update(holder=holder, key=key, ttl=ttl, nonce=nonce, written=now, expires=now + ttl)
     return json.dumps(body, separators=(",", ":")).encode(), nonce
+
+
+def vacant_body(key: str) -> bytes:
+    """A fresh body of a released lease (or of a removed head): the object stays, free."""
+    body = {"state": VACANT, "key": key, "nonce": uuid.uuid4().hex, "written": time.time()}
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def is_vacant(data: dict[str, object]) -> bool:
+    """True for the body of a released lease or removed head."""
+    return data.get("state") == VACANT
 
 
 def parse_body(raw: bytes) -> dict[str, object]:
@@ -205,9 +222,16 @@ class Leases:
         return None if etag is None else self.held(name, key, etag, started, extra)
 
     def take_over(
-        self, name: str, key: str, etag: str, extra: dict[str, str] | None = None
+        self,
+        name: str,
+        key: str,
+        etag: str,
+        extra: dict[str, str] | None = None,
+        *,
+        vacant: bool = False,
     ) -> Lease | None:
-        """Replace the expired lease ``name`` (ETag ``etag``); None if another host did first."""
+        """Replace the expired (or ``vacant``) lease ``name`` (ETag ``etag``); None if
+        another host did first."""
         body, nonce = lease_body(self.holder, key, self.ttl, extra)
         started = self.clock()
         try:
@@ -217,7 +241,8 @@ class Leases:
             if landed is None:
                 return None  # another process took it over (or released it) first
             new = landed
-        log.warning("took over the expired lease %s", self.calls.uri(name))
+        if not vacant:
+            log.warning("took over the expired lease %s", self.calls.uri(name))
         return self.held(name, key, new, started, extra)
 
     def acquire(self, name: str, key: str, *, look_first: bool = False) -> Lease | None:
@@ -236,6 +261,8 @@ class Leases:
             if current is None:
                 return None  # released in between: the next attempt may create it
         data, etag = current
+        if is_vacant(data):
+            return self.take_over(name, key, etag, vacant=True)
         if not self.expired(name, etag, data):
             return None
         return self.take_over(name, key, etag)
@@ -282,6 +309,14 @@ class Leases:
         lease.deadline = started + self.ttl
         lease.renew_at = started + self.ttl / 3
 
+    def vacate(self, name: str, key: str, etag: str) -> str:
+        """Write a vacant body over ``name`` if it still has ``etag``; return the new ETag.
+
+        Raises:
+            ConditionFailedError: it changed since (or is gone: ``FileNotFoundError``).
+        """
+        return self.calls.put(name, vacant_body(key), if_match=etag)
+
     def _landed(self, name: str, nonce: str) -> str | None:
         """Return the ETag if the object holds our write ``nonce`` (a retried request lost)."""
         current = self.read(name)
@@ -291,10 +326,11 @@ class Leases:
         return etag if data.get("nonce") == nonce else None
 
     def release(self, lease: Lease, *, delete: bool = True) -> None:
-        """Stop holding the lease; delete it if it is still ours (unless ``delete`` is False).
+        """Stop holding the lease; mark it vacant if it is still ours (unless ``delete``
+        is False).
 
-        A lease kept (``delete=False``) expires by itself. A lost lease is deleted only
-        if it still has our ETag (it lapsed, and nobody took it). A parent's lease is
+        A lease kept (``delete=False``) expires by itself. A lost lease is marked vacant
+        only if it still has our ETag (it lapsed, and nobody took it). A parent's lease is
         never touched by a forked child. Errors are logged, not raised.
         """
         with lease.lock:
@@ -304,9 +340,9 @@ class Leases:
             if not delete or lease.pid != os.getpid():
                 return
             try:
-                self.calls.delete(lease.name, if_match=lease.etag)
+                self.vacate(lease.name, lease.key, lease.etag)
             except (ConditionFailedError, FileNotFoundError):
-                pass  # taken over or gone: not ours to delete any more
+                pass  # taken over or gone: not ours to release any more
             except OSError as exc:
                 log.warning("could not release the lease %s: %s", self.calls.uri(lease.name), exc)
 

@@ -3,8 +3,9 @@
 Object layout below the root prefix ``P`` (``A`` is an attempt id, 16 hex digits)::
 
     P.filecache/leader                 the leader lease
-    P.filecache/models/KEY/head        the head of KEY: a fill's claim or the published model
+    P.filecache/models/KEY/head        KEY's head: a claim, the published model, or vacant
     P.filecache/policy/NAME            the state of an eviction policy
+    P.filecache/probe/ID               the server check's object, while a storage checks
     PKEY/.filecache/A/...              the files of attempt A of KEY (the model's URI ends here)
     PKEY/.filecache/A.meta             the metadata record of attempt A
     PKEY/.filecache/A.pins/HOST-N      a pin of attempt A held by a process
@@ -27,6 +28,7 @@ LEADER = f"{INTERNAL}leader"
 MODELS = f"{INTERNAL}models/"
 HEAD = "/head"
 POLICY = f"{INTERNAL}policy/"
+PROBE = f"{INTERNAL}probe/"
 META = ".meta"
 PINS = ".pins/"
 
@@ -132,7 +134,7 @@ class Listing:
                     listing.heads[key] = etag
                 elif rel == LEADER:
                     listing.leader = etag
-                elif not (rel.startswith(POLICY) and len(rel) > len(POLICY)):
+                elif not any(rel.startswith(p) and len(rel) > len(p) for p in (POLICY, PROBE)):
                     listing._stray(prefix, rel, size)
                 continue
             found = split_attempt_object(rel)

@@ -4,8 +4,9 @@ Install the extra: ``pip install "vcti-file-cache[s3]"``. Layout below ``s3://BU
 (``_listing`` has the details)::
 
     .filecache/leader              lease of the one process that scans and evicts
-    .filecache/models/KEY/head     KEY's head: a fill's claim, or the published model
+    .filecache/models/KEY/head     KEY's head: a fill's claim, the published model, or vacant
     .filecache/policy/NAME         an eviction policy's state
+    .filecache/probe/ID            the server check's object, while a storage checks
     KEY/.filecache/A/...           the files of attempt A of KEY: ModelDir.path
     KEY/.filecache/A.meta          its metadata record
     KEY/.filecache/A.pins/HOST-N   a pin of it held by a process, refreshed while held
@@ -13,12 +14,16 @@ Install the extra: ``pip install "vcti-file-cache[s3]"``. Layout below ``s3://BU
 Nothing is renamed, and no write or delete depends on a lease still being held when it
 lands (fencing). Each fill writes under an attempt of its own; the model becomes visible
 when the head, which was the fill's claim, is replaced by a published body naming the
-attempt, conditioned on the claim's ETag (``_fill``). Eviction deletes the head with
-``IfMatch``, then that attempt's objects, by name. A sweep deletes the attempts no head
-names and no live pin holds, and the claims and pins seen expired (``_sweep``). Leases
-are objects written with conditional requests and judged expired only on the observer's
-own monotonic clock (``_lease``); a pin is a conditional copy of the head, rewritten in
-the background while held.
+attempt, conditioned on the claim's ETag (``_fill``). Eviction makes the head vacant
+with ``IfMatch``, then deletes that attempt's objects, by name. A sweep deletes the
+attempts no head names and no live pin holds, makes the claims seen expired vacant, and
+deletes the pins seen expired once it made them vacant (``_sweep``). Every fenced
+transition is a conditional ``PutObject``; no safety rests on a conditional delete,
+which several S3-compatible servers ignore: only objects that nothing live can name
+any more are deleted, unconditionally. Leases are objects written with conditional
+requests and judged expired only on the observer's own monotonic clock (``_lease``); a
+pin is a conditional copy of the head, rewritten in the background while held. The
+first conditional write checks that the server honours the conditions (``_probe``).
 """
 
 from __future__ import annotations
@@ -52,7 +57,8 @@ from ._client import ConditionFailedError, S3Calls
 from ._fill import Fills
 from ._hold import Handle, Holdings
 from ._lease import Lease, Leases, PinRecord
-from ._listing import head_key
+from ._listing import PROBE, head_key
+from ._probe import check_server
 from ._sweep import Sweeper
 
 if TYPE_CHECKING:
@@ -177,6 +183,7 @@ class S3Storage:
         prefix = prefix.rstrip("/") + "/" if prefix else ""
         root = f"s3://{bucket}/{prefix}".rstrip("/")
         self._calls = S3Calls(client, bucket)
+        self._calls.check_before_conditions(partial(check_server, self._calls, f"{prefix}{PROBE}"))
         self._leases = Leases(self._calls, self._host, self._ttl, time.monotonic)
         self._cat = Catalog(self._calls, prefix, root, self._leases.observations, self._ttl)
         self._hold = Holdings(self._calls, self._leases, f"vcti-filecache-s3 {root}", self._due)
@@ -259,13 +266,23 @@ class S3Storage:
     # -- lifecycle ----------------------------------------------------------------------
 
     def open(self) -> None:
-        """Check the bucket, then reclaim leftovers nobody holds (one listing of the root)."""
+        """Check the bucket and the server, then reclaim leftovers nobody holds.
+
+        The first open of a bucket on an endpoint in a process checks that the server
+        refuses what ``If-None-Match: *`` and ``If-Match`` should refuse (six requests,
+        seven where ``If-Match`` takes only bare ETags).
+
+        Raises:
+            FileNotFoundError: the bucket does not exist.
+            StorageError: the server lacks a conditional write the backend needs.
+        """
         try:
             self._calls.head_bucket()
         except FileNotFoundError as exc:
             raise FileNotFoundError(
                 errno.ENOENT, f"the bucket {self._bucket!r} does not exist", self.root
             ) from exc
+        self._calls.ensure_checked()
         self.flush()
         self._fills.loose.clear()  # stage() without lock_fill(): nobody holds those
         try:
@@ -305,9 +322,9 @@ class S3Storage:
         """Report corrupt leases and heads, models without data, leftovers, stray objects,
         expired pins and nested models.
 
-        With ``repair``, deletes all of them but nested models (reported only): a corrupt
-        or expired lease, a head whose model has neither files nor metadata, leftover
-        attempts, objects outside the layout and expired pins.
+        With ``repair``, repairs all of them but nested models (reported only): a corrupt
+        or expired lease and a head whose model has neither files nor metadata are made
+        vacant; leftover attempts, objects outside the layout and expired pins deleted.
         """
         return self._sweeper.verify(self._cat.list_root(), repair)
 
@@ -347,7 +364,11 @@ class S3Storage:
         return seen is not None and seen[1].published
 
     def exists(self, key: str) -> bool:
-        """True if a model or a fill is at ``key`` or below it (one small listing)."""
+        """True if a model or a fill is at ``key`` or below it (one small listing).
+
+        Also True where only a vacant head is (a removed model): callers then list the
+        models there, and find none.
+        """
         if self._fills.vouches(key, below=True):
             return False
         return any(True for _ in self._calls.list(self._cat.heads_below(key), limit=1))
@@ -517,7 +538,8 @@ class S3Storage:
         self._fills.discard(staged)
 
     def remove(self, key: str) -> bool:
-        """Hide model ``key`` now (its head goes, with ``IfMatch``) and delete its files soon.
+        """Hide model ``key`` now (its head is made vacant, with ``IfMatch``) and delete its
+        files soon.
 
         Returns False when the model is pinned in any process, or this process lost the
         leader lease, or the model changed (was filled again) since it was last seen.
@@ -534,7 +556,7 @@ class S3Storage:
         if self._hold.pinned(pins):
             return False
         try:
-            self._calls.delete(self._cat.head_name(key), if_match=etag)
+            vacant = self._leases.vacate(self._cat.head_name(key), key, etag)
         except FileNotFoundError:
             self._cat.patch(key, gone=True)
             raise
@@ -542,6 +564,7 @@ class S3Storage:
             self._cat.forget(key)
             return False
         self._cat.patch(key, gone=True)
+        self._cat.vacated(key, vacant)
         removal = _Removal(key, attempt, self._hold.bury(key, attempt))
         with self._hold.lock:
             self._pending_last = self._hold.clock()

@@ -2,8 +2,11 @@
 
 Every deletion here is safe however late it lands: an attempt is deleted only once its
 head names another attempt or none (it can never be published again, because only its
-own claim could publish it and that claim is gone), and only while no live pin holds it;
-heads, leases and pins are deleted only with ``IfMatch`` on the ETag that was judged.
+own claim could publish it and that claim is gone), and only while no live pin holds it.
+Heads and leases are never deleted: they are made vacant with a conditional PUT
+(``IfMatch`` on the ETag that was judged). A pin seen expired is made vacant the same
+way first, so its holder can no longer renew it, and only then deleted: pin names are
+never reused, so that delete cannot remove anything live.
 """
 
 from __future__ import annotations
@@ -15,8 +18,8 @@ from collections.abc import Callable
 from ._catalog import Catalog
 from ._client import ConditionFailedError, S3Calls
 from ._hold import Holdings
-from ._lease import Leases, lease_problem
-from ._listing import Listing
+from ._lease import Leases, is_vacant, lease_problem
+from ._listing import Listing, head_key
 
 log = logging.getLogger("vcti.filecache")
 
@@ -48,7 +51,7 @@ class Sweeper:
     def sweep(self, listing: Listing) -> int:
         """Reclaim what ``listing`` shows nobody holds; return the bytes freed.
 
-        Expired (or corrupt) fill claims are removed, then every attempt that no head
+        Expired (or corrupt) fill claims are made vacant, then every attempt that no head
         names and no live pin holds is deleted, then the pins seen expired.
 
         Raises:
@@ -69,7 +72,8 @@ class Sweeper:
                 errors.append(exc)
         for name, etag in self.hold.expired_pins(_all_pins(listing)):
             try:
-                self.calls.delete(name, if_match=etag)
+                self.leases.vacate(name, "", etag)
+                self.calls.delete(name)
             except (ConditionFailedError, FileNotFoundError):
                 pass  # rewritten or deleted meanwhile
             except OSError as exc:
@@ -81,7 +85,7 @@ class Sweeper:
         return freed
 
     def _drop_dead_claim(self, listing: Listing, key: str) -> bool:
-        """Delete the head of ``key`` if it is a claim (or corrupt) seen expired."""
+        """Make the head of ``key`` vacant if it is a claim (or corrupt) seen expired."""
         state = listing.claims[key]
         etag = listing.heads.get(key)
         if etag is None or self.busy(key, state.attempt or ""):
@@ -92,14 +96,14 @@ class Sweeper:
         if state.orphan and not self._still_orphan(key, state.attempt):
             return False
         try:
-            self.calls.delete(name, if_match=etag)
+            vacant = self.leases.vacate(name, key, etag)
         except (ConditionFailedError, FileNotFoundError):
             return False  # renewed, published or removed meanwhile
         what = state.problem or "expired fill lease"
-        log.warning("removed the head %s (%s)", self.calls.uri(name), what)
+        log.warning("released the head %s (%s)", self.calls.uri(name), what)
         del listing.claims[key]
         listing.heads.pop(key, None)
-        self.cat.forget(key)
+        self.cat.vacated(key, vacant)
         return True
 
     def _still_orphan(self, key: str, attempt: str | None) -> bool:
@@ -150,7 +154,7 @@ class Sweeper:
             f"model {outer!r} contains another model at {self.cat.path(inner)}"
             for outer, inner in listing.nested
         ]
-        doomed: list[tuple[str, str]] = []  # (object, ETag) deleted by a repair
+        doomed: list[tuple[str, str]] = []  # (object, ETag) made vacant by a repair
         problems += self._check_heads(listing, doomed)
         problems += self._check_attempts(listing)
         for folder, size in sorted(listing.strays.items()):
@@ -175,7 +179,9 @@ class Sweeper:
             elif self.leases.expired(name, listing.heads[key], state.data):
                 problems.append(f"expired fill lease: {self.calls.uri(name)}")
         leader = self.leases.read(self.cat.leader_name)
-        problem = None if leader is None else lease_problem(leader[0], self.leases.ttl)
+        problem = None
+        if leader is not None and not is_vacant(leader[0]):
+            problem = lease_problem(leader[0], self.leases.ttl)
         if leader is not None and problem is not None:
             uri = self.calls.uri(self.cat.leader_name)
             problems.append(f"corrupt leader lease: {uri}: {problem}")
@@ -201,7 +207,7 @@ class Sweeper:
         failures: list[str] = []
         for name, etag in doomed:
             try:
-                self.calls.delete(name, if_match=etag)
+                self.leases.vacate(name, self._key_of(name), etag)
             except (ConditionFailedError, FileNotFoundError):
                 pass  # changed meanwhile: no longer what was judged
             except OSError as exc:
@@ -219,6 +225,10 @@ class Sweeper:
         except OSError as exc:
             failures.append(f"repair incomplete: {exc}")
         return failures
+
+    def _key_of(self, name: str) -> str:
+        """The model key whose head is ``name`` (``""`` for the leader lease)."""
+        return head_key(name[len(self.cat.prefix) :]) or ""
 
 
 def _all_pins(listing: Listing) -> list[tuple[str, str]]:
