@@ -7,13 +7,25 @@ both traces; the full grid runs in ``benchmarks/`` (``python -m benchmarks --onl
 
 from __future__ import annotations
 
+import csv
+import dataclasses
 import itertools
+import random
+import time
 from pathlib import Path
 
 import pytest
 
-from vcti.filecache import GdsfPolicy, LruPolicy
-from vcti.filecache.replay import POLICY_NAMES, parse_limit, read_trace, replay, simulate
+from vcti.filecache import CacheManagerConfig, FileCache, GdsfPolicy, LruPolicy
+from vcti.filecache.observers import TraceObserver
+from vcti.filecache.replay import (
+    POLICY_NAMES,
+    Deployed,
+    parse_limit,
+    read_trace,
+    replay,
+    simulate,
+)
 
 from .helpers import untraced
 
@@ -124,7 +136,9 @@ def test_deployed_mode_evicts_at_cycles_and_reports_the_overshoot(tmp_path: Path
             "time,key,size\n0,a,60\n10,b,60\n20,c,60\n70,a,60\n80,d,60\n200,c,60\n",
         )
     )
-    result = simulate(trace, "lru", 100, interval=60, evict_to=0.5)
+    result = simulate(
+        trace, "lru", 100, settings=Deployed(interval=60, evict_to=0.5, prompt_eviction=False)
+    )
     # Until the cycle at 70 the cache holds a, b, c (180: 80 over). That cycle evicts the
     # least recent down to 50: a, b, c all go, so a misses again; d joins; at 200 the
     # cycle evicts a and d (120 > 100), and c misses.
@@ -132,6 +146,70 @@ def test_deployed_mode_evicts_at_cycles_and_reports_the_overshoot(tmp_path: Path
     assert result.misses == 6
     exact = simulate(trace, "lru", 100, exact=True)
     assert exact.peak_overshoot_bytes == 0
+
+
+def test_prompt_eviction_evicts_when_a_fill_crosses_the_limit(tmp_path: Path) -> None:
+    trace = read_trace(
+        write(
+            tmp_path / "t.csv",
+            "time,key,size\n0,a,60\n10,b,60\n20,a,60\n30,c,60\n40,b,60\n50,a,60\n",
+        )
+    )
+    # b's fill takes the total to 120: the cycle it calls evicts a (least recent) at once.
+    # a misses and evicts b; c evicts a; b misses and evicts c; a misses: every request.
+    prompt = simulate(trace, "lru", 100)
+    assert (prompt.misses, prompt.peak_overshoot_bytes) == (6, 20)
+    assert prompt.misses == simulate(trace, "lru", 100, exact=True).misses
+    # Evicting down to half the limit frees the same here (one model of 60 is over 50).
+    assert simulate(trace, "lru", 100, evict_to=0.5).misses == 6
+    # Without it nothing is evicted before the first cycle at 60: all fit, a and b hit.
+    late = simulate(trace, "lru", 100, settings=Deployed(prompt_eviction=False))
+    assert (late.misses, late.peak_overshoot_bytes) == (3, 80)
+    assert "spans 50 s, less than one cycle (60 s)" in " ".join(
+        replay(
+            tmp_path / "t.csv",
+            policies=["lru"],
+            limits=[100],
+            settings=Deployed(prompt_eviction=False),
+        )[0]["warnings"]
+    )
+    # The cycle that a fill calls for may come later: b's at 10 runs at 25, after a's hit.
+    delayed = simulate(trace, "lru", 100, settings=Deployed(prompt_delay=15))
+    assert delayed.misses == 5
+
+
+def test_max_age_and_min_free(tmp_path: Path) -> None:
+    trace = read_trace(
+        write(tmp_path / "t.csv", "time,key,size\n0,a,10\n5,b,10\n70,c,10\n130,a,10\n140,b,10\n")
+    )
+    assert simulate(trace, "lru", 100).misses == 3
+    # With max_age 60 the cycles at 60 and 120 expire a (idle 60+) and b: both miss again.
+    aged = simulate(trace, "lru", 100, settings=Deployed(max_age=60))
+    assert aged.misses == 5
+    # A disk of 35 bytes with 20 to keep free holds 15: every fill past one evicts.
+    floor = simulate(trace, "lru", 100, settings=Deployed(min_free=20, disk_size=35))
+    assert floor.misses == 5
+    assert simulate(trace, "lru", 100, settings=Deployed(min_free=0.5, disk_size=50)).misses == 5
+
+
+def test_warnings_for_results_that_cannot_mean_much(tmp_path: Path) -> None:
+    path = write(tmp_path / "t.csv", "time,key,size\n0,a,60\n1,b,60\n2,c,300\n")
+    (record,) = replay(
+        path, policies=["lru"], limits=[100], settings=Deployed(prompt_eviction=False)
+    )
+    assert record["warnings"] == [
+        "the trace spans 2 s, less than one cycle (60 s): no background cycle ran, so "
+        "nothing was evicted"
+    ]
+    (result,) = record["results"]
+    assert result["warnings"] == [
+        "the limit (100 B) is smaller than the largest object (300 B)",
+        "the cache went 320 B over its limit of 100 B: the disk must hold more than twice "
+        "the limit",
+    ]
+    (record,) = replay(path, policies=["lru"], limits=[1000])
+    assert record["warnings"] == []
+    assert record["results"][0]["warnings"] == []
 
 
 def test_costs_count_each_request_at_its_keys_first_known_cost(tmp_path: Path) -> None:
@@ -179,6 +257,7 @@ def test_replay_records_and_concat(tmp_path: Path) -> None:
         "byte_miss_ratio",
         "cost_miss_ratio",
         "peak_overshoot_bytes",
+        "warnings",
     }
     (joined,) = replay([one, two], policies=["lru"], limits=["100%"], concat=True, exact=True)
     assert joined["trace"] == f"{one}+{two}"
@@ -203,3 +282,53 @@ def test_replay_refuses_bad_arguments(tmp_path: Path, kwargs, message: str) -> N
     trace = write(tmp_path / "t.csv", "time,key,size\n1,a,10\n")
     with pytest.raises(ValueError, match=message):
         replay(trace, **kwargs)
+
+
+def test_deployed_defaults_are_the_librarys() -> None:
+    config = CacheManagerConfig(evict_above=1000)
+    assert Deployed() == Deployed.library_defaults() == Deployed.from_config(config)
+    tuned = CacheManagerConfig(
+        evict_above=1000, evict_to=800, interval=5, max_age=60, prompt_eviction=False
+    )
+    assert Deployed.from_config(tuned) == Deployed(
+        interval=5, evict_to=0.8, prompt_eviction=False, max_age=60
+    )
+
+
+def _fill(cache: FileCache, key: str, size: int) -> None:
+    with cache.model(key) as model:
+        if model.new:
+            Path(model.path, "data.bin").write_bytes(b"x" * size)
+
+
+def test_deployed_mode_predicts_a_recorded_run_of_the_cache(tmp_path: Path) -> None:
+    # A real cache (its background manager, LRU, the library's eviction) under a skewed
+    # load, recorded by TraceObserver: the deployed-mode replay of the recording, with the
+    # cache's own settings, must predict the miss ratio the run measured. The load is
+    # paced like a server's (8 ms between lookups): the replay takes an eviction to be done
+    # before the next lookup, and a burst faster than the manager's cycle (tens of ms here)
+    # leaves the real cache above its limit for longer (it misses less than predicted).
+    rng = random.Random(24)
+    sizes = {f"m{i:03d}": rng.randrange(4, 64) * 1024 for i in range(150)}
+    keys = list(sizes)
+    weights = [1 / (rank + 1) ** 0.9 for rank in range(len(keys))]
+    limit = sum(sizes.values()) // 4
+    trace_path = tmp_path / "run.csv"
+    config = CacheManagerConfig(evict_above=limit, observer=TraceObserver(trace_path))
+    with FileCache(config, root=tmp_path / "root") as cache:
+        for key in rng.choices(keys, weights, k=1500):
+            _fill(cache, key, sizes[key])
+            time.sleep(0.008)
+    trace = read_trace(trace_path)
+    assert trace.requests == 1500
+    with open(trace_path, newline="") as stream:
+        measured = sum(row["hit"] == "0" for row in csv.DictReader(stream)) / trace.requests
+    settings = Deployed.from_config(config)
+    predicted = simulate(trace, "lru", limit, settings=settings)
+    assert abs(predicted.object_miss_ratio - measured) <= 0.01, (predicted, measured)
+    assert 0.2 < measured < 0.9  # the limit matters: neither everything nor nothing fits
+    # Without prompt eviction the same run is predicted quite differently: the test can tell.
+    cycles_only = simulate(
+        trace, "lru", limit, settings=dataclasses.replace(settings, prompt_eviction=False)
+    )
+    assert abs(cycles_only.object_miss_ratio - measured) > 0.05

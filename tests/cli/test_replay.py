@@ -7,10 +7,12 @@ import os
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from vcti.filecache._trace import MAX_LINE
 from vcti.filecache.cli import main
 from vcti.filecache.replay import POLICY_NAMES, replay
 
@@ -183,6 +185,69 @@ def test_unreadable_and_missing_files(capsys: pytest.CaptureFixture[str], tmp_pa
     assert err.startswith(f"filecache: error: {binary}: not a text file")
 
 
+def _peak_kib(path: Path | str) -> tuple[int, str, int]:
+    """Run ``filecache replay PATH`` in a child; return its status, stderr and peak RSS (KiB)."""
+    child = subprocess.Popen(
+        [sys.executable, "-m", "vcti.filecache", "replay", str(path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    assert child.stderr is not None
+    deadline = time.monotonic() + 120
+    err = b""
+    while True:
+        pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+        if pid:
+            err = child.stderr.read()
+            child.stderr.close()
+            child.returncode = os.waitstatus_to_exitcode(status)
+            return child.returncode, err.decode(), usage.ru_maxrss
+        if time.monotonic() > deadline:
+            child.kill()
+            child.wait()
+            pytest.fail(f"replay of {path} did not stop within 120 s")
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("source", ["/dev/zero", "nul-bytes"])
+def test_a_file_without_line_breaks_fails_fast_in_bounded_memory(
+    tmp_path: Path, source: str
+) -> None:
+    if source == "nul-bytes":
+        path = tmp_path / "nul.csv"
+        with open(path, "wb") as stream:
+            stream.truncate(64 * 2**20)  # 64 MiB of NUL bytes (sparse)
+    else:
+        path = Path(source)
+    good = tmp_path / "good.csv"
+    good.write_text(TRACE)
+    status, err, baseline = _peak_kib(good)
+    assert status == 0, err
+    status, err, peak = _peak_kib(path)
+    assert status == 2, err
+    assert err == (
+        f"filecache: error: {path}:1: line longer than {MAX_LINE} characters (not a trace?)\n"
+    )
+    # Reading what is not a trace adds little to what a small replay takes.
+    assert peak < baseline + 16 * 1024, f"peak resident {peak} KiB, {baseline} KiB for a trace"
+
+
+def test_a_long_line_names_its_file_and_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = tmp_path / "long.csv"
+    path.write_text("time,key,size\n1,a,10\n2," + "k" * MAX_LINE + ",10\n3,b,10\n")
+    status, out, err = run(capsys, path)
+    assert status == 2
+    assert out == ""
+    assert err == (
+        f"filecache: error: {path}:3: line longer than {MAX_LINE} characters (not a trace?)\n"
+    )
+    # A line of exactly the limit is read.
+    path.write_text("time,key,size\n1," + "k" * (MAX_LINE - 5) + ",1\n")
+    assert main(["replay", str(path), "--json"]) == 0
+
+
 def test_a_file_without_read_permission(tmp_path: Path) -> None:
     path = tmp_path / "secret.csv"
     path.write_text(TRACE)
@@ -222,8 +287,14 @@ BAD_OPTIONS = [
     (["--interval", "nan"], "--interval must be a positive number"),
     (["--interval", "soon"], "argument --interval: invalid float value: 'soon'"),
     (["--evict-to", "1.5"], "--evict-to must be between 0 and 1"),
-    (["--exact", "--interval", "5"], "--interval and --evict-to apply to the deployed mode"),
-    (["--exact", "--evict-to", "0.5"], "--interval and --evict-to apply to the deployed mode"),
+    (
+        ["--exact", "--interval", "5"],
+        "--interval, --evict-to, --no-prompt-eviction, --max-age, --min-free and --disk apply",
+    ),
+    (
+        ["--exact", "--evict-to", "0.5"],
+        "--interval, --evict-to, --no-prompt-eviction, --max-age, --min-free and --disk apply",
+    ),
     (["--plot", "figure.pdf"], "--plot: figure.pdf: the file must end in .png or .svg"),
 ]
 

@@ -14,10 +14,13 @@ takes) and ``hit`` columns, one request per line: what :class:`~vcti.filecache.
 observers.TraceObserver` writes. Each request is replayed through the library's own
 policy objects and the victim walk that the cache's eviction uses, in one of two modes:
 
-- **deployed** (the default): the cache as it runs. Every miss is filled at once;
-  eviction happens only at the background cycles, every ``interval`` seconds of trace
-  time, when the total is above the limit, down to ``evict_to`` x the limit. Between
-  cycles the cache may overshoot its limit; ``peak_overshoot_bytes`` says by how much.
+- **deployed** (the default): the cache as it runs, with :class:`CacheManagerConfig`'s
+  settings (:class:`Deployed`; the library's defaults unless told otherwise). Every miss
+  is filled at once; with ``prompt_eviction`` (the default) a fill that takes the total
+  above the limit runs a cycle at once, and a background cycle runs every ``interval``
+  seconds of trace time; a cycle evicts the models idle for longer than ``max_age``, then
+  down to ``evict_to`` x the limit when the total is above it (or the free space under
+  ``min_free``). ``peak_overshoot_bytes`` says how far above its limit the cache went.
 - **exact** (libCacheSim's conventions, for comparison with simulators): the clock is the
   request index; before each insert, evict until the object fits; an object larger than
   the whole cache is never admitted (still a miss, nothing evicted).
@@ -25,6 +28,7 @@ policy objects and the victim walk that the cache's eviction uses, in one of two
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict
@@ -33,10 +37,12 @@ from typing import Any
 from ._simulate import (
     DEFAULT_LIMITS,
     POLICY_NAMES,
+    Deployed,
     Result,
     make_policy,
     parse_limit,
     simulate,
+    trace_warnings,
 )
 from ._trace import Trace, read_trace
 from .exceptions import TraceError
@@ -45,6 +51,7 @@ from .policies import base as _base
 __all__ = [
     "DEFAULT_LIMITS",
     "POLICY_NAMES",
+    "Deployed",
     "Result",
     "Trace",
     "TraceError",
@@ -68,14 +75,20 @@ def _policies(
     return policies
 
 
+def _record(result: Result) -> dict[str, Any]:
+    """A result as its JSON object (warnings as a list)."""
+    return {**asdict(result), "warnings": list(result.warnings)}
+
+
 def replay(
     traces: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
     *,
     policies: Iterable[str | _base.EvictionPolicy] | None = None,
     limits: Iterable[str | int] = DEFAULT_LIMITS,
     exact: bool = False,
-    interval: float = 60.0,
-    evict_to: float = 1.0,
+    interval: float | None = None,
+    evict_to: float | None = None,
+    settings: Deployed | None = None,
     concat: bool = False,
 ) -> list[dict[str, Any]]:
     """Replay each trace through each policy at each limit; return the ``--json`` records.
@@ -86,13 +99,19 @@ def replay(
         limits: sizes (``"50G"``, bytes as int) or shares of each trace's unique bytes
             (``"10%"``).
         exact: libCacheSim's conventions instead of the deployed cache's (see the module).
-        interval: deployed mode: seconds of trace time between eviction cycles.
-        evict_to: deployed mode: each cycle evicts down to this fraction of the limit.
+        interval: deployed mode: seconds of trace time between background cycles
+            (overrides ``settings``).
+        evict_to: deployed mode: each eviction goes down to this fraction of the limit
+            (overrides ``settings``).
+        settings: deployed mode: the cache's settings (default: the library's;
+            :meth:`Deployed.from_config` takes them from a :class:`CacheManagerConfig`).
         concat: replay the files as one trace, in the order given (a rotated trace).
 
     Returns:
-        One record per trace: ``{"trace", "requests", "unique_bytes", "results"}``, the
-        results being :class:`Result` as dictionaries, limit by limit, policy by policy.
+        One record per trace: ``{"trace", "requests", "unique_bytes", "warnings",
+        "results"}``, the results being :class:`Result` as dictionaries, limit by limit,
+        policy by policy; ``warnings`` (the record's and each result's) say why a result
+        may not mean much.
 
     Raises:
         TraceError: a trace cannot be read (the message names the file and line).
@@ -104,23 +123,25 @@ def replay(
     wanted = list(limits)
     for limit in wanted:
         parse_limit(limit, 0)  # a bad limit is an error before any trace is read
-    if not interval > 0:
-        raise ValueError(f"interval must be positive: {interval}")
-    if not 0 <= evict_to <= 1:
-        raise ValueError(f"evict_to must be between 0 and 1: {evict_to}")
+    settings = settings or Deployed()
+    if interval is not None or evict_to is not None:
+        settings = dataclasses.replace(
+            settings,
+            interval=settings.interval if interval is None else interval,
+            evict_to=settings.evict_to if evict_to is None else evict_to,
+        )
     groups = [paths] if concat else [[path] for path in paths]
     records: list[dict[str, Any]] = []
     for group in groups:
         trace = read_trace(group)
         results = [
-            asdict(
+            _record(
                 simulate(
                     trace,
                     policy,
                     parse_limit(limit, trace.unique_bytes),
                     exact=exact,
-                    interval=interval,
-                    evict_to=evict_to,
+                    settings=settings,
                 )
             )
             for limit in wanted
@@ -131,6 +152,7 @@ def replay(
                 "trace": trace.name,
                 "requests": trace.requests,
                 "unique_bytes": trace.unique_bytes,
+                "warnings": trace_warnings(trace, settings, exact),
                 "results": results,
             }
         )

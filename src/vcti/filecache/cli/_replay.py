@@ -8,9 +8,9 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from .._sizes import format_size
+from .._sizes import format_size, parse_size
 from ..exceptions import TraceError
-from ..replay import DEFAULT_LIMITS, POLICY_NAMES, parse_limit, replay
+from ..replay import DEFAULT_LIMITS, POLICY_NAMES, Deployed, parse_limit, replay
 from ._common import EXIT_OK, EXIT_USAGE, CommandError, print_lines
 
 if TYPE_CHECKING:
@@ -36,9 +36,11 @@ def register(subparsers: Subparsers) -> None:
             "hit columns, as TraceObserver writes them) through the eviction policies at "
             "each limit, and show the object, byte and (with costs) recompute-seconds miss "
             "ratios, the best policy of each limit marked with *. By default the cache is "
-            "replayed as it runs: every miss is filled, and eviction happens at background "
-            "cycles every --interval seconds of trace time, down to --evict-to x the limit; "
-            "'peak over' is how far the cache went above its limit between cycles. With "
+            "replayed as it runs, with the library's default settings: every miss is filled; "
+            "a fill that takes the total above the limit evicts at once (prompt eviction), "
+            "down to --evict-to x the limit, and a background cycle runs every --interval "
+            "seconds of trace time (evicting models idle for longer than --max-age); "
+            "'peak over' is how far the cache went above its limit. With "
             "--exact, libCacheSim's conventions: the request index is the clock, the cache "
             "evicts before each insert and never admits an object larger than itself."
         ),
@@ -60,7 +62,8 @@ def register(subparsers: Subparsers) -> None:
         "--limit",
         action="append",
         metavar="LIMIT[,LIMIT]",
-        help=f"cache sizes to replay (default: {','.join(DEFAULT_LIMITS)})",
+        # argparse formats help with %: a literal one is doubled.
+        help=f"cache sizes to replay (default: {','.join(DEFAULT_LIMITS).replace('%', '%%')})",
     )
     parser.add_argument(
         "--exact", action="store_true", help="libCacheSim's conventions (see above)"
@@ -76,6 +79,28 @@ def register(subparsers: Subparsers) -> None:
         type=float,
         metavar="FRACTION",
         help="deployed mode: each cycle evicts down to this fraction of the limit (default 1)",
+    )
+    parser.add_argument(
+        "--no-prompt-eviction",
+        dest="prompt_eviction",
+        action="store_false",
+        help="deployed mode: evict only at background cycles (prompt_eviction=False)",
+    )
+    parser.add_argument(
+        "--max-age",
+        type=float,
+        metavar="SECONDS",
+        help="deployed mode: evict models not used for longer, at each cycle (default: none)",
+    )
+    parser.add_argument(
+        "--min-free",
+        metavar="SIZE|FRACTION",
+        help="deployed mode: keep this much of --disk free (bytes, or a share below 1)",
+    )
+    parser.add_argument(
+        "--disk",
+        metavar="SIZE",
+        help="deployed mode: the size of the filesystem the cache is on (for --min-free)",
     )
     parser.add_argument(
         "--concat", action="store_true", help="replay the files as one trace, in order"
@@ -111,16 +136,7 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
             parse_limit(limit, 0)
         except ValueError as exc:
             raise CommandError(f"--limit: {exc}", EXIT_USAGE) from None
-    if args.exact and (args.interval is not None or args.evict_to is not None):
-        raise CommandError(
-            "--interval and --evict-to apply to the deployed mode, not to --exact", EXIT_USAGE
-        )
-    interval = 60.0 if args.interval is None else args.interval
-    if not (math.isfinite(interval) and interval > 0):
-        raise CommandError(f"--interval must be a positive number: {interval}", EXIT_USAGE)
-    evict_to = 1.0 if args.evict_to is None else args.evict_to
-    if not 0 <= evict_to <= 1:
-        raise CommandError(f"--evict-to must be between 0 and 1: {evict_to}", EXIT_USAGE)
+    settings = _settings(args)
     if args.plot is not None:
         if not args.plot.lower().endswith(PLOT_FORMATS):
             raise CommandError(
@@ -133,10 +149,72 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
         "policies": list(dict.fromkeys(policies)),
         "limits": list(dict.fromkeys(limits)),
         "exact": args.exact,
-        "interval": interval,
-        "evict_to": evict_to,
+        "settings": settings,
         "concat": args.concat,
     }
+
+
+def _settings(args: argparse.Namespace) -> Deployed:
+    """The deployed mode's settings from the options (refused with --exact)."""
+    deployed_options = (
+        args.interval is not None
+        or args.evict_to is not None
+        or not args.prompt_eviction
+        or args.max_age is not None
+        or args.min_free is not None
+        or args.disk is not None
+    )
+    if args.exact and deployed_options:
+        raise CommandError(
+            "--interval, --evict-to, --no-prompt-eviction, --max-age, --min-free and --disk "
+            "apply to the deployed mode, not to --exact",
+            EXIT_USAGE,
+        )
+    defaults = Deployed()
+    interval = defaults.interval if args.interval is None else args.interval
+    if not (math.isfinite(interval) and interval > 0):
+        raise CommandError(f"--interval must be a positive number: {interval}", EXIT_USAGE)
+    evict_to = defaults.evict_to if args.evict_to is None else args.evict_to
+    if not 0 <= evict_to <= 1:
+        raise CommandError(f"--evict-to must be between 0 and 1: {evict_to}", EXIT_USAGE)
+    if args.max_age is not None and not (math.isfinite(args.max_age) and args.max_age > 0):
+        raise CommandError(f"--max-age must be a positive number: {args.max_age}", EXIT_USAGE)
+    if (args.min_free is None) != (args.disk is None):
+        raise CommandError("--min-free and --disk go together", EXIT_USAGE)
+    min_free: int | float | None = None
+    disk: int | None = None
+    if args.min_free is not None:
+        try:
+            disk = parse_size(args.disk)
+        except ValueError as exc:
+            raise CommandError(f"--disk: {exc}", EXIT_USAGE) from None
+        min_free = _min_free(args.min_free)
+    try:
+        settings = Deployed(
+            interval=interval,
+            evict_to=evict_to,
+            prompt_eviction=args.prompt_eviction,
+            max_age=args.max_age,
+            min_free=min_free,
+            disk_size=disk,
+        )
+    except ValueError as exc:
+        raise CommandError(str(exc), EXIT_USAGE) from None
+    return settings
+
+
+def _min_free(text: str) -> int | float:
+    """``--min-free``: a share of the disk (a number below 1) or a size."""
+    try:
+        share = float(text)
+    except ValueError:
+        share = None
+    if share is not None and 0 < share < 1:
+        return share
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise CommandError(f"--min-free: {exc}", EXIT_USAGE) from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -200,4 +278,15 @@ def table(record: dict[str, Any], exact: bool) -> list[str]:
                 for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
             ).rstrip()
         )
+    lines.extend(f"warning: {text}" for text in warnings(record))
     return lines
+
+
+def warnings(record: dict[str, Any]) -> list[str]:
+    """The record's warnings, then each result's once (a limit's apply to every policy)."""
+    found = list(record.get("warnings", ()))
+    for result in record["results"]:
+        for text in result.get("warnings", ()):
+            if text not in found:
+                found.append(text)
+    return found
