@@ -129,6 +129,16 @@ def test_exact_mode_conventions(tmp_path: Path) -> None:
     assert result.cost_miss_ratio is None
 
 
+@pytest.mark.parametrize("policy", POLICY_NAMES)
+def test_exact_mode_admits_an_object_exactly_the_size_of_the_cache(
+    tmp_path: Path, policy: str
+) -> None:
+    # libCacheSim admits it (only a larger one is refused), and so does the cache.
+    trace = read_trace(write(tmp_path / "t.csv", "time,key,size\n1,a,100\n2,a,100\n3,b,101\n"))
+    result = simulate(trace, policy, 100, exact=True)
+    assert (result.misses, result.miss_bytes) == (2, 201)  # a hits the second time
+
+
 def test_deployed_mode_evicts_at_cycles_and_reports_the_overshoot(tmp_path: Path) -> None:
     trace = read_trace(
         write(

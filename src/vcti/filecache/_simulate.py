@@ -332,6 +332,8 @@ class _Run:
     def __init__(self, trace: Trace, policy: EvictionPolicy | str, limit: int) -> None:
         self.clock = _Clock()
         self.policy = make_policy(policy, self.clock) if isinstance(policy, str) else policy
+        #: A built-in policy's state is driven without the cache's guards (see _drain).
+        self.trusted = isinstance(policy, str)
         self.trace = trace
         self.limit = limit
         self.cached: dict[str, CacheEntry] = {}
@@ -353,12 +355,41 @@ class _Run:
     def _evict(self, required: int, state: PolicyState | None) -> list[CacheEntry]:
         """Walk the policy's candidates with the cache's own walk until ``required`` is freed."""
         cached = self.cached
+        if state is not None and self.trusted:
+            return self._drain(required, state)
         outcome = evict_until(candidates(self.policy, cached, required, state), required, _remove)
         # Dropped after the walk, which must not see its mapping change.
         for entry in outcome.removed:
             del cached[entry.key]
             self.used -= entry.size
         return outcome.removed
+
+    def _drain(self, required: int, state: PolicyState) -> list[CacheEntry]:
+        """The walk for a built-in policy's state, which tracks exactly the cached models.
+
+        The cache's walk guards against a policy that names unknown or repeated models,
+        or never ends, at some cost per victim; a built-in state cannot, and a replayed
+        cache has no open models to keep, so its victims are taken as they come.
+        """
+        cached = self.cached
+        removed: list[CacheEntry] = []
+        freed = 0
+        victims = state.victims()
+        evicted = state.evicted
+        try:
+            for key in victims:
+                entry = cached.pop(key)
+                evicted(key)
+                removed.append(entry)
+                freed += entry.size
+                if freed >= required:
+                    break
+        finally:
+            close = getattr(victims, "close", None)
+            if close is not None:
+                close()
+        self.used -= freed
+        return removed
 
     def exact(self) -> None:
         """libCacheSim's conventions: a logical clock, evict before each insert."""
