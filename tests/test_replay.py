@@ -21,9 +21,12 @@ from vcti.filecache.observers import TraceObserver
 from vcti.filecache.replay import (
     POLICY_NAMES,
     Deployed,
+    Trace,
+    expand_limit,
     parse_limit,
     read_trace,
     replay,
+    sample_trace,
     simulate,
 )
 
@@ -342,3 +345,75 @@ def test_deployed_mode_predicts_a_recorded_run_of_the_cache(tmp_path: Path) -> N
         trace, "lru", limit, settings=dataclasses.replace(settings, prompt_eviction=False)
     )
     assert abs(cycles_only.object_miss_ratio - measured) > 0.05
+
+
+def test_a_range_of_limits_is_log_spaced() -> None:
+    assert expand_limit("1K..1M:4", 0) == [1024, 10321, 104032, 1048576]
+    assert expand_limit("10%..40%:3", 1000) == [100, 200, 400]
+    assert len(expand_limit("1%..50%", 10**9)) == 16
+    assert expand_limit("5%..5%:8", 1000) == [50]
+    for bad, message in [
+        ("1M..1K", "the low end is above the high end"),
+        ("1K..1M:1", "at least 2 sizes"),
+        ("1K..1M:x", "the count after ':' is not a number"),
+        ("1K..lots", "invalid size"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            expand_limit(bad, 1000)
+
+
+def test_a_sample_keeps_every_request_of_the_keys_it_keeps() -> None:
+    trace = Trace("t")
+    for i in range(20_000):
+        trace.times.append(float(i))
+        trace.keys.append(f"k{i % 5000}")
+        trace.sizes.append(100 + i % 5000)
+        trace.costs.append(None)
+    trace.summarize()
+    sample = sample_trace(trace, 0.1)
+    assert sample_trace(trace, 1.0) is trace
+    kept = set(sample.keys)
+    assert 400 < len(kept) < 600  # about a tenth of the 5,000 keys
+    assert sample.requests == sum(1 for key in trace.keys if key in kept)
+    assert sample_trace(trace, 0.1).keys == sample.keys  # the same keys every time
+    with pytest.raises(ValueError, match="sampling rate"):
+        sample_trace(trace, 0)
+
+
+def test_sampled_replay_estimates_the_full_curve(tmp_path: Path) -> None:
+    rng = random.Random(3)
+    lines = ["time,key,size"]
+    for i in range(60_000):
+        key = int(20_000 * rng.random() ** 3)  # skewed, no key above 1% of the requests
+        lines.append(f"{i},{key},{1000 + key % 97}")
+    path = write(tmp_path / "zipf.csv", "\n".join(lines) + "\n")
+    with untraced():
+        (full,) = replay(path, policies=["lru"], limits=["2%..40%:5"], exact=True)
+        (sampled,) = replay(path, policies=["lru"], limits=["2%..40%:5"], exact=True, sample=0.1)
+    assert sampled["sample"]["rate"] == 0.1
+    assert 0.05 * 60_000 < sampled["sample"]["requests"] < 0.2 * 60_000
+    assert [r["limit_bytes"] for r in sampled["results"]] == [
+        r["limit_bytes"] for r in full["results"]
+    ]
+    for ours, whole in zip(sampled["results"], full["results"], strict=True):
+        assert ours["object_miss_ratio"] == pytest.approx(whole["object_miss_ratio"], abs=0.03)
+        assert ours["misses"] == round(ours["object_miss_ratio"] * 60_000)
+
+
+def test_parallel_grid_equals_the_serial_one_and_reports_progress(tmp_path: Path) -> None:
+    rng = random.Random(5)
+    lines = ["time,key,size,cost"]
+    for i in range(40_000):
+        key = int(rng.paretovariate(0.8)) % 3000
+        lines.append(f"{i},{key},{100 + key},{key % 7}")
+    path = write(tmp_path / "t.csv", "\n".join(lines) + "\n")
+    seen: list[tuple[str, int, int]] = []
+    with untraced():
+        serial = replay(path, limits=["5%", "20%"])
+        parallel = replay(
+            path, limits=["5%", "20%"], jobs=2, progress=lambda *step: seen.append(step)
+        )
+    assert parallel == serial
+    assert len(seen) == 2 * len(POLICY_NAMES)
+    assert [done for _, done, _ in seen] == list(range(1, len(seen) + 1))
+    assert {(name, total) for name, _, total in seen} == {(str(path), len(seen))}

@@ -14,7 +14,7 @@ import pytest
 
 from vcti.filecache._trace import MAX_LINE
 from vcti.filecache.cli import main
-from vcti.filecache.replay import POLICY_NAMES, replay
+from vcti.filecache.replay import POLICY_NAMES, Deployed, replay
 
 from .helpers import Runner
 
@@ -296,6 +296,13 @@ BAD_OPTIONS = [
         "--interval, --evict-to, --no-prompt-eviction, --max-age, --min-free and --disk apply",
     ),
     (["--plot", "figure.pdf"], "--plot: figure.pdf: the file must end in .png or .svg"),
+    (["--sizes", "5%..1%"], "--limit: invalid range '5%..1%': the low end is above the high end"),
+    (["--sample", "0"], "--sample must be in (0, 1]"),
+    (["--sample", "1.5"], "--sample must be in (0, 1]"),
+    (["--jobs", "0"], "--jobs must be at least 1"),
+    (["--min-free", "10G"], "--min-free and --disk go together"),
+    (["--min-free", "0.1", "--disk", "big"], "--disk: "),
+    (["--max-age", "-1"], "--max-age must be a positive number"),
 ]
 
 
@@ -310,6 +317,72 @@ def test_bad_options_are_usage_errors(
     assert out == ""
     assert err.startswith("filecache: error: " + message), err
     assert err.count("\n") == 1
+
+
+def test_sizes_sample_and_deployed_settings(
+    capsys: pytest.CaptureFixture[str], trace: Path
+) -> None:
+    status, out, err = run(
+        capsys,
+        trace,
+        "--sizes",
+        "10%..90%:3",
+        "--policy",
+        "lru",
+        "--max-age",
+        "3",
+        "--min-free",
+        "0.5",
+        "--disk",
+        "2K",
+        "--jobs",
+        "1",
+        "--json",
+    )
+    assert status == 0, err
+    assert err == ""  # no progress bar when stderr is not a terminal
+    (record,) = [json.loads(line) for line in out.splitlines()]
+    assert [r["limit_bytes"] for r in record["results"]] == [150, 450, 1350]
+    settings = Deployed(max_age=3, min_free=0.5, disk_size=2048)
+    (expected,) = replay([trace], policies=["lru"], limits=["10%..90%:3"], settings=settings)
+    assert record == expected
+    status, out, _ = run(capsys, trace, "--policy", "lru", "--sample", "0.5", "--json")
+    assert status == 0
+    assert json.loads(out)["sample"]["rate"] == 0.5
+
+
+def test_a_progress_bar_on_a_terminal_unless_quiet(trace: Path) -> None:
+    # stderr a real terminal: the bar is drawn there, and stdout keeps the table alone.
+    import pty
+
+    for quiet in (False, True):
+        leader, follower = pty.openpty()
+        args = [sys.executable, "-m", "vcti.filecache", "replay", str(trace), "--jobs", "1"]
+        result = subprocess.run(
+            args + (["--quiet"] if quiet else []),
+            stdout=subprocess.PIPE,
+            stderr=follower,
+            timeout=120,
+            check=False,
+        )
+        os.close(follower)
+        drawn = b""
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            drawn += chunk
+        os.close(leader)
+        assert result.returncode == 0
+        assert result.stdout.decode().startswith(f"{trace}: 30 requests")
+        if quiet:
+            assert drawn == b""
+        else:
+            assert f"{trace} [".encode() in drawn
+            assert f"{4 * len(POLICY_NAMES)}/{4 * len(POLICY_NAMES)}".encode() in drawn
 
 
 def test_no_trace_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:

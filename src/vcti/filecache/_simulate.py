@@ -36,12 +36,17 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_LIMITS",
+    "DEFAULT_POINTS",
     "POLICY_NAMES",
     "Deployed",
     "Result",
+    "check_limit",
+    "expand_limit",
     "make_policy",
     "parse_limit",
+    "result_warnings",
     "simulate",
+    "trace_warnings",
 ]
 
 #: The built-in policies by name, each made with the replay's clock.
@@ -212,6 +217,50 @@ def parse_limit(text: str | int, unique_bytes: int) -> int:
     return parse_size(stripped)
 
 
+#: Sizes a range gives when it does not say how many.
+DEFAULT_POINTS = 16
+
+
+def expand_limit(text: str | int, unique_bytes: int) -> list[int]:
+    """The limits in bytes that ``text`` stands for: one, or a range's log-spaced sizes.
+
+    A range is ``LOW..HIGH`` or ``LOW..HIGH:N`` (each end a size or ``N%``): ``N`` sizes
+    (default 16) spaced evenly on a log scale from ``LOW`` to ``HIGH``, both included.
+
+    Raises:
+        ValueError: an end is neither a size nor ``N%``, ``N`` is below 2, or
+            ``LOW > HIGH``.
+    """
+    if isinstance(text, int) or ".." not in str(text):
+        return [parse_limit(text, unique_bytes)]
+    low_text, _, rest = str(text).partition("..")
+    high_text, colon, count_text = rest.partition(":")
+    try:
+        points = int(count_text) if colon else DEFAULT_POINTS
+    except ValueError:
+        raise ValueError(f"invalid range {text!r}: the count after ':' is not a number") from None
+    if points < 2:
+        raise ValueError(f"invalid range {text!r}: at least 2 sizes")
+    low, high = parse_limit(low_text, unique_bytes), parse_limit(high_text, unique_bytes)
+    if low > high:
+        raise ValueError(f"invalid range {text!r}: the low end is above the high end")
+    if low == high:
+        return [low]
+    start = max(low, 1)
+    ratio = high / start
+    sizes = [round(start * ratio ** (i / (points - 1))) for i in range(points)]
+    sizes[0], sizes[-1] = low, high
+    return list(dict.fromkeys(sizes))
+
+
+def check_limit(text: str | int) -> None:
+    """Raise ValueError unless ``text`` is a limit or a range (see :func:`expand_limit`)."""
+    if isinstance(text, str) and ".." in text:
+        expand_limit(text, 10**12)  # any trace's unique bytes: only the syntax is checked
+        return
+    parse_limit(text, 0)
+
+
 def make_policy(name: str, clock: Callable[[], float]) -> EvictionPolicy:
     """Return a new built-in policy by ``name``; a clock-driven one reads ``clock``.
 
@@ -284,19 +333,16 @@ def simulate(
             None if not trace.has_costs else (run.miss_cost / total_cost if total_cost else 0.0)
         ),
         peak_overshoot_bytes=run.overshoot,
-        warnings=_warnings(trace, limit, run.overshoot, exact),
+        warnings=result_warnings(trace, limit, run.overshoot),
     )
 
 
-def _warnings(trace: Trace, limit: int, overshoot: int, exact: bool) -> tuple[str, ...]:
+def result_warnings(trace: Trace, limit: int, overshoot: int) -> tuple[str, ...]:
     """Why a result may not mean much: the limit or the overshoot against the trace."""
     found: list[str] = []
     if trace.largest > limit:
         found.append(
             f"the limit ({format_size(limit)}) is smaller than the largest object "
-            f"({format_size(trace.largest)}), which is never kept"
-            if exact
-            else f"the limit ({format_size(limit)}) is smaller than the largest object "
             f"({format_size(trace.largest)})"
         )
     if overshoot > limit:

@@ -58,6 +58,18 @@ class Trace:
         """True if any request has a cost."""
         return bool(self.first_cost)
 
+    def summarize(self) -> Trace:
+        """Compute the sums from the columns (``first_cost`` is kept); return the trace."""
+        first_size: dict[str, int] = {}
+        for key, size in zip(self.keys, self.sizes, strict=True):
+            first_size.setdefault(key, size)
+        self.unique_bytes = sum(first_size.values())
+        self.largest = max(self.sizes, default=0)
+        self.total_bytes = sum(self.sizes)
+        first_cost = self.first_cost
+        self.total_cost = sum(first_cost.get(key, 0.0) for key in self.keys) if first_cost else 0.0
+        return self
+
 
 def read_trace(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> Trace:
     """Read one trace file, or several files as one trace in the order given.
@@ -79,14 +91,7 @@ def read_trace(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]])
     for name in names:
         _read_file(name, trace, unknown)
     _fill_sizes(trace, unknown)
-    first_size: dict[str, int] = {}
-    for key, size in zip(trace.keys, trace.sizes, strict=True):
-        first_size.setdefault(key, size)
-    trace.unique_bytes = sum(first_size.values())
-    trace.largest = max(trace.sizes, default=0)
-    trace.total_bytes = sum(trace.sizes)
-    first_cost = trace.first_cost
-    trace.total_cost = sum(first_cost.get(key, 0.0) for key in trace.keys) if first_cost else 0.0
+    trace.summarize()
     return trace
 
 

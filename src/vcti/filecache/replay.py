@@ -31,14 +31,17 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict
 from typing import Any
 
+from ._grid import Progress, default_jobs, run_grid
+from ._sample import sample_trace
 from ._simulate import (
     DEFAULT_LIMITS,
     POLICY_NAMES,
     Deployed,
     Result,
+    check_limit,
+    expand_limit,
     make_policy,
     parse_limit,
     simulate,
@@ -55,10 +58,13 @@ __all__ = [
     "Result",
     "Trace",
     "TraceError",
+    "default_jobs",
+    "expand_limit",
     "make_policy",
     "parse_limit",
     "read_trace",
     "replay",
+    "sample_trace",
     "simulate",
 ]
 
@@ -75,11 +81,6 @@ def _policies(
     return policies
 
 
-def _record(result: Result) -> dict[str, Any]:
-    """A result as its JSON object (warnings as a list)."""
-    return {**asdict(result), "warnings": list(result.warnings)}
-
-
 def replay(
     traces: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
     *,
@@ -90,6 +91,9 @@ def replay(
     evict_to: float | None = None,
     settings: Deployed | None = None,
     concat: bool = False,
+    sample: float = 1.0,
+    jobs: int = 1,
+    progress: Progress | None = None,
 ) -> list[dict[str, Any]]:
     """Replay each trace through each policy at each limit; return the ``--json`` records.
 
@@ -97,7 +101,8 @@ def replay(
         traces: trace files; each is replayed on its own, or all as one with ``concat``.
         policies: built-in names or policy objects (default: every built-in policy).
         limits: sizes (``"50G"``, bytes as int) or shares of each trace's unique bytes
-            (``"10%"``).
+            (``"10%"``), or ranges of them, ``LOW..HIGH[:N]``: N sizes (default 16)
+            spaced evenly on a log scale (``"1%..50%:24"``).
         exact: libCacheSim's conventions instead of the deployed cache's (see the module).
         interval: deployed mode: seconds of trace time between background cycles
             (overrides ``settings``).
@@ -106,6 +111,11 @@ def replay(
         settings: deployed mode: the cache's settings (default: the library's;
             :meth:`Deployed.from_config` takes them from a :class:`CacheManagerConfig`).
         concat: replay the files as one trace, in the order given (a rotated trace).
+        sample: replay only the keys sampled at this rate (SHARDS: a stable hash of each
+            key), through caches this much smaller: an estimate of the whole curve at
+            ``sample`` of the work; the record's ``sample`` says the rate and requests.
+        jobs: worker processes for the built-in policies (1: all in this process).
+        progress: called with (trace name, cells done, cells) after each cell.
 
     Returns:
         One record per trace: ``{"trace", "requests", "unique_bytes", "warnings",
@@ -115,14 +125,18 @@ def replay(
 
     Raises:
         TraceError: a trace cannot be read (the message names the file and line).
-        ValueError: an unknown policy, a bad limit, ``interval <= 0`` or ``evict_to``
-            outside ``[0, 1]``.
+        ValueError: an unknown policy, a bad limit, ``interval <= 0``, ``evict_to``
+            outside ``[0, 1]``, ``sample`` outside ``(0, 1]``, ``jobs < 1``.
     """
     paths = [traces] if isinstance(traces, (str, os.PathLike)) else list(traces)
     chosen = _policies(policies)
     wanted = list(limits)
     for limit in wanted:
-        parse_limit(limit, 0)  # a bad limit is an error before any trace is read
+        check_limit(limit)  # a bad limit is an error before any trace is read
+    if not 0 < sample <= 1:
+        raise ValueError(f"sample must be in (0, 1]: {sample}")
+    if jobs < 1:
+        raise ValueError(f"jobs must be at least 1: {jobs}")
     settings = settings or Deployed()
     if interval is not None or evict_to is not None:
         settings = dataclasses.replace(
@@ -134,25 +148,29 @@ def replay(
     records: list[dict[str, Any]] = []
     for group in groups:
         trace = read_trace(group)
-        results = [
-            _record(
-                simulate(
-                    trace,
-                    policy,
-                    parse_limit(limit, trace.unique_bytes),
-                    exact=exact,
-                    settings=settings,
-                )
-            )
-            for limit in wanted
-            for policy in chosen
-        ]
+        sizes = dict.fromkeys(
+            size for limit in wanted for size in expand_limit(limit, trace.unique_bytes)
+        )
+        sampled = sample_trace(trace, sample)
+        results = run_grid(
+            trace,
+            [(policy, size) for size in sizes for policy in chosen],
+            exact=exact,
+            settings=settings,
+            sample=sample,
+            sampled=sampled,
+            jobs=jobs,
+            progress=progress,
+        )
         records.append(
             {
                 "trace": trace.name,
                 "requests": trace.requests,
                 "unique_bytes": trace.unique_bytes,
                 "warnings": trace_warnings(trace, settings, exact),
+                **(
+                    {"sample": {"rate": sample, "requests": sampled.requests}} if sample < 1 else {}
+                ),
                 "results": results,
             }
         )

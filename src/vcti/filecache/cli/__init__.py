@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
-_SIZE_OPTIONS = frozenset({"--evict-above", "--evict-to", "--limit"})
+_SIZE_OPTIONS = frozenset({"--evict-above", "--evict-to", "--limit", "--sizes"})
 _NEGATIVE = re.compile(r"-[0-9.]")
 
 #: The subcommands, in the order ``--help`` lists them.

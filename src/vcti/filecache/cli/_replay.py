@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from .._simulate import check_limit
 from .._sizes import format_size, parse_size
 from ..exceptions import TraceError
-from ..replay import DEFAULT_LIMITS, POLICY_NAMES, Deployed, parse_limit, replay
+from ..replay import DEFAULT_LIMITS, POLICY_NAMES, Deployed, default_jobs, replay
 from ._common import EXIT_OK, EXIT_USAGE, CommandError, print_lines
+from ._progress import CountBar
 
 if TYPE_CHECKING:
     from ._common import Subparsers
@@ -47,8 +50,9 @@ def register(subparsers: Subparsers) -> None:
         epilog=(
             "LIMIT is a size (50G, 1.5T, a byte count; K, M, G, T, P are powers of 1024, KB, "
             "MB ... powers of 1000) or N% of the trace's unique bytes (each key's first size, "
-            "summed). A rotated trace is replayed as one with --concat, oldest file first: "
-            "filecache replay --concat day.csv.2 day.csv.1 day.csv"
+            "summed), or a range LOW..HIGH[:COUNT] of COUNT sizes (default 16) spaced evenly "
+            "on a log scale: --sizes 1%..50%:24. A rotated trace is replayed as one with "
+            "--concat, oldest file first: filecache replay --concat day.csv.2 day.csv.1 day.csv"
         ),
     )
     parser.add_argument("traces", metavar="TRACE", nargs="+", help="trace files (CSV)")
@@ -60,6 +64,7 @@ def register(subparsers: Subparsers) -> None:
     )
     parser.add_argument(
         "--limit",
+        "--sizes",
         action="append",
         metavar="LIMIT[,LIMIT]",
         # argparse formats help with %: a literal one is doubled.
@@ -106,6 +111,24 @@ def register(subparsers: Subparsers) -> None:
         "--concat", action="store_true", help="replay the files as one trace, in order"
     )
     parser.add_argument(
+        "--sample",
+        type=float,
+        metavar="RATE",
+        help="replay only the keys sampled at RATE (0.01: one key in 100; SHARDS) through "
+        "caches RATE times smaller: the whole curve at RATE of the work, an estimate",
+    )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        metavar="N",
+        help="worker processes for the policies (default: the CPUs available)",
+    )
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress bar (it is drawn on stderr only when stderr is a terminal)",
+    )
+    parser.add_argument(
         "--json",
         action="store_true",
         help="print one JSON object per trace, one per line, instead of tables",
@@ -133,9 +156,13 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
     limits = _split(args.limit) or list(DEFAULT_LIMITS)
     for limit in limits:
         try:
-            parse_limit(limit, 0)
+            check_limit(limit)
         except ValueError as exc:
             raise CommandError(f"--limit: {exc}", EXIT_USAGE) from None
+    if args.sample is not None and not 0 < args.sample <= 1:
+        raise CommandError(f"--sample must be in (0, 1]: {args.sample}", EXIT_USAGE)
+    if args.jobs is not None and args.jobs < 1:
+        raise CommandError(f"--jobs must be at least 1: {args.jobs}", EXIT_USAGE)
     settings = _settings(args)
     if args.plot is not None:
         if not args.plot.lower().endswith(PLOT_FORMATS):
@@ -151,6 +178,8 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
         "exact": args.exact,
         "settings": settings,
         "concat": args.concat,
+        "sample": 1.0 if args.sample is None else args.sample,
+        "jobs": default_jobs() if args.jobs is None else args.jobs,
     }
 
 
@@ -220,10 +249,18 @@ def _min_free(text: str) -> int | float:
 def run(args: argparse.Namespace) -> int:
     """Replay the traces and print the tables (or JSON), and draw the plot if asked."""
     options = _options(args)
+    bar = None if args.quiet or not sys.stderr.isatty() else CountBar(sys.stderr)
     try:
-        records = replay(args.traces, **options)
+        records = replay(
+            args.traces,
+            progress=None if bar is None else bar.update,
+            **options,
+        )
     except TraceError as exc:
         raise CommandError(str(exc), EXIT_USAGE) from None
+    finally:
+        if bar is not None:
+            bar.finish()
     if args.json:
         print_lines([json.dumps(record, separators=(",", ":")) for record in records])
     else:
