@@ -124,6 +124,74 @@ def test_plot_writes_the_figure(
             assert policy.encode() in data
 
 
+def test_plot_panels_units_styles_and_target(
+    capsys: pytest.CaptureFixture[str], trace: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("matplotlib")
+    figure = tmp_path / "plot.svg"
+    status, out, err = run(
+        capsys, trace, "--plot", figure, "--sizes", "20%..100%:4", "--target", "cost=40%"
+    )
+    assert (status, err) == (0, "")
+    text = figure.read_text()
+    for title in (
+        "object miss ratio",
+        "byte miss ratio",
+        "cost miss ratio (share of recompute seconds)",
+        "disk needed (limit + peak overshoot)",
+        "cache size (B)",  # 300 B to 1.5 KiB: the unit of the largest is KiB, ticks in B
+    ):
+        assert title in text or title.replace("(B)", "(KiB)") in text, title
+    # lru and sized-lru coincide on this trace: the legend says so.
+    assert "sized-lru (= lru)" in text
+    assert out.splitlines()[-1].startswith("target: ")
+
+
+def test_plot_styles_and_units() -> None:
+    from vcti.filecache.cli._plot import style, unit_for
+
+    assert style("lru") != style("lfu")
+    assert style("lru") == style("lru")  # whatever else is drawn
+    assert len({style(p)["color"] for p in POLICY_NAMES}) == len(POLICY_NAMES)
+    assert len({style(p)["marker"] for p in POLICY_NAMES}) == len(POLICY_NAMES)
+    assert unit_for(500) == ("B", 1)
+    assert unit_for(3 * 2**30) == ("GiB", 2**30)
+    assert unit_for(2**41) == ("TiB", 2**40)
+
+
+def test_target_names_the_smallest_size_that_meets_it(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from vcti.filecache.cli._target import Target, recommendation
+
+    record = {
+        "results": [
+            {"policy": "lru", "limit_bytes": 2**30, "cost_miss_ratio": 0.5},
+            {"policy": "cost-aware", "limit_bytes": 2**30, "cost_miss_ratio": 0.19},
+            {"policy": "lru", "limit_bytes": 2**31, "cost_miss_ratio": 0.2},
+            {"policy": "cost-aware", "limit_bytes": 2**31, "cost_miss_ratio": 0.1},
+        ]
+    }
+    assert recommendation(record, Target("cost", 0.2)) == (
+        "cost-aware at 1.0 GiB misses at most 20% of recompute seconds; lru needs 2.0 GiB"
+    )
+    assert recommendation(record, Target("cost", 0.15)) == (
+        "cost-aware at 2.0 GiB misses at most 15% of recompute seconds; "
+        "lru does not at any size replayed"
+    )
+    assert recommendation(record, Target("cost", 0.05)).startswith(
+        "no policy misses at most 5% of recompute seconds at the sizes replayed (up to 2.0 GiB)"
+    )
+    path = tmp_path / "t.csv"
+    path.write_text(TRACE)
+    status, out, _ = run(capsys, path, "--policy", "lru", "--target", "object=90%", "--json")
+    assert status == 0
+    (target,) = [json.loads(line)["target"] for line in out.splitlines()]
+    assert target["measure"] == "object"
+    assert target["ratio"] == 0.9
+    assert set(target["smallest"]) == {"lru"}
+
+
 def test_plot_without_matplotlib_is_a_clear_error(trace: Path, tmp_path: Path) -> None:
     code = (
         "import sys\n"
@@ -303,6 +371,9 @@ BAD_OPTIONS = [
     (["--min-free", "10G"], "--min-free and --disk go together"),
     (["--min-free", "0.1", "--disk", "big"], "--disk: "),
     (["--max-age", "-1"], "--max-age must be a positive number"),
+    (["--target", "speed=1%"], "--target: expected MEASURE=RATIO with MEASURE one of"),
+    (["--target", "cost=lots"], "--target: 'lots' is not a ratio"),
+    (["--target", "cost=150%"], "--target: '150%' is not between 0 and 100%"),
 ]
 
 

@@ -77,10 +77,13 @@ def run_grid(
     scaled = [(policy, max(1, round(limit * sample)) if limit else 0) for policy, limit in cells]
     results: list[Result | None] = [None] * len(cells)
     done = 0
+    # Prompt eviction bounds the overshoot by one fill, whatever the sample; otherwise
+    # it is the fills of a cycle's interval, of which the sample holds ``sample``.
+    overshoot = 1.0 if exact or (settings.prompt_eviction and not settings.prompt_delay) else sample
 
     def finish(index: int, result: Result) -> None:
         nonlocal done
-        results[index] = _rescale(result, trace, replayed, cells[index][1], sample)
+        results[index] = _rescale(result, trace, replayed, cells[index][1], sample, overshoot)
         done += 1
         if progress is not None:
             progress(trace.name, done, len(cells))
@@ -111,7 +114,9 @@ def run_grid(
     return [as_record(result) for result in results if result is not None]
 
 
-def _rescale(result: Result, trace: Trace, sampled: Trace, limit: int, rate: float) -> Result:
+def _rescale(  # noqa: PLR0917 - one call, in run_grid
+    result: Result, trace: Trace, sampled: Trace, limit: int, rate: float, overshoot_rate: float
+) -> Result:
     """A sampled cell's result, as the full trace's estimate at the full ``limit``.
 
     The sample's figures are divided by what the sample was expected to hold, ``rate``
@@ -127,7 +132,7 @@ def _rescale(result: Result, trace: Trace, sampled: Trace, limit: int, rate: flo
     miss_cost = (result.cost_miss_ratio or 0.0) * sampled.total_cost
     object_ratio = share(result.misses, trace.requests)
     byte_ratio = share(result.miss_bytes, trace.total_bytes)
-    overshoot = round(result.peak_overshoot_bytes / rate)
+    overshoot = round(result.peak_overshoot_bytes / overshoot_rate)
     return replace(
         result,
         limit_bytes=limit,

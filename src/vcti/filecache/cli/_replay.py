@@ -15,6 +15,7 @@ from ..exceptions import TraceError
 from ..replay import DEFAULT_LIMITS, POLICY_NAMES, Deployed, default_jobs, replay
 from ._common import EXIT_OK, EXIT_USAGE, CommandError, print_lines
 from ._progress import CountBar
+from ._target import parse_target, recommendation, smallest_sizes
 
 if TYPE_CHECKING:
     from ._common import Subparsers
@@ -134,6 +135,12 @@ def register(subparsers: Subparsers) -> None:
         help="print one JSON object per trace, one per line, instead of tables",
     )
     parser.add_argument(
+        "--target",
+        metavar="MEASURE=RATIO",
+        help="the miss ratio not to exceed (object, byte or cost; cost=20%%): the table "
+        "says which policy meets it at the smallest size, and the plot marks it",
+    )
+    parser.add_argument(
         "--plot",
         metavar="FILE",
         help="also draw miss ratio against cache size to FILE (.png or .svg; needs matplotlib)",
@@ -249,6 +256,7 @@ def _min_free(text: str) -> int | float:
 def run(args: argparse.Namespace) -> int:
     """Replay the traces and print the tables (or JSON), and draw the plot if asked."""
     options = _options(args)
+    target = None if args.target is None else parse_target(args.target)
     bar = None if args.quiet or not sys.stderr.isatty() else CountBar(sys.stderr)
     try:
         records = replay(
@@ -261,6 +269,14 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.finish()
+    if target is not None:
+        for record in records:
+            record["target"] = {
+                "measure": target.measure,
+                "ratio": target.ratio,
+                "smallest": smallest_sizes(record, target),
+                "recommendation": recommendation(record, target),
+            }
     if args.json:
         print_lines([json.dumps(record, separators=(",", ":")) for record in records])
     else:
@@ -269,11 +285,13 @@ def run(args: argparse.Namespace) -> int:
             if lines:
                 lines.append("")
             lines.extend(table(record, exact=options["exact"]))
+            if "target" in record:
+                lines.append(f"target: {record['target']['recommendation']}")
         print_lines(lines)
     if args.plot is not None:
         from ._plot import plot  # noqa: PLC0415 - matplotlib only when plotting
 
-        plot(records, args.plot)
+        plot(records, args.plot, target)
     return EXIT_OK
 
 
