@@ -357,11 +357,13 @@ BAD_OPTIONS = [
     (["--evict-to", "1.5"], "--evict-to must be between 0 and 1"),
     (
         ["--exact", "--interval", "5"],
-        "--interval, --evict-to, --no-prompt-eviction, --max-age, --min-free and --disk apply",
+        "--interval, --evict-to, --no-prompt-eviction, --prompt-delay, --max-age, "
+        "--min-free and --disk apply",
     ),
     (
         ["--exact", "--evict-to", "0.5"],
-        "--interval, --evict-to, --no-prompt-eviction, --max-age, --min-free and --disk apply",
+        "--interval, --evict-to, --no-prompt-eviction, --prompt-delay, --max-age, "
+        "--min-free and --disk apply",
     ),
     (["--plot", "figure.pdf"], "--plot: figure.pdf: the file must end in .png or .svg"),
     (["--sizes", "5%..1%"], "--limit: invalid range '5%..1%': the low end is above the high end"),
@@ -371,6 +373,7 @@ BAD_OPTIONS = [
     (["--min-free", "10G"], "--min-free and --disk go together"),
     (["--min-free", "0.1", "--disk", "big"], "--disk: "),
     (["--max-age", "-1"], "--max-age must be a positive number"),
+    (["--prompt-delay", "-1"], "prompt_delay must not be negative"),
     (["--target", "speed=1%"], "--target: expected MEASURE=RATIO with MEASURE one of"),
     (["--target", "cost=lots"], "--target: 'lots' is not a ratio"),
     (["--target", "cost=150%"], "--target: '150%' is not between 0 and 100%"),

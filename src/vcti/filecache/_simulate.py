@@ -176,8 +176,8 @@ class Result:
         byte_miss_ratio: ``miss_bytes`` over the bytes of all requests.
         cost_miss_ratio: the cost of the missed requests over the cost of all requests,
             each request costing its key's first known cost; None without costs.
-        peak_overshoot_bytes: how far above the limit the cache went between two cycles
-            (always 0 in exact mode).
+        peak_overshoot_bytes: how far above the limit the cache went before an eviction
+            brought it back (always 0 in exact mode).
         warnings: why this result may not mean much (empty when it does).
     """
 

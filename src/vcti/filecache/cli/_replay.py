@@ -93,6 +93,13 @@ def register(subparsers: Subparsers) -> None:
         help="deployed mode: evict only at background cycles (prompt_eviction=False)",
     )
     parser.add_argument(
+        "--prompt-delay",
+        type=float,
+        metavar="SECONDS",
+        help="deployed mode: seconds from a fill over the limit to the eviction it calls for "
+        "(default 0; the leader gathers other processes' fills for up to 0.1 s)",
+    )
+    parser.add_argument(
         "--max-age",
         type=float,
         metavar="SECONDS",
@@ -196,14 +203,15 @@ def _settings(args: argparse.Namespace) -> Deployed:
         args.interval is not None
         or args.evict_to is not None
         or not args.prompt_eviction
+        or args.prompt_delay is not None
         or args.max_age is not None
         or args.min_free is not None
         or args.disk is not None
     )
     if args.exact and deployed_options:
         raise CommandError(
-            "--interval, --evict-to, --no-prompt-eviction, --max-age, --min-free and --disk "
-            "apply to the deployed mode, not to --exact",
+            "--interval, --evict-to, --no-prompt-eviction, --prompt-delay, --max-age, "
+            "--min-free and --disk apply to the deployed mode, not to --exact",
             EXIT_USAGE,
         )
     defaults = Deployed()
@@ -230,6 +238,7 @@ def _settings(args: argparse.Namespace) -> Deployed:
             interval=interval,
             evict_to=evict_to,
             prompt_eviction=args.prompt_eviction,
+            prompt_delay=defaults.prompt_delay if args.prompt_delay is None else args.prompt_delay,
             max_age=args.max_age,
             min_free=min_free,
             disk_size=disk,
