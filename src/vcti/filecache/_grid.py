@@ -17,6 +17,7 @@ from typing import Any
 
 from ._sample import sample_trace
 from ._simulate import Deployed, Result, result_warnings, simulate
+from ._sizes import format_size
 from ._trace import Trace
 from .policies.base import EvictionPolicy
 
@@ -114,6 +115,31 @@ def run_grid(
     return [as_record(result) for result in results if result is not None]
 
 
+#: A sample with fewer keys than this, or a miniature cache that holds fewer than this many
+#: of the trace's largest objects, gives errors of several points (measured on the shared
+#: traces: see benchmarks/README.md).
+MIN_SAMPLED_KEYS = 5_000
+MIN_LARGEST_HELD = 10
+
+
+def _sample_warnings(sampled: Trace, limit: int, rate: float) -> tuple[str, ...]:
+    """Why a sampled result may be far from the full replay's."""
+    found: list[str] = []
+    keys = len(set(sampled.keys))
+    if keys < MIN_SAMPLED_KEYS:
+        found.append(
+            f"the sample holds {keys} keys (fewer than {MIN_SAMPLED_KEYS:,}): expect an error "
+            "of several points; sample at a higher rate"
+        )
+    miniature = limit * rate
+    if sampled.largest and miniature < MIN_LARGEST_HELD * sampled.largest:
+        found.append(
+            f"the miniature cache ({format_size(round(miniature))}) holds fewer than "
+            f"{MIN_LARGEST_HELD} of the largest objects: expect an error of several points"
+        )
+    return tuple(found)
+
+
 def _rescale(  # noqa: PLR0917 - one call, in run_grid
     result: Result, trace: Trace, sampled: Trace, limit: int, rate: float, overshoot_rate: float
 ) -> Result:
@@ -143,5 +169,5 @@ def _rescale(  # noqa: PLR0917 - one call, in run_grid
         cost_miss_ratio=share(miss_cost, trace.total_cost) if trace.has_costs else None,
         peak_overshoot_bytes=overshoot,
         # The sample's largest object is not the trace's: judge the limit on the trace.
-        warnings=result_warnings(trace, limit, overshoot),
+        warnings=result_warnings(trace, limit, overshoot) + _sample_warnings(sampled, limit, rate),
     )
