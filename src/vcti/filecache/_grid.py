@@ -82,9 +82,16 @@ def run_grid(
     # it is the fills of a cycle's interval, of which the sample holds ``sample``.
     overshoot = 1.0 if exact or (settings.prompt_eviction and not settings.prompt_delay) else sample
 
+    sampled_keys = len(set(replayed.keys)) if sample < 1 else 0
+
     def finish(index: int, result: Result) -> None:
         nonlocal done
-        results[index] = _rescale(result, trace, replayed, cells[index][1], sample, overshoot)
+        limit = cells[index][1]
+        if sample < 1:
+            result = _rescale(result, trace, replayed, limit, sample, overshoot)
+            warned = _sample_warnings(sampled_keys, replayed.largest, limit, sample)
+            result = replace(result, warnings=result.warnings + warned)
+        results[index] = result
         done += 1
         if progress is not None:
             progress(trace.name, done, len(cells))
@@ -122,17 +129,16 @@ MIN_SAMPLED_KEYS = 5_000
 MIN_LARGEST_HELD = 10
 
 
-def _sample_warnings(sampled: Trace, limit: int, rate: float) -> tuple[str, ...]:
+def _sample_warnings(keys: int, largest: int, limit: int, rate: float) -> tuple[str, ...]:
     """Why a sampled result may be far from the full replay's."""
     found: list[str] = []
-    keys = len(set(sampled.keys))
     if keys < MIN_SAMPLED_KEYS:
         found.append(
             f"the sample holds {keys} keys (fewer than {MIN_SAMPLED_KEYS:,}): expect an error "
             "of several points; sample at a higher rate"
         )
     miniature = limit * rate
-    if sampled.largest and miniature < MIN_LARGEST_HELD * sampled.largest:
+    if largest and miniature < MIN_LARGEST_HELD * largest:
         found.append(
             f"the miniature cache ({format_size(round(miniature))}) holds fewer than "
             f"{MIN_LARGEST_HELD} of the largest objects: expect an error of several points"
@@ -149,8 +155,6 @@ def _rescale(  # noqa: PLR0917 - one call, in run_grid
     of the trace's requests, bytes and costs, not by what it holds (SHARDS's adjustment):
     a sample that missed a few very popular keys would otherwise count too few hits.
     """
-    if rate >= 1:
-        return result
 
     def share(part: float, whole: float) -> float:
         return min(1.0, part / (rate * whole)) if whole else 0.0
@@ -169,5 +173,5 @@ def _rescale(  # noqa: PLR0917 - one call, in run_grid
         cost_miss_ratio=share(miss_cost, trace.total_cost) if trace.has_costs else None,
         peak_overshoot_bytes=overshoot,
         # The sample's largest object is not the trace's: judge the limit on the trace.
-        warnings=result_warnings(trace, limit, overshoot) + _sample_warnings(sampled, limit, rate),
+        warnings=result_warnings(trace, limit, overshoot),
     )

@@ -11,9 +11,11 @@ Run it as ``filecache`` (the console script) or ``python -m vcti.filecache``::
     filecache verify ROOT [--repair] [--json]
     filecache exporter ROOT [--port 9464] (--evict-above SIZE [--evict-to SIZE] | --no-evict)
     filecache demo [--port 8000] [--duration SECONDS] ...
-    filecache replay TRACE... [--policy NAME,...] [--limit LIMIT,...] [--exact]
-                     [--interval SECONDS] [--evict-to FRACTION] [--concat] [--json]
-                     [--plot FILE]
+    filecache replay TRACE... [--policy NAME,...] [--limit LIMIT,... | --sizes LOW..HIGH:N]
+                     [--exact] [--interval SECONDS] [--evict-to FRACTION]
+                     [--no-prompt-eviction] [--prompt-delay SECONDS] [--max-age SECONDS]
+                     [--min-free SIZE --disk SIZE] [--sample RATE] [--target M=RATIO]
+                     [--jobs N] [--quiet] [--concat] [--json] [--plot FILE]
 
 Only ``evict``, ``rm`` and ``clear`` delete, and each only when told what: an explicit
 ``--evict-above``, explicit keys, ``--yes``.
