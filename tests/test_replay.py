@@ -20,7 +20,7 @@ from vcti.filecache import CacheManagerConfig, FileCache, GdsfPolicy, LruPolicy
 from vcti.filecache.observers import TraceObserver
 from vcti.filecache.replay import (
     POLICY_NAMES,
-    Deployed,
+    ReplaySettings,
     Trace,
     expand_limit,
     parse_limit,
@@ -150,7 +150,7 @@ def test_deployed_mode_evicts_at_cycles_and_reports_the_overshoot(tmp_path: Path
         )
     )
     result = simulate(
-        trace, "lru", 100, settings=Deployed(interval=60, evict_to=0.5, prompt_eviction=False)
+        trace, "lru", 100, settings=ReplaySettings(interval=60, evict_to=0.5, prompt_eviction=False)
     )
     # Until the cycle at 70 the cache holds a, b, c (180: 80 over). That cycle evicts the
     # least recent down to 50: a, b, c all go, so a misses again; d joins; at 200 the
@@ -176,18 +176,18 @@ def test_prompt_eviction_evicts_when_a_fill_crosses_the_limit(tmp_path: Path) ->
     # Evicting down to half the limit frees the same here (one model of 60 is over 50).
     assert simulate(trace, "lru", 100, evict_to=0.5).misses == 6
     # Without it nothing is evicted before the first cycle at 60: all fit, a and b hit.
-    late = simulate(trace, "lru", 100, settings=Deployed(prompt_eviction=False))
+    late = simulate(trace, "lru", 100, settings=ReplaySettings(prompt_eviction=False))
     assert (late.misses, late.peak_overshoot_bytes) == (3, 80)
     assert "spans 50 s, less than one cycle (60 s)" in " ".join(
         replay(
             tmp_path / "t.csv",
             policies=["lru"],
             limits=[100],
-            settings=Deployed(prompt_eviction=False),
+            settings=ReplaySettings(prompt_eviction=False),
         )[0]["warnings"]
     )
     # The cycle that a fill calls for may come later: b's at 10 runs at 25, after a's hit.
-    delayed = simulate(trace, "lru", 100, settings=Deployed(prompt_delay=15))
+    delayed = simulate(trace, "lru", 100, settings=ReplaySettings(prompt_delay=15))
     assert delayed.misses == 5
 
 
@@ -197,18 +197,20 @@ def test_max_age_and_min_free(tmp_path: Path) -> None:
     )
     assert simulate(trace, "lru", 100).misses == 3
     # With max_age 60 the cycles at 60 and 120 expire a (idle 60+) and b: both miss again.
-    aged = simulate(trace, "lru", 100, settings=Deployed(max_age=60))
+    aged = simulate(trace, "lru", 100, settings=ReplaySettings(max_age=60))
     assert aged.misses == 5
     # A disk of 35 bytes with 20 to keep free holds 15: every fill past one evicts.
-    floor = simulate(trace, "lru", 100, settings=Deployed(min_free=20, disk_size=35))
+    floor = simulate(trace, "lru", 100, settings=ReplaySettings(min_free=20, disk_size=35))
     assert floor.misses == 5
-    assert simulate(trace, "lru", 100, settings=Deployed(min_free=0.5, disk_size=50)).misses == 5
+    assert (
+        simulate(trace, "lru", 100, settings=ReplaySettings(min_free=0.5, disk_size=50)).misses == 5
+    )
 
 
 def test_warnings_for_results_that_cannot_mean_much(tmp_path: Path) -> None:
     path = write(tmp_path / "t.csv", "time,key,size\n0,a,60\n1,b,60\n2,c,300\n")
     (record,) = replay(
-        path, policies=["lru"], limits=[100], settings=Deployed(prompt_eviction=False)
+        path, policies=["lru"], limits=[100], settings=ReplaySettings(prompt_eviction=False)
     )
     assert record["warnings"] == [
         "the trace spans 2 s, less than one cycle (60 s): no background cycle ran, so "
@@ -299,11 +301,13 @@ def test_replay_refuses_bad_arguments(tmp_path: Path, kwargs, message: str) -> N
 
 def test_deployed_defaults_are_the_librarys() -> None:
     config = CacheManagerConfig(evict_above=1000)
-    assert Deployed() == Deployed.library_defaults() == Deployed.from_config(config)
+    assert (
+        ReplaySettings() == ReplaySettings.library_defaults() == ReplaySettings.from_config(config)
+    )
     tuned = CacheManagerConfig(
         evict_above=1000, evict_to=800, interval=5, max_age=60, prompt_eviction=False
     )
-    assert Deployed.from_config(tuned) == Deployed(
+    assert ReplaySettings.from_config(tuned) == ReplaySettings(
         interval=5, evict_to=0.8, prompt_eviction=False, max_age=60
     )
 
@@ -336,7 +340,7 @@ def test_deployed_mode_predicts_a_recorded_run_of_the_cache(tmp_path: Path) -> N
     assert trace.requests == 1500
     with open(trace_path, newline="") as stream:
         measured = sum(row["hit"] == "0" for row in csv.DictReader(stream)) / trace.requests
-    settings = Deployed.from_config(config)
+    settings = ReplaySettings.from_config(config)
     predicted = simulate(trace, "lru", limit, settings=settings)
     assert abs(predicted.object_miss_ratio - measured) <= 0.01, (predicted, measured)
     assert 0.2 < measured < 0.9  # the limit matters: neither everything nor nothing fits

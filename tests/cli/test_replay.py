@@ -14,7 +14,7 @@ import pytest
 
 from vcti.filecache._trace import MAX_LINE
 from vcti.filecache.cli import main
-from vcti.filecache.replay import POLICY_NAMES, Deployed, replay
+from vcti.filecache.replay import POLICY_NAMES, ReplaySettings, replay
 
 from .helpers import Runner
 
@@ -417,7 +417,7 @@ def test_sizes_sample_and_deployed_settings(
     assert err == ""  # no progress bar when stderr is not a terminal
     (record,) = [json.loads(line) for line in out.splitlines()]
     assert [r["limit_bytes"] for r in record["results"]] == [150, 450, 1350]
-    settings = Deployed(max_age=3, min_free=0.5, disk_size=2048)
+    settings = ReplaySettings(max_age=3, min_free=0.5, disk_size=2048)
     (expected,) = replay([trace], policies=["lru"], limits=["10%..90%:3"], settings=settings)
     assert record == expected
     status, out, _ = run(capsys, trace, "--policy", "lru", "--sample", "0.5", "--json")

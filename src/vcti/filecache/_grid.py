@@ -16,7 +16,7 @@ from dataclasses import asdict, replace
 from typing import Any
 
 from ._sample import sample_trace
-from ._simulate import Deployed, Result, result_warnings, simulate
+from ._simulate import ReplaySettings, Result, result_warnings, simulate
 from ._sizes import format_size
 from ._trace import Trace
 from .policies.base import EvictionPolicy
@@ -44,7 +44,7 @@ def as_record(result: Result) -> dict[str, Any]:
     return {**asdict(result), "warnings": list(result.warnings)}
 
 
-def _init(trace: Trace, exact: bool, settings: Deployed) -> None:
+def _init(trace: Trace, exact: bool, settings: ReplaySettings) -> None:
     _WORKER.update(trace=trace, exact=exact, settings=settings)
 
 
@@ -59,7 +59,7 @@ def run_grid(
     cells: Sequence[tuple[str | EvictionPolicy, int]],
     *,
     exact: bool,
-    settings: Deployed,
+    settings: ReplaySettings,
     sample: float = 1.0,
     sampled: Trace | None = None,
     jobs: int = 1,

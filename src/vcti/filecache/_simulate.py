@@ -38,7 +38,7 @@ __all__ = [
     "DEFAULT_LIMITS",
     "DEFAULT_POINTS",
     "POLICY_NAMES",
-    "Deployed",
+    "ReplaySettings",
     "Result",
     "check_limit",
     "expand_limit",
@@ -81,7 +81,7 @@ def _library_default(name: str) -> object:
 
 
 @dataclass(frozen=True)
-class Deployed:
+class ReplaySettings:
     """How the deployed mode runs the cache: :class:`CacheManagerConfig`'s settings.
 
     The defaults are the library's (:meth:`library_defaults`).
@@ -132,7 +132,7 @@ class Deployed:
             raise ValueError(f"disk_size must be positive: {self.disk_size}")
 
     @classmethod
-    def library_defaults(cls) -> Deployed:
+    def library_defaults(cls) -> ReplaySettings:
         """The settings of a :class:`CacheManagerConfig` given only its limit."""
         return cls(
             interval=float(_library_default("interval")),  # type: ignore[arg-type]
@@ -142,7 +142,9 @@ class Deployed:
         )
 
     @classmethod
-    def from_config(cls, config: CacheManagerConfig, disk_size: int | None = None) -> Deployed:
+    def from_config(
+        cls, config: CacheManagerConfig, disk_size: int | None = None
+    ) -> ReplaySettings:
         """The settings of ``config`` (its ``min_free`` only with ``disk_size``)."""
         return cls(
             interval=config.interval,
@@ -296,7 +298,7 @@ def simulate(
     exact: bool = False,
     interval: float | None = None,
     evict_to: float | None = None,
-    settings: Deployed | None = None,
+    settings: ReplaySettings | None = None,
 ) -> Result:
     """Replay ``trace`` through one policy at one limit.
 
@@ -308,7 +310,7 @@ def simulate(
         interval, evict_to: deployed mode: override these two of ``settings``.
         settings: deployed mode: the cache's settings (default: the library's).
     """
-    settings = settings or Deployed()
+    settings = settings or ReplaySettings()
     if interval is not None or evict_to is not None:
         settings = dataclasses.replace(
             settings,
@@ -353,7 +355,7 @@ def result_warnings(trace: Trace, limit: int, overshoot: int) -> tuple[str, ...]
     return tuple(found)
 
 
-def trace_warnings(trace: Trace, settings: Deployed, exact: bool) -> list[str]:
+def trace_warnings(trace: Trace, settings: ReplaySettings, exact: bool) -> list[str]:
     """Why a whole trace's deployed results may not mean much."""
     if exact or not trace.times:
         return []
@@ -474,7 +476,7 @@ class _Run:
                     state.insert(entry)
             self.used += size
 
-    def deployed(self, settings: Deployed) -> None:
+    def deployed(self, settings: ReplaySettings) -> None:
         """The cache as it runs: fill every miss; evict at cycles and, if prompt, at once."""
         policy, limit, cached = self.policy, self.limit, self.cached
         # The state sees each access as it happens (what the manager's scans tell it, in
@@ -539,7 +541,7 @@ _NEVER = float("inf")
 class _Cycle:
     """The manager's cycle in the deployed mode: models past ``max_age``, then the limits."""
 
-    def __init__(self, run: _Run, settings: Deployed, state: PolicyState | None) -> None:
+    def __init__(self, run: _Run, settings: ReplaySettings, state: PolicyState | None) -> None:
         self._run = run
         self.state = state
         self.max_age = settings.max_age

@@ -15,7 +15,7 @@ observers.TraceObserver` writes. Each request is replayed through the library's 
 policy objects and the victim walk that the cache's eviction uses, in one of two modes:
 
 - **deployed** (the default): the cache as it runs, with :class:`CacheManagerConfig`'s
-  settings (:class:`Deployed`; the library's defaults unless told otherwise). Every miss
+  settings (:class:`ReplaySettings`; the library's defaults unless told otherwise). Every miss
   is filled at once; with ``prompt_eviction`` (the default) a fill that takes the total
   above the limit runs a cycle at once, and a background cycle runs every ``interval``
   seconds of trace time; a cycle evicts the models idle for longer than ``max_age``, then
@@ -33,20 +33,21 @@ import os
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from ._grid import Progress, default_jobs, run_grid
+from . import _grid
+from ._grid import Progress, default_jobs
 from ._sample import sample_trace
 from ._simulate import (
     DEFAULT_LIMITS,
     POLICY_NAMES,
-    Deployed,
+    ReplaySettings,
     Result,
-    check_limit,
     expand_limit,
     make_policy,
     parse_limit,
     simulate,
-    trace_warnings,
 )
+from ._simulate import check_limit as _check_limit
+from ._simulate import trace_warnings as _trace_warnings
 from ._trace import Trace, read_trace
 from .exceptions import TraceError
 from .policies import base as _base
@@ -54,7 +55,7 @@ from .policies import base as _base
 __all__ = [
     "DEFAULT_LIMITS",
     "POLICY_NAMES",
-    "Deployed",
+    "ReplaySettings",
     "Result",
     "Trace",
     "TraceError",
@@ -89,7 +90,7 @@ def replay(
     exact: bool = False,
     interval: float | None = None,
     evict_to: float | None = None,
-    settings: Deployed | None = None,
+    settings: ReplaySettings | None = None,
     concat: bool = False,
     sample: float = 1.0,
     jobs: int = 1,
@@ -109,7 +110,7 @@ def replay(
         evict_to: deployed mode: each eviction goes down to this fraction of the limit
             (overrides ``settings``).
         settings: deployed mode: the cache's settings (default: the library's;
-            :meth:`Deployed.from_config` takes them from a :class:`CacheManagerConfig`).
+            :meth:`ReplaySettings.from_config` takes them from a :class:`CacheManagerConfig`).
         concat: replay the files as one trace, in the order given (a rotated trace).
         sample: replay only the keys sampled at this rate (SHARDS: a stable hash of each
             key), through caches this much smaller: an estimate of the whole curve at
@@ -132,12 +133,12 @@ def replay(
     chosen = _policies(policies)
     wanted = list(limits)
     for limit in wanted:
-        check_limit(limit)  # a bad limit is an error before any trace is read
+        _check_limit(limit)  # a bad limit is an error before any trace is read
     if not 0 < sample <= 1:
         raise ValueError(f"sample must be in (0, 1]: {sample}")
     if jobs < 1:
         raise ValueError(f"jobs must be at least 1: {jobs}")
-    settings = settings or Deployed()
+    settings = settings or ReplaySettings()
     if interval is not None or evict_to is not None:
         settings = dataclasses.replace(
             settings,
@@ -152,7 +153,7 @@ def replay(
             size for limit in wanted for size in expand_limit(limit, trace.unique_bytes)
         )
         sampled = sample_trace(trace, sample)
-        results = run_grid(
+        results = _grid.run_grid(
             trace,
             [(policy, size) for size in sizes for policy in chosen],
             exact=exact,
@@ -167,7 +168,7 @@ def replay(
                 "trace": trace.name,
                 "requests": trace.requests,
                 "unique_bytes": trace.unique_bytes,
-                "warnings": trace_warnings(trace, settings, exact),
+                "warnings": _trace_warnings(trace, settings, exact),
                 **(
                     {"sample": {"rate": sample, "requests": sampled.requests}} if sample < 1 else {}
                 ),

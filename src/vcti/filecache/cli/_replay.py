@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from .._simulate import check_limit
 from .._sizes import format_size, parse_size
 from ..exceptions import TraceError
-from ..replay import DEFAULT_LIMITS, POLICY_NAMES, Deployed, default_jobs, replay
+from ..replay import DEFAULT_LIMITS, POLICY_NAMES, ReplaySettings, default_jobs, replay
 from ._common import EXIT_OK, EXIT_USAGE, CommandError, print_lines
 from ._progress import CountBar
 from ._target import parse_target, recommendation, smallest_sizes
@@ -197,7 +197,7 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _settings(args: argparse.Namespace) -> Deployed:
+def _settings(args: argparse.Namespace) -> ReplaySettings:
     """The deployed mode's settings from the options (refused with --exact)."""
     deployed_options = (
         args.interval is not None
@@ -214,7 +214,7 @@ def _settings(args: argparse.Namespace) -> Deployed:
             "--min-free and --disk apply to the deployed mode, not to --exact",
             EXIT_USAGE,
         )
-    defaults = Deployed()
+    defaults = ReplaySettings()
     interval = defaults.interval if args.interval is None else args.interval
     if not (math.isfinite(interval) and interval > 0):
         raise CommandError(f"--interval must be a positive number: {interval}", EXIT_USAGE)
@@ -234,7 +234,7 @@ def _settings(args: argparse.Namespace) -> Deployed:
             raise CommandError(f"--disk: {exc}", EXIT_USAGE) from None
         min_free = _min_free(args.min_free)
     try:
-        settings = Deployed(
+        settings = ReplaySettings(
             interval=interval,
             evict_to=evict_to,
             prompt_eviction=args.prompt_eviction,
