@@ -141,13 +141,12 @@ class KineticTournament:
                 if sa > sb:
                     fail = self._cross(sb, lb, sa, la, now)
         self._fail[node] = fail
-        if left < self._capacity:
-            below = due[left]
-            right = due[left + 1]
-            below = min(below, right)
-            due[node] = fail if fail < below else below
-        else:
-            due[node] = fail
+        # The leaves' due times are always infinite. Comparisons, not min(): the hot path.
+        soonest = due[left]
+        right = due[left + 1]
+        if right < soonest:  # noqa: PLR1730
+            soonest = right
+        due[node] = fail if fail < soonest else soonest
 
     @staticmethod
     def _cross(sw: int, lw: float, sl: int, ll: float, now: float) -> float:
