@@ -101,14 +101,51 @@ class KineticTournament:
         return True
 
     def _replay_path(self, slot: int) -> None:
-        """Replay the matches from ``slot``'s leaf up, while their outcome changes."""
+        """Replay the matches from ``slot``'s leaf up, while their outcome changes.
+
+        The match of :meth:`_match`, written out: this loop is the state's hot path.
+        """
         node = (self._capacity + slot) >> 1
-        win, due = self._win, self._due
-        match = self._match
+        win, due, fails = self._win, self._due, self._fail
+        sizes, lasts, keys = self._sizes, self._lasts, self._keys
+        now = self.now
+        cross = self._cross
         while node:
-            before = (win[node], due[node])
-            match(node)
-            if (win[node], due[node]) == before and win[node] != slot:
+            before_win = win[node]
+            before_due = due[node]
+            left = 2 * node
+            a = win[left]
+            b = win[left + 1]
+            fail = _INF
+            if a < 0 or b < 0:
+                winner = a if b < 0 else b
+            else:
+                sa = sizes[a]
+                sb = sizes[b]
+                la = lasts[a]
+                lb = lasts[b]
+                va = (now - la) * sa
+                vb = (now - lb) * sb
+                if va > vb or (
+                    va == vb and (la < lb or (la == lb and keys[a] < keys[b]))  # type: ignore[operator]
+                ):
+                    winner = a
+                    if sb > sa:
+                        fail = cross(sa, la, sb, lb, now)
+                else:
+                    winner = b
+                    if sa > sb:
+                        fail = cross(sb, lb, sa, la, now)
+            win[node] = winner
+            fails[node] = fail
+            soonest = due[left]
+            right = due[left + 1]
+            if right < soonest:  # noqa: PLR1730 - the hot path: min() costs a call
+                soonest = right
+            if fail < soonest:  # noqa: PLR1730
+                soonest = fail
+            due[node] = soonest
+            if winner == before_win and soonest == before_due and winner != slot:
                 return  # the matches above see the same winner, unchanged, and due time
             node >>= 1
 
