@@ -7,13 +7,28 @@ both traces; the full grid runs in ``benchmarks/`` (``python -m benchmarks --onl
 
 from __future__ import annotations
 
+import csv
+import dataclasses
 import itertools
+import random
+import time
 from pathlib import Path
 
 import pytest
 
-from vcti.filecache import GdsfPolicy, LruPolicy
-from vcti.filecache.replay import POLICY_NAMES, parse_limit, read_trace, replay, simulate
+from vcti.filecache import CacheManagerConfig, FileCache, GdsfPolicy, LruPolicy
+from vcti.filecache.observers import TraceObserver
+from vcti.filecache.replay import (
+    POLICY_NAMES,
+    ReplaySettings,
+    Trace,
+    expand_limit,
+    parse_limit,
+    read_trace,
+    replay,
+    sample_trace,
+    simulate,
+)
 
 from .helpers import untraced
 
@@ -117,6 +132,16 @@ def test_exact_mode_conventions(tmp_path: Path) -> None:
     assert result.cost_miss_ratio is None
 
 
+@pytest.mark.parametrize("policy", POLICY_NAMES)
+def test_exact_mode_admits_an_object_exactly_the_size_of_the_cache(
+    tmp_path: Path, policy: str
+) -> None:
+    # libCacheSim admits it (only a larger one is refused), and so does the cache.
+    trace = read_trace(write(tmp_path / "t.csv", "time,key,size\n1,a,100\n2,a,100\n3,b,101\n"))
+    result = simulate(trace, policy, 100, exact=True)
+    assert (result.misses, result.miss_bytes) == (2, 201)  # a hits the second time
+
+
 def test_deployed_mode_evicts_at_cycles_and_reports_the_overshoot(tmp_path: Path) -> None:
     trace = read_trace(
         write(
@@ -124,7 +149,9 @@ def test_deployed_mode_evicts_at_cycles_and_reports_the_overshoot(tmp_path: Path
             "time,key,size\n0,a,60\n10,b,60\n20,c,60\n70,a,60\n80,d,60\n200,c,60\n",
         )
     )
-    result = simulate(trace, "lru", 100, interval=60, evict_to=0.5)
+    result = simulate(
+        trace, "lru", 100, settings=ReplaySettings(interval=60, evict_to=0.5, prompt_eviction=False)
+    )
     # Until the cycle at 70 the cache holds a, b, c (180: 80 over). That cycle evicts the
     # least recent down to 50: a, b, c all go, so a misses again; d joins; at 200 the
     # cycle evicts a and d (120 > 100), and c misses.
@@ -132,6 +159,72 @@ def test_deployed_mode_evicts_at_cycles_and_reports_the_overshoot(tmp_path: Path
     assert result.misses == 6
     exact = simulate(trace, "lru", 100, exact=True)
     assert exact.peak_overshoot_bytes == 0
+
+
+def test_prompt_eviction_evicts_when_a_fill_crosses_the_limit(tmp_path: Path) -> None:
+    trace = read_trace(
+        write(
+            tmp_path / "t.csv",
+            "time,key,size\n0,a,60\n10,b,60\n20,a,60\n30,c,60\n40,b,60\n50,a,60\n",
+        )
+    )
+    # b's fill takes the total to 120: the cycle it calls evicts a (least recent) at once.
+    # a misses and evicts b; c evicts a; b misses and evicts c; a misses: every request.
+    prompt = simulate(trace, "lru", 100)
+    assert (prompt.misses, prompt.peak_overshoot_bytes) == (6, 20)
+    assert prompt.misses == simulate(trace, "lru", 100, exact=True).misses
+    # Evicting down to half the limit frees the same here (one model of 60 is over 50).
+    assert simulate(trace, "lru", 100, evict_to=0.5).misses == 6
+    # Without it nothing is evicted before the first cycle at 60: all fit, a and b hit.
+    late = simulate(trace, "lru", 100, settings=ReplaySettings(prompt_eviction=False))
+    assert (late.misses, late.peak_overshoot_bytes) == (3, 80)
+    assert "spans 50 s, less than one cycle (60 s)" in " ".join(
+        replay(
+            tmp_path / "t.csv",
+            policies=["lru"],
+            limits=[100],
+            settings=ReplaySettings(prompt_eviction=False),
+        )[0]["warnings"]
+    )
+    # The cycle that a fill calls for may come later: b's at 10 runs at 25, after a's hit.
+    delayed = simulate(trace, "lru", 100, settings=ReplaySettings(prompt_delay=15))
+    assert delayed.misses == 5
+
+
+def test_max_age_and_min_free(tmp_path: Path) -> None:
+    trace = read_trace(
+        write(tmp_path / "t.csv", "time,key,size\n0,a,10\n5,b,10\n70,c,10\n130,a,10\n140,b,10\n")
+    )
+    assert simulate(trace, "lru", 100).misses == 3
+    # With max_age 60 the cycles at 60 and 120 expire a (idle 60+) and b: both miss again.
+    aged = simulate(trace, "lru", 100, settings=ReplaySettings(max_age=60))
+    assert aged.misses == 5
+    # A disk of 35 bytes with 20 to keep free holds 15: every fill past one evicts.
+    floor = simulate(trace, "lru", 100, settings=ReplaySettings(min_free=20, disk_size=35))
+    assert floor.misses == 5
+    assert (
+        simulate(trace, "lru", 100, settings=ReplaySettings(min_free=0.5, disk_size=50)).misses == 5
+    )
+
+
+def test_warnings_for_results_that_cannot_mean_much(tmp_path: Path) -> None:
+    path = write(tmp_path / "t.csv", "time,key,size\n0,a,60\n1,b,60\n2,c,300\n")
+    (record,) = replay(
+        path, policies=["lru"], limits=[100], settings=ReplaySettings(prompt_eviction=False)
+    )
+    assert record["warnings"] == [
+        "the trace spans 2 s, less than one cycle (60 s): no background cycle ran, so "
+        "nothing was evicted"
+    ]
+    (result,) = record["results"]
+    assert result["warnings"] == [
+        "the limit (100 B) is smaller than the largest object (300 B)",
+        "the cache went 320 B over its limit of 100 B: the disk must hold more than twice "
+        "the limit",
+    ]
+    (record,) = replay(path, policies=["lru"], limits=[1000])
+    assert record["warnings"] == []
+    assert record["results"][0]["warnings"] == []
 
 
 def test_costs_count_each_request_at_its_keys_first_known_cost(tmp_path: Path) -> None:
@@ -179,6 +272,7 @@ def test_replay_records_and_concat(tmp_path: Path) -> None:
         "byte_miss_ratio",
         "cost_miss_ratio",
         "peak_overshoot_bytes",
+        "warnings",
     }
     (joined,) = replay([one, two], policies=["lru"], limits=["100%"], concat=True, exact=True)
     assert joined["trace"] == f"{one}+{two}"
@@ -203,3 +297,130 @@ def test_replay_refuses_bad_arguments(tmp_path: Path, kwargs, message: str) -> N
     trace = write(tmp_path / "t.csv", "time,key,size\n1,a,10\n")
     with pytest.raises(ValueError, match=message):
         replay(trace, **kwargs)
+
+
+def test_deployed_defaults_are_the_librarys() -> None:
+    config = CacheManagerConfig(evict_above=1000)
+    assert (
+        ReplaySettings() == ReplaySettings.library_defaults() == ReplaySettings.from_config(config)
+    )
+    tuned = CacheManagerConfig(
+        evict_above=1000, evict_to=800, interval=5, max_age=60, prompt_eviction=False
+    )
+    assert ReplaySettings.from_config(tuned) == ReplaySettings(
+        interval=5, evict_to=0.8, prompt_eviction=False, max_age=60
+    )
+
+
+def _fill(cache: FileCache, key: str, size: int) -> None:
+    with cache.model(key) as model:
+        if model.new:
+            Path(model.path, "data.bin").write_bytes(b"x" * size)
+
+
+def test_deployed_mode_predicts_a_recorded_run_of_the_cache(tmp_path: Path) -> None:
+    # A real cache (its background manager, LRU, the library's eviction) under a skewed
+    # load, recorded by TraceObserver: the deployed-mode replay of the recording, with the
+    # cache's own settings, must predict the miss ratio the run measured. The load is
+    # paced like a server's (8 ms between lookups): the replay takes an eviction to be done
+    # before the next lookup, and a burst faster than the manager's cycle (tens of ms here)
+    # leaves the real cache above its limit for longer (it misses less than predicted).
+    rng = random.Random(24)
+    sizes = {f"m{i:03d}": rng.randrange(4, 64) * 1024 for i in range(150)}
+    keys = list(sizes)
+    weights = [1 / (rank + 1) ** 0.9 for rank in range(len(keys))]
+    limit = sum(sizes.values()) // 4
+    trace_path = tmp_path / "run.csv"
+    config = CacheManagerConfig(evict_above=limit, observer=TraceObserver(trace_path))
+    with FileCache(config, root=tmp_path / "root") as cache:
+        for key in rng.choices(keys, weights, k=1500):
+            _fill(cache, key, sizes[key])
+            time.sleep(0.008)
+    trace = read_trace(trace_path)
+    assert trace.requests == 1500
+    with open(trace_path, newline="") as stream:
+        measured = sum(row["hit"] == "0" for row in csv.DictReader(stream)) / trace.requests
+    settings = ReplaySettings.from_config(config)
+    predicted = simulate(trace, "lru", limit, settings=settings)
+    assert abs(predicted.object_miss_ratio - measured) <= 0.01, (predicted, measured)
+    assert 0.2 < measured < 0.9  # the limit matters: neither everything nor nothing fits
+    # Without prompt eviction the same run is predicted quite differently: the test can tell.
+    cycles_only = simulate(
+        trace, "lru", limit, settings=dataclasses.replace(settings, prompt_eviction=False)
+    )
+    assert abs(cycles_only.object_miss_ratio - measured) > 0.05
+
+
+def test_a_range_of_limits_is_log_spaced() -> None:
+    assert expand_limit("1K..1M:4", 0) == [1024, 10321, 104032, 1048576]
+    assert expand_limit("10%..40%:3", 1000) == [100, 200, 400]
+    assert len(expand_limit("1%..50%", 10**9)) == 16
+    assert expand_limit("5%..5%:8", 1000) == [50]
+    for bad, message in [
+        ("1M..1K", "the low end is above the high end"),
+        ("1K..1M:1", "at least 2 sizes"),
+        ("1K..1M:x", "the count after ':' is not a number"),
+        ("1K..lots", "invalid size"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            expand_limit(bad, 1000)
+
+
+def test_a_sample_keeps_every_request_of_the_keys_it_keeps() -> None:
+    trace = Trace("t")
+    for i in range(20_000):
+        trace.times.append(float(i))
+        trace.keys.append(f"k{i % 5000}")
+        trace.sizes.append(100 + i % 5000)
+        trace.costs.append(None)
+    trace.summarize()
+    sample = sample_trace(trace, 0.1)
+    assert sample_trace(trace, 1.0) is trace
+    kept = set(sample.keys)
+    assert 400 < len(kept) < 600  # about a tenth of the 5,000 keys
+    assert sample.requests == sum(1 for key in trace.keys if key in kept)
+    assert sample_trace(trace, 0.1).keys == sample.keys  # the same keys every time
+    with pytest.raises(ValueError, match="sampling rate"):
+        sample_trace(trace, 0)
+
+
+def test_sampled_replay_estimates_the_full_curve(tmp_path: Path) -> None:
+    rng = random.Random(3)
+    lines = ["time,key,size"]
+    for i in range(60_000):
+        key = int(20_000 * rng.random() ** 3)  # skewed, no key above 1% of the requests
+        lines.append(f"{i},{key},{1000 + key % 97}")
+    path = write(tmp_path / "zipf.csv", "\n".join(lines) + "\n")
+    with untraced():
+        (full,) = replay(path, policies=["lru"], limits=["2%..40%:5"], exact=True)
+        (sampled,) = replay(path, policies=["lru"], limits=["2%..40%:5"], exact=True, sample=0.1)
+    assert sampled["sample"]["rate"] == 0.1
+    assert 0.05 * 60_000 < sampled["sample"]["requests"] < 0.2 * 60_000
+    assert [r["limit_bytes"] for r in sampled["results"]] == [
+        r["limit_bytes"] for r in full["results"]
+    ]
+    for ours, whole in zip(sampled["results"], full["results"], strict=True):
+        assert ours["object_miss_ratio"] == pytest.approx(whole["object_miss_ratio"], abs=0.03)
+        assert ours["misses"] == round(ours["object_miss_ratio"] * 60_000)
+        # Some 2,000 keys of 20,000: the record says the estimate is rough.
+        assert any("keys (fewer than 5,000)" in text for text in ours["warnings"])
+    assert not any("keys (fewer than" in text for r in full["results"] for text in r["warnings"])
+
+
+def test_parallel_grid_equals_the_serial_one_and_reports_progress(tmp_path: Path) -> None:
+    rng = random.Random(5)
+    lines = ["time,key,size,cost"]
+    for i in range(40_000):
+        key = int(rng.paretovariate(0.8)) % 3000
+        lines.append(f"{i},{key},{100 + key},{key % 7}")
+    path = write(tmp_path / "t.csv", "\n".join(lines) + "\n")
+    seen: list[tuple[str, int, int]] = []
+    with untraced():
+        serial = replay(path, limits=["5%", "20%"])
+        parallel = replay(
+            path, limits=["5%", "20%"], jobs=2, progress=lambda *step: seen.append(step)
+        )
+    assert parallel == serial
+    assert len(seen) == 2 * len(POLICY_NAMES)
+    assert [done for _, done, _ in seen] == list(range(1, len(seen) + 1))
+    assert {(name, total) for name, _, total in seen} == {(str(path), len(seen))}

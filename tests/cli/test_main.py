@@ -32,6 +32,32 @@ def test_help_lists_the_commands_and_exit_statuses(cli: Runner) -> None:
         assert word in result.stdout
 
 
+def _subcommands() -> list[str]:
+    from vcti.filecache.cli import build_parser
+
+    parser = build_parser()
+    (action,) = [a for a in parser._actions if a.dest == "command"]
+    return sorted(action.choices)  # type: ignore[arg-type]
+
+
+def test_every_subcommand_is_listed() -> None:
+    assert {"demo", "stats", "ls", "evict", "rm", "clear", "verify", "exporter", "replay"} <= set(
+        _subcommands()
+    )
+
+
+@pytest.mark.parametrize("command", _subcommands())
+def test_help_of_every_subcommand(capsys: pytest.CaptureFixture[str], command: str) -> None:
+    # In process, so that each parser's help is formatted by the argparse of this run
+    # (a stray % in a help string is a crash only when formatted).
+    status = main([command, "--help"])
+    out, err = capsys.readouterr()
+    assert status == 0, err
+    assert err == ""
+    assert out.startswith(f"usage: filecache {command}")
+    assert "options:" in out or "optional arguments:" in out
+
+
 @pytest.mark.parametrize("command", ["stats", "evict"])
 def test_help_documents_the_size_units(cli: Runner, command: str) -> None:
     result = cli(command, "--help")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from vcti.filecache.cli._progress import ProgressBar
+from vcti.filecache.cli._progress import CountBar, ProgressBar
 
 from ..helpers import FakeClock
 
@@ -61,3 +61,21 @@ def test_finish_without_drawing_writes_nothing() -> None:
     bar.finish()
     bar.finish()
     assert stream.getvalue() == ""
+
+
+def test_count_bar_shows_steps_time_and_time_left() -> None:
+    stream, clock = io.StringIO(), FakeClock(0.0)
+    bar = CountBar(stream, width=10, interval=0.1, clock=clock)
+    clock.now = 2.0
+    bar.update("day.csv", 1, 4)
+    assert _redraws(stream) == ["day.csv [##--------] 1/4 (2 s, about 6 s left)"]
+    clock.now = 2.05
+    bar.update("day.csv", 2, 4)  # too soon
+    assert len(_redraws(stream)) == 1
+    clock.now = 8.0
+    bar.update("day.csv", 4, 4)  # the last step is always drawn
+    assert _redraws(stream)[-1] == "day.csv [##########] 4/4 (8 s)"
+    bar.update("other.csv", 1, 2)  # a new label starts its own clock
+    assert _redraws(stream)[-1] == "other.csv [#####-----] 1/2 (0 s, about 0 s left)"
+    bar.finish()
+    assert stream.getvalue().endswith("\n")

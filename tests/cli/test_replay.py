@@ -7,12 +7,14 @@ import os
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from vcti.filecache._trace import MAX_LINE
 from vcti.filecache.cli import main
-from vcti.filecache.replay import POLICY_NAMES, replay
+from vcti.filecache.replay import POLICY_NAMES, ReplaySettings, replay
 
 from .helpers import Runner
 
@@ -122,6 +124,74 @@ def test_plot_writes_the_figure(
             assert policy.encode() in data
 
 
+def test_plot_panels_units_styles_and_target(
+    capsys: pytest.CaptureFixture[str], trace: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("matplotlib")
+    figure = tmp_path / "plot.svg"
+    status, out, err = run(
+        capsys, trace, "--plot", figure, "--sizes", "20%..100%:4", "--target", "cost=40%"
+    )
+    assert (status, err) == (0, "")
+    text = figure.read_text()
+    for title in (
+        "object miss ratio",
+        "byte miss ratio",
+        "cost miss ratio (share of recompute seconds)",
+        "disk needed (limit + peak overshoot)",
+        "cache size (B)",  # 300 B to 1.5 KiB: the unit of the largest is KiB, ticks in B
+    ):
+        assert title in text or title.replace("(B)", "(KiB)") in text, title
+    # lru and sized-lru coincide on this trace: the legend says so.
+    assert "sized-lru (= lru)" in text
+    assert out.splitlines()[-1].startswith("target: ")
+
+
+def test_plot_styles_and_units() -> None:
+    from vcti.filecache.cli._plot import style, unit_for
+
+    assert style("lru") != style("lfu")
+    assert style("lru") == style("lru")  # whatever else is drawn
+    assert len({style(p)["color"] for p in POLICY_NAMES}) == len(POLICY_NAMES)
+    assert len({style(p)["marker"] for p in POLICY_NAMES}) == len(POLICY_NAMES)
+    assert unit_for(500) == ("B", 1)
+    assert unit_for(3 * 2**30) == ("GiB", 2**30)
+    assert unit_for(2**41) == ("TiB", 2**40)
+
+
+def test_target_names_the_smallest_size_that_meets_it(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from vcti.filecache.cli._target import Target, recommendation
+
+    record = {
+        "results": [
+            {"policy": "lru", "limit_bytes": 2**30, "cost_miss_ratio": 0.5},
+            {"policy": "cost-aware", "limit_bytes": 2**30, "cost_miss_ratio": 0.19},
+            {"policy": "lru", "limit_bytes": 2**31, "cost_miss_ratio": 0.2},
+            {"policy": "cost-aware", "limit_bytes": 2**31, "cost_miss_ratio": 0.1},
+        ]
+    }
+    assert recommendation(record, Target("cost", 0.2)) == (
+        "cost-aware at 1.0 GiB misses at most 20% of recompute seconds; lru needs 2.0 GiB"
+    )
+    assert recommendation(record, Target("cost", 0.15)) == (
+        "cost-aware at 2.0 GiB misses at most 15% of recompute seconds; "
+        "lru does not at any size replayed"
+    )
+    assert recommendation(record, Target("cost", 0.05)).startswith(
+        "no policy misses at most 5% of recompute seconds at the sizes replayed (up to 2.0 GiB)"
+    )
+    path = tmp_path / "t.csv"
+    path.write_text(TRACE)
+    status, out, _ = run(capsys, path, "--policy", "lru", "--target", "object=90%", "--json")
+    assert status == 0
+    (target,) = [json.loads(line)["target"] for line in out.splitlines()]
+    assert target["measure"] == "object"
+    assert target["ratio"] == 0.9
+    assert set(target["smallest"]) == {"lru"}
+
+
 def test_plot_without_matplotlib_is_a_clear_error(trace: Path, tmp_path: Path) -> None:
     code = (
         "import sys\n"
@@ -183,6 +253,69 @@ def test_unreadable_and_missing_files(capsys: pytest.CaptureFixture[str], tmp_pa
     assert err.startswith(f"filecache: error: {binary}: not a text file")
 
 
+def _peak_kib(path: Path | str) -> tuple[int, str, int]:
+    """Run ``filecache replay PATH`` in a child; return its status, stderr and peak RSS (KiB)."""
+    child = subprocess.Popen(
+        [sys.executable, "-m", "vcti.filecache", "replay", str(path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    assert child.stderr is not None
+    deadline = time.monotonic() + 120
+    err = b""
+    while True:
+        pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+        if pid:
+            err = child.stderr.read()
+            child.stderr.close()
+            child.returncode = os.waitstatus_to_exitcode(status)
+            return child.returncode, err.decode(), usage.ru_maxrss
+        if time.monotonic() > deadline:
+            child.kill()
+            child.wait()
+            pytest.fail(f"replay of {path} did not stop within 120 s")
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("source", ["/dev/zero", "nul-bytes"])
+def test_a_file_without_line_breaks_fails_fast_in_bounded_memory(
+    tmp_path: Path, source: str
+) -> None:
+    if source == "nul-bytes":
+        path = tmp_path / "nul.csv"
+        with open(path, "wb") as stream:
+            stream.truncate(64 * 2**20)  # 64 MiB of NUL bytes (sparse)
+    else:
+        path = Path(source)
+    good = tmp_path / "good.csv"
+    good.write_text(TRACE)
+    status, err, baseline = _peak_kib(good)
+    assert status == 0, err
+    status, err, peak = _peak_kib(path)
+    assert status == 2, err
+    assert err == (
+        f"filecache: error: {path}:1: line longer than {MAX_LINE} characters (not a trace?)\n"
+    )
+    # Reading what is not a trace adds little to what a small replay takes.
+    assert peak < baseline + 16 * 1024, f"peak resident {peak} KiB, {baseline} KiB for a trace"
+
+
+def test_a_long_line_names_its_file_and_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = tmp_path / "long.csv"
+    path.write_text("time,key,size\n1,a,10\n2," + "k" * MAX_LINE + ",10\n3,b,10\n")
+    status, out, err = run(capsys, path)
+    assert status == 2
+    assert out == ""
+    assert err == (
+        f"filecache: error: {path}:3: line longer than {MAX_LINE} characters (not a trace?)\n"
+    )
+    # A line of exactly the limit is read.
+    path.write_text("time,key,size\n1," + "k" * (MAX_LINE - 5) + ",1\n")
+    assert main(["replay", str(path), "--json"]) == 0
+
+
 def test_a_file_without_read_permission(tmp_path: Path) -> None:
     path = tmp_path / "secret.csv"
     path.write_text(TRACE)
@@ -222,9 +355,28 @@ BAD_OPTIONS = [
     (["--interval", "nan"], "--interval must be a positive number"),
     (["--interval", "soon"], "argument --interval: invalid float value: 'soon'"),
     (["--evict-to", "1.5"], "--evict-to must be between 0 and 1"),
-    (["--exact", "--interval", "5"], "--interval and --evict-to apply to the deployed mode"),
-    (["--exact", "--evict-to", "0.5"], "--interval and --evict-to apply to the deployed mode"),
+    (
+        ["--exact", "--interval", "5"],
+        "--interval, --evict-to, --no-prompt-eviction, --prompt-delay, --max-age, "
+        "--min-free and --disk apply",
+    ),
+    (
+        ["--exact", "--evict-to", "0.5"],
+        "--interval, --evict-to, --no-prompt-eviction, --prompt-delay, --max-age, "
+        "--min-free and --disk apply",
+    ),
     (["--plot", "figure.pdf"], "--plot: figure.pdf: the file must end in .png or .svg"),
+    (["--sizes", "5%..1%"], "--limit: invalid range '5%..1%': the low end is above the high end"),
+    (["--sample", "0"], "--sample must be in (0, 1]"),
+    (["--sample", "1.5"], "--sample must be in (0, 1]"),
+    (["--jobs", "0"], "--jobs must be at least 1"),
+    (["--min-free", "10G"], "--min-free and --disk go together"),
+    (["--min-free", "0.1", "--disk", "big"], "--disk: "),
+    (["--max-age", "-1"], "--max-age must be a positive number"),
+    (["--prompt-delay", "-1"], "prompt_delay must not be negative"),
+    (["--target", "speed=1%"], "--target: expected MEASURE=RATIO with MEASURE one of"),
+    (["--target", "cost=lots"], "--target: 'lots' is not a ratio"),
+    (["--target", "cost=150%"], "--target: '150%' is not between 0 and 100%"),
 ]
 
 
@@ -239,6 +391,72 @@ def test_bad_options_are_usage_errors(
     assert out == ""
     assert err.startswith("filecache: error: " + message), err
     assert err.count("\n") == 1
+
+
+def test_sizes_sample_and_deployed_settings(
+    capsys: pytest.CaptureFixture[str], trace: Path
+) -> None:
+    status, out, err = run(
+        capsys,
+        trace,
+        "--sizes",
+        "10%..90%:3",
+        "--policy",
+        "lru",
+        "--max-age",
+        "3",
+        "--min-free",
+        "0.5",
+        "--disk",
+        "2K",
+        "--jobs",
+        "1",
+        "--json",
+    )
+    assert status == 0, err
+    assert err == ""  # no progress bar when stderr is not a terminal
+    (record,) = [json.loads(line) for line in out.splitlines()]
+    assert [r["limit_bytes"] for r in record["results"]] == [150, 450, 1350]
+    settings = ReplaySettings(max_age=3, min_free=0.5, disk_size=2048)
+    (expected,) = replay([trace], policies=["lru"], limits=["10%..90%:3"], settings=settings)
+    assert record == expected
+    status, out, _ = run(capsys, trace, "--policy", "lru", "--sample", "0.5", "--json")
+    assert status == 0
+    assert json.loads(out)["sample"]["rate"] == 0.5
+
+
+def test_a_progress_bar_on_a_terminal_unless_quiet(trace: Path) -> None:
+    # stderr a real terminal: the bar is drawn there, and stdout keeps the table alone.
+    import pty
+
+    for quiet in (False, True):
+        leader, follower = pty.openpty()
+        args = [sys.executable, "-m", "vcti.filecache", "replay", str(trace), "--jobs", "1"]
+        result = subprocess.run(
+            args + (["--quiet"] if quiet else []),
+            stdout=subprocess.PIPE,
+            stderr=follower,
+            timeout=120,
+            check=False,
+        )
+        os.close(follower)
+        drawn = b""
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            drawn += chunk
+        os.close(leader)
+        assert result.returncode == 0
+        assert result.stdout.decode().startswith(f"{trace}: 30 requests")
+        if quiet:
+            assert drawn == b""
+        else:
+            assert f"{trace} [".encode() in drawn
+            assert f"{4 * len(POLICY_NAMES)}/{4 * len(POLICY_NAMES)}".encode() in drawn
 
 
 def test_no_trace_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from vcti.filecache import (
@@ -300,6 +302,17 @@ def test_sieve_passes_over_a_kept_model() -> None:
     assert walk(state) == ["a"]
 
 
+def test_sieve_hand_moves_past_a_model_kept_at_the_end_of_a_walk() -> None:
+    state = SievePolicy().new_state()
+    for key in "abc":
+        state.insert(entry(key))
+    victims = state.victims()
+    assert next(victims) == "a"  # kept (open), and the walk ends there
+    victims.close()
+    # The next walk starts past a: b and c first, a only once the hand wraps.
+    assert walk(state) == ["b", "c", "a"]
+
+
 def test_largest_state_tracks_size_changes() -> None:
     state = LargestFirstPolicy().new_state()
     state.insert(entry("a", size=10))
@@ -330,3 +343,47 @@ def test_the_cache_walk_drives_every_state_through_a_tracker(policy) -> None:
     again = Tracker(policy, tracker.dump())
     again.sync(left)
     assert sorted(again.state.victims()) == sorted(e.key for e in left)
+
+
+@pytest.mark.parametrize("epoch", [0.0, 1.7e9], ids=["small-times", "epoch-times"])
+def test_idle_size_state_walks_in_the_order_of_order(epoch: float) -> None:
+    # The state's tournament against the policy's sort, through random inserts, accesses,
+    # forgets and walks that evict some victims and keep others, at a clock that advances
+    # by steps from nothing to 100 s (ties included), with sizes that differ by 1 in 10^9.
+    for trial in range(200):
+        rng = random.Random(trial)
+        clock = [epoch]
+        policy = IdleSizePolicy(lambda clock=clock: clock[0])
+        state = policy.new_state()
+        models: dict[str, CacheEntry] = {}
+        for _ in range(rng.randrange(5, 120)):
+            clock[0] += rng.choice([0, 0, 0.5, 1, 3, 1e-9, 100])
+            draw = rng.random()
+            if draw < 0.5 or not models:
+                key = f"k{rng.randrange(40)}"
+                size = rng.choice([1, 2, 3, 10, 1000, 10**9, 10**9 + 1])
+                model = CacheEntry(key, size, 1, clock[0], clock[0])
+                models[key] = model
+                if rng.random() < 0.5:
+                    state.insert(model)
+                else:
+                    state.access(model, 1)
+            elif draw < 0.6:
+                key = rng.choice(list(models))
+                del models[key]
+                state.forget(key)
+            else:
+                expected = [e.key for e in policy.order(list(models.values()))]
+                evict = rng.randrange(0, 4)
+                seen: list[str] = []
+                victims = state.victims()
+                for key in victims:
+                    seen.append(key)
+                    if len(seen) <= evict:
+                        state.evicted(key)
+                        del models[key]
+                    if len(seen) >= evict + 2:
+                        break
+                victims.close()
+                assert seen == expected[: len(seen)], trial
+                assert len(state) == len(models)

@@ -5,10 +5,16 @@ from __future__ import annotations
 import csv
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TextIO
 
 from .exceptions import TraceError
+
+#: The longest line a trace may have, in characters: far above any real request (a key,
+#: a size, a time and a cost), low enough that a file that is not a trace (no line breaks,
+#: ``/dev/zero``) is refused after reading this much, not after filling the memory.
+MAX_LINE = 64 * 1024
 
 #: The columns every trace has, and the optional ones.
 REQUIRED_COLUMNS = ("time", "key", "size")
@@ -36,6 +42,11 @@ class Trace:
     costs: list[float | None] = field(default_factory=list)
     first_cost: dict[str, float] = field(default_factory=dict)
     unique_bytes: int = 0
+    #: The size of the largest request, and the sums over all requests of the bytes and of
+    #: each key's first known cost (the denominators of the miss ratios).
+    largest: int = 0
+    total_bytes: int = 0
+    total_cost: float = 0.0
 
     @property
     def requests(self) -> int:
@@ -46,6 +57,18 @@ class Trace:
     def has_costs(self) -> bool:
         """True if any request has a cost."""
         return bool(self.first_cost)
+
+    def summarize(self) -> Trace:
+        """Compute the sums from the columns (``first_cost`` is kept); return the trace."""
+        first_size: dict[str, int] = {}
+        for key, size in zip(self.keys, self.sizes, strict=True):
+            first_size.setdefault(key, size)
+        self.unique_bytes = sum(first_size.values())
+        self.largest = max(self.sizes, default=0)
+        self.total_bytes = sum(self.sizes)
+        first_cost = self.first_cost
+        self.total_cost = sum(first_cost.get(key, 0.0) for key in self.keys) if first_cost else 0.0
+        return self
 
 
 def read_trace(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> Trace:
@@ -68,17 +91,14 @@ def read_trace(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]])
     for name in names:
         _read_file(name, trace, unknown)
     _fill_sizes(trace, unknown)
-    first_size: dict[str, int] = {}
-    for key, size in zip(trace.keys, trace.sizes, strict=True):
-        first_size.setdefault(key, size)
-    trace.unique_bytes = sum(first_size.values())
+    trace.summarize()
     return trace
 
 
 def _read_file(name: str, trace: Trace, unknown: list[tuple[int, str, int]]) -> None:
     try:
         with open(name, newline="", encoding="utf-8") as stream:
-            _parse(name, stream, trace, unknown)
+            _parse(name, _lines(name, stream), trace, unknown)
     except UnicodeDecodeError as exc:
         raise TraceError(f"{name}: not a text file ({exc.reason})") from None
     except csv.Error as exc:
@@ -87,8 +107,23 @@ def _read_file(name: str, trace: Trace, unknown: list[tuple[int, str, int]]) -> 
         raise TraceError(f"{name}: {exc.strerror or exc}") from None
 
 
-def _parse(name: str, stream: object, trace: Trace, unknown: list[tuple[int, str, int]]) -> None:
-    reader = csv.reader(stream)  # type: ignore[arg-type]
+def _lines(name: str, stream: TextIO) -> Iterator[str]:
+    """The lines of ``stream``, each read with a bound: a longer one is an error."""
+    number = 0
+    readline = stream.readline
+    while line := readline(MAX_LINE + 1):
+        number += 1
+        if len(line) > MAX_LINE:
+            raise TraceError(
+                f"{name}:{number}: line longer than {MAX_LINE} characters (not a trace?)"
+            )
+        yield line
+
+
+def _parse(
+    name: str, stream: Iterator[str], trace: Trace, unknown: list[tuple[int, str, int]]
+) -> None:
+    reader = csv.reader(stream)
     header = next(reader, None)
     if header is None:
         raise TraceError(f"{name}:1: empty file (expected the header time,key,size)")

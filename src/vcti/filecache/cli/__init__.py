@@ -11,9 +11,11 @@ Run it as ``filecache`` (the console script) or ``python -m vcti.filecache``::
     filecache verify ROOT [--repair] [--json]
     filecache exporter ROOT [--port 9464] (--evict-above SIZE [--evict-to SIZE] | --no-evict)
     filecache demo [--port 8000] [--duration SECONDS] ...
-    filecache replay TRACE... [--policy NAME,...] [--limit LIMIT,...] [--exact]
-                     [--interval SECONDS] [--evict-to FRACTION] [--concat] [--json]
-                     [--plot FILE]
+    filecache replay TRACE... [--policy NAME,...] [--limit LIMIT,... | --sizes LOW..HIGH:N]
+                     [--exact] [--interval SECONDS] [--evict-to FRACTION]
+                     [--no-prompt-eviction] [--prompt-delay SECONDS] [--max-age SECONDS]
+                     [--min-free SIZE --disk SIZE] [--sample RATE] [--target M=RATIO]
+                     [--jobs N] [--quiet] [--concat] [--json] [--plot FILE]
 
 Only ``evict``, ``rm`` and ``clear`` delete, and each only when told what: an explicit
 ``--evict-above``, explicit keys, ``--yes``.
@@ -48,7 +50,7 @@ if TYPE_CHECKING:
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
-_SIZE_OPTIONS = frozenset({"--evict-above", "--evict-to", "--limit"})
+_SIZE_OPTIONS = frozenset({"--evict-above", "--evict-to", "--limit", "--sizes"})
 _NEGATIVE = re.compile(r"-[0-9.]")
 
 #: The subcommands, in the order ``--help`` lists them.
