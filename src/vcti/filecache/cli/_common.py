@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .._cache import FileCache
 from .._config import CacheManagerConfig
 from .._entry import CacheEntry, CacheSnapshot, EvictionResult
 from .._keys import RESERVED, validate_key
@@ -88,6 +87,16 @@ def add_root_argument(parser: argparse.ArgumentParser) -> None:
     """Add the positional ROOT argument every subcommand takes."""
     parser.add_argument(
         "root", metavar="ROOT", help=f"the cache root: a directory with a {RESERVED}/ folder"
+    )
+
+
+def add_policy_argument(parser: argparse.ArgumentParser, purpose: str) -> None:
+    """Add ``--policy NAME``, its choices in the one order every command lists them."""
+    parser.add_argument(
+        "--policy",
+        choices=list(POLICIES),
+        metavar="NAME",
+        help=f"{purpose}, one of {', '.join(POLICIES)} (default lru)",
     )
 
 
@@ -182,7 +191,9 @@ def scan(root: str, observer: CacheObserver, evict_above: int = NO_LIMIT) -> Cac
 
     Unlike ``FileCache.open()`` this starts no manager thread, sweeps no leftovers and
     writes nothing: a model with unreadable metadata is shown with defaults (no accesses,
-    times now) and left as it is.
+    times now) and left as it is. The models of a vcti-file-cache 1.0 root are shown as
+    1.0 recorded them, with a note on stderr that they are not adopted yet: adopting
+    cannot be undone, and is for ``filecache adopt`` or a process that uses the cache.
 
     Args:
         root: a path accepted by :func:`check_root`.
@@ -191,12 +202,25 @@ def scan(root: str, observer: CacheObserver, evict_above: int = NO_LIMIT) -> Cac
     """
     config = CacheManagerConfig(evict_above=NO_LIMIT, interval=ONE_DAY, observer=observer)
     storage = LocalStorage(root)
-    if storage.plan_v1():
-        # A 1.0 root (or an adoption that was interrupted): opening it adopts its models.
-        with FileCache(config, storage=storage):
-            pass
+    v1 = storage.inspect_v1()
+    if v1:
+        note_v1_root(root, len(v1))
+    snapshot = CacheManager.inspect(storage, config)
+    if v1:
+        known = {entry.key for entry in snapshot.entries}
+        entries = snapshot.entries + [entry for entry in v1 if entry.key not in known]
+        snapshot = dataclasses.replace(snapshot, entries=entries)
     # Any limit, 0 included: the snapshot derives its overage from the one it is given.
-    return dataclasses.replace(CacheManager.inspect(storage, config), evict_above=evict_above)
+    return dataclasses.replace(snapshot, evict_above=evict_above)
+
+
+def note_v1_root(root: str, count: int) -> None:
+    """Say on stderr that ``root`` holds ``count`` models of 1.0 not adopted, and how to."""
+    sys.stderr.write(
+        f"filecache: note: {root} is a vcti-file-cache 1.0 root: {format_count(count)} not "
+        "adopted yet, shown as 1.0 recorded them, and left unchanged. Stop every 1.0 "
+        f"process, then run 'filecache adopt {root}' to adopt them.\n"
+    )
 
 
 def trash_size(root: str) -> int:
