@@ -587,7 +587,7 @@ def test_the_disk_panel_shows_the_demo_filesystem(prometheus: Prometheus, demo: 
         rule
         for group in yaml.safe_load((PROMETHEUS_DIR / "alerts.yml").read_text())["groups"]
         for rule in group["rules"]
-        if rule["alert"] == "FilecacheDiskNearlyFull"
+        if rule["alert"] == "FileCacheDiskNearlyFull"
     ]
     fraction_expr = rule["expr"].rsplit("<", 1)[0]
     (series,) = prometheus.query(fraction_expr)

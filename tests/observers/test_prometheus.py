@@ -423,7 +423,7 @@ def test_no_filesystem_gauges_where_the_storage_cannot_tell(open_cache, registry
     cache.snapshot()
     scrape = serve(registry)()
     assert scrape.get("filecache_scans_total", cache=storage.root) == 2
-    # Absent rather than 0: a free space of 0 would fire FilecacheDiskNearlyFull.
+    # Absent rather than 0: a free space of 0 would fire FileCacheDiskNearlyFull.
     assert scrape.series("filecache_filesystem_free_bytes") == []
     assert scrape.series("filecache_filesystem_size_bytes") == []
     promtool_check(scrape.text)
