@@ -170,7 +170,7 @@ def test_rm_reports_a_model_it_may_not_remove(cache_root: Path, locked_wing: Pat
     before = models(locked_wing)
     result = as_service("rm", cache_root, "wing/run1", "tail")
     assert result.returncode == 1, result.stdout + result.stderr
-    assert result.stdout == "removed tail\n"
+    assert result.stdout == "removed tail (100.0 KiB)\nfreed 100.0 KiB (102400 bytes)\n"
     assert result.stderr.splitlines() == [
         "filecache: error: not removed: 'wing/run1' (Permission denied)"
     ]
@@ -191,7 +191,7 @@ def test_clear_reports_models_it_may_not_remove(cache_root: Path, locked_wing: P
         line.startswith("filecache: warning: evict: ") and "Permission denied" in line
         for line in warnings
     )
-    assert "removed:  3 models" in result.stdout.splitlines()
+    assert any(line.startswith("removed:  3 models, ") for line in result.stdout.splitlines())
     assert (
         "kept:     2 models (open, or see the warnings above): wing/run1, wing/run2"
         in result.stdout.splitlines()

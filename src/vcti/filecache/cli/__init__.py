@@ -72,18 +72,22 @@ _EPILOG = """\
 exit status:
   0    success
   1    runtime error: ROOT missing or not a cache root, an I/O error, a model that
-       could not be removed (rm: a KEY that is not a model, or stayed open)
+       could not be removed (rm: a KEY that is not a model, or stayed open), a no
+       to rm's or clear's question
   2    usage error: bad arguments (an unknown size unit, a negative size, --evict-to
-       above --evict-above, an unknown policy, a malformed key, clear without --yes),
-       a trace that replay cannot read
+       above --evict-above, an unknown policy, a malformed key, clear without --yes
+       and without a terminal), a trace that replay cannot read
   130  interrupted (Ctrl-C); 'exporter' and 'demo' stop with 0 on SIGTERM
   141  stdout was closed early (as in 'filecache ls ROOT | head')
 
 Only evict, rm, clear and 'exporter --evict' delete models, and none without being
 asked: evict needs --evict-above, rm the keys, clear a confirmation, the exporter --evict
-and --evict-above. stats, ls, verify and 'evict --dry-run' write nothing, not even on a
-root written by vcti-file-cache 1.0: 'adopt' adopts one (so does a process that opens the
-cache for use), and deletes only 1.0's metadata files.
+and --evict-above. On a terminal rm and clear say what they will free and ask first
+(--yes does not ask); without one, rm removes what it is given and clear needs --yes.
+
+stats, ls, verify and 'evict --dry-run' write nothing, not even on a root written by
+vcti-file-cache 1.0: 'adopt' adopts one (so does a process that opens the cache for
+use), and deletes only 1.0's metadata files.
 
 Run 'filecache COMMAND --help' for the options of a command.
 """

@@ -236,6 +236,8 @@ def entry_json(entry: CacheEntry) -> dict[str, Any]:
         "access_count": entry.access_count,
         "last_access": entry.last_access,
         "created": entry.created,
+        "fill_seconds": entry.fill_seconds,
+        "version": entry.version,
     }
 
 
@@ -272,6 +274,56 @@ def format_time(epoch: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
 
 
+#: (seconds, singular, plural) from the largest unit down, for :func:`format_age`.
+_AGE_UNITS = (
+    (365 * 86_400, "year", "years"),
+    (30 * 86_400, "month", "months"),
+    (7 * 86_400, "week", "weeks"),
+    (86_400, "day", "days"),
+    (3_600, "hour", "hours"),
+    (60, "minute", "minutes"),
+    (1, "second", "seconds"),
+)
+
+
+def format_age(epoch: float, now: float) -> str:
+    """Return how long before ``now`` ``epoch`` was: ``3 days ago``, ``1 hour ago``.
+
+    Whole units, rounded down, as ``huggingface-cli scan-cache`` and ``git log`` show them;
+    a time less than a second old, or ahead of ``now`` (clocks of two hosts), is ``just now``.
+    """
+    seconds = int(now - epoch)
+    for length, one, many in _AGE_UNITS:
+        if seconds >= length:
+            count = seconds // length
+            return f"{count} {one if count == 1 else many} ago"
+    return "just now"
+
+
+def format_duration(seconds: float | None) -> str:
+    """Return a duration as ``0.8 s``, ``12 min``, ``2.5 h``; ``-`` when unknown."""
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    if seconds < 3_600:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3_600:.1f} h"
+
+
+def display_key(key: str) -> str:
+    """Return ``key`` as printed in a text table: control characters escaped.
+
+    A key may hold any character but ``\\`` and NUL; a newline or a terminal escape
+    printed raw would split its row or drive the terminal (as ``ls`` escapes odd file
+    names). Escaped as Python writes them (``\\n``, ``\\x1b``): unambiguous, since a key
+    has no backslash of its own. ``--json`` output keeps keys as they are.
+    """
+    if key.isprintable():
+        return key
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in key)
+
+
 def format_bytes(size: int) -> str:
     """Return ``size`` human-readable and exact: ``1.5 MiB (1572864 bytes)``."""
     return f"{format_size(size)} ({size} bytes)"
@@ -286,7 +338,39 @@ def entry_lines(entries: Sequence[CacheEntry], column: Callable[[CacheEntry], st
     """Return one indented line per entry: ``column(entry)`` right-aligned, then the key."""
     cells = [column(entry) for entry in entries]
     width = max((len(cell) for cell in cells), default=0)
-    return [f"  {cell:>{width}}  {entry.key}" for cell, entry in zip(cells, entries, strict=True)]
+    return [
+        f"  {cell:>{width}}  {display_key(entry.key)}"
+        for cell, entry in zip(cells, entries, strict=True)
+    ]
+
+
+def add_yes_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    """Add ``--yes``: remove ``what`` without asking."""
+    parser.add_argument(
+        "--yes",
+        "-y",
+        action="store_true",
+        help=f"remove {what} without asking (on a terminal, the command asks first)",
+    )
+
+
+def interactive() -> bool:
+    """True if a person can answer a question: stdin is a terminal."""
+    return sys.stdin is not None and sys.stdin.isatty()
+
+
+def confirm(lines: Sequence[str], question: str) -> bool:
+    """Print ``lines`` and ``question [y/N]`` on stderr; True if the answer is yes.
+
+    Only for :func:`interactive` use: the answer is read from stdin. End of input (Ctrl-D)
+    is no.
+    """
+    sys.stderr.write("".join(f"{line}\n" for line in lines) + f"{question} [y/N] ")
+    sys.stderr.flush()
+    answer = sys.stdin.readline()
+    if not answer.endswith("\n"):
+        sys.stderr.write("\n")
+    return answer.strip().lower() in ("y", "yes")
 
 
 def error(message: str) -> None:
