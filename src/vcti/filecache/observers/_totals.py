@@ -44,16 +44,28 @@ class LiveTotals:
         self._snapshot: CacheSnapshot | None = None
         self._sizes: dict[str, int] | None = None  # path -> size, built on first change
         self._totals: Totals | None = None
+        self._scanning = threading.local()
+
+    def scan_started(self) -> None:
+        """A scan starts in this thread: its own size updates wait for its snapshot."""
+        self._scanning.active = True
 
     def scanned(self, snapshot: CacheSnapshot) -> Totals:
         """A scan (or an eviction run's view) of the whole root: the new baseline."""
+        self._scanning.active = False
         totals = Totals(snapshot.total_size, snapshot.entry_count, snapshot.evict_above)
         with self._lock:
             self._snapshot, self._sizes, self._totals = snapshot, None, totals
         return totals
 
     def resized(self, path: str, size: int) -> Totals | None:
-        """Model ``path`` now holds ``size`` bytes (a new model when it was not known)."""
+        """Model ``path`` now holds ``size`` bytes (a new model when it was not known).
+
+        Returns None, changing nothing, while this thread scans: the scan's snapshot,
+        which has the size, replaces the totals when it ends.
+        """
+        if getattr(self._scanning, "active", False):
+            return None
         with self._lock:
             sizes = self._known()
             if sizes is None or self._totals is None:

@@ -373,6 +373,8 @@ class PrometheusObserver(CacheObserver):
 
     def on_scan_start(self) -> None:
         self._local.scan_failed = False
+        if self._totals is not None:
+            self._totals.scan_started()
 
     def on_scan_end(self, snapshot: CacheSnapshot, duration: float) -> None:
         bound = self._bound

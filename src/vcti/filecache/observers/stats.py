@@ -114,6 +114,10 @@ class StatsObserver(CacheObserver):
             else:
                 self._failures += 1
 
+    def on_scan_start(self) -> None:
+        if self._totals is not None:
+            self._totals.scan_started()
+
     def on_scan_end(self, snapshot: CacheSnapshot, duration: float) -> None:
         if self._totals is not None:
             self._set(self._totals.scanned(snapshot))
