@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from ..test_compat_v1 import make_v1_root
 from .helpers import Runner, snapshot_tree
 
 NOW = time.time()
@@ -26,13 +27,7 @@ V1_MODELS = {
 def v1_root(tmp_path: Path) -> Path:
     """A root as 1.0 left it: a ``.cache_meta`` in each model, its mtime the last access."""
     root = tmp_path / "v1"
-    for key, (size, count, mtime) in V1_MODELS.items():
-        folder = root / key
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "mesh.vtu").write_bytes(b"m" * size)
-        meta = folder / ".cache_meta"
-        meta.write_text(json.dumps({"size": size, "access_count": count}))
-        os.utime(meta, (mtime, mtime))
+    make_v1_root(root, V1_MODELS)
     (root / "ab" / "old" / ".cache_meta.123.456.tmp").write_text("{")  # a 1.0 crash
     for folder in sorted((p for p in [root, *root.rglob("*")] if p.is_dir()), reverse=True):
         os.utime(folder, (NOW - 5000, NOW - 5000))  # any write would move these
