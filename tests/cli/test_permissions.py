@@ -197,3 +197,22 @@ def test_clear_reports_models_it_may_not_remove(cache_root: Path, locked_wing: P
         in result.stdout.splitlines()
     )
     assert models(locked_wing) == before
+
+
+def test_ls_reports_a_1_0_model_it_may_not_measure(tmp_path: Path) -> None:
+    root = tmp_path / "v1"
+    for key in ("readable", "locked"):
+        (root / key / "sub").mkdir(parents=True)
+        (root / key / "sub" / "mesh.vtu").write_bytes(b"m" * 100)
+        (root / key / ".cache_meta").write_text('{"size": 100, "access_count": 2}')
+    (root / "locked" / "sub").chmod(0o000)
+    try:
+        before = snapshot_tree(root)
+        result = as_service("ls", root, "--json")
+    finally:
+        (root / "locked" / "sub").chmod(0o755)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert [e["key"] for e in json.loads(result.stdout)["entries"]] == ["readable"]
+    assert "filecache: warning: scan: " in result.stderr
+    assert "Permission denied" in result.stderr
+    assert snapshot_tree(root) == before

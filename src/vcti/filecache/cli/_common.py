@@ -202,7 +202,7 @@ def scan(root: str, observer: CacheObserver, evict_above: int = NO_LIMIT) -> Cac
     """
     config = CacheManagerConfig(evict_above=NO_LIMIT, interval=ONE_DAY, observer=observer)
     storage = LocalStorage(root)
-    v1 = storage.inspect_v1()
+    v1 = storage.inspect_v1(lambda exc: observer.on_error(exc, "scan"))
     if v1:
         note_v1_root(root, len(v1))
     snapshot = CacheManager.inspect(storage, config)

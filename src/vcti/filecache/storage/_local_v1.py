@@ -20,7 +20,7 @@ import contextlib
 import json
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from .._entry import AdoptionReport, CacheEntry
@@ -105,12 +105,13 @@ def plan_v1(root: str) -> AdoptionReport:
     return AdoptionReport(tuple(f.key for f in found if not f.adopted), tuple(problems))
 
 
-def inspect_v1(root: str) -> list[CacheEntry]:
+def inspect_v1(root: str, onerror: Callable[[OSError], object] | None = None) -> list[CacheEntry]:
     """The 1.0 models not adopted yet, as 1.0 recorded them, touching nothing.
 
     A model's size is measured as adoption will measure it (its files without 1.0's
     metadata); its access count and last access are 1.0's, its creation time unknown to
-    1.0 and shown as its last access, as adoption records it.
+    1.0 and shown as its last access, as adoption records it. A model that cannot be
+    read is left out and passed to ``onerror``.
     """
     found, _ = find_v1(root)
     entries: list[CacheEntry] = []
@@ -123,8 +124,10 @@ def inspect_v1(root: str) -> list[CacheEntry]:
             size = _fs.tree_size(item.folder, skip=RESERVED) - _v1_files_size(item.folder)
         except FileNotFoundError:
             continue  # adopted or removed meanwhile
-        except OSError:
-            continue  # unreadable: verify and adoption report it
+        except OSError as exc:
+            if onerror is not None:
+                onerror(exc)
+            continue
         entries.append(CacheEntry(item.key, max(size, 0), _v1_count(v1_meta), mtime, mtime))
     return entries
 

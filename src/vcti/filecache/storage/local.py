@@ -169,11 +169,14 @@ class LocalStorage:
             return AdoptionReport()
         return _v1.plan_v1(self._root)
 
-    def inspect_v1(self) -> list[CacheEntry]:
-        """The models :meth:`adopt_v1` would adopt, as 1.0 recorded them, touching nothing."""
+    def inspect_v1(self, onerror: Callable[[OSError], object] | None = None) -> list[CacheEntry]:
+        """The models :meth:`adopt_v1` would adopt, as 1.0 recorded them, touching nothing.
+
+        A model that cannot be read is left out and passed to ``onerror``.
+        """
         if os.path.isfile(os.path.join(self._internal, _LAYOUT)):
             return []
-        return _v1.inspect_v1(self._root)
+        return _v1.inspect_v1(self._root, onerror)
 
     # -- change detection ---------------------------------------------------------------
 
