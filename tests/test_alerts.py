@@ -32,7 +32,7 @@ REQUIRED_ALERTS = {
     "FileCacheFillFailures",
     "FileCacheNoLeader",
     "FileCacheThrashing",
-    "FilecacheDiskNearlyFull",
+    "FileCacheDiskNearlyFull",
 }
 SEVERITIES = {"info", "warning", "critical"}
 
@@ -88,6 +88,12 @@ def test_required_alerts_exist() -> None:
     assert not missing, f"missing alerts: {sorted(missing)}"
 
 
+def test_every_alert_has_one_prefix() -> None:
+    # An Alertmanager route on alertname=~"FileCache.*" must match every alert.
+    names = [rule["alert"] for rule in _alert_rules()]
+    assert [name for name in names if not re.fullmatch(r"FileCache[A-Z][A-Za-z]+", name)] == []
+
+
 def test_every_alert_has_severity_summary_and_description() -> None:
     for rule in _alert_rules():
         name = rule["alert"]
@@ -125,8 +131,8 @@ def test_required_alert_conditions() -> None:
     assert "<300" in thrashing
     assert "filecache_errors_total" in compact["FileCacheEvictionOrScanErrors"]
     assert "filecache_fill_failures_total" in compact["FileCacheFillFailures"]
-    disk = compact["FilecacheDiskNearlyFull"]
-    assert rules["FilecacheDiskNearlyFull"]["for"] == "5m"
+    disk = compact["FileCacheDiskNearlyFull"]
+    assert rules["FileCacheDiskNearlyFull"]["for"] == "5m"
     assert "maxby(cache)(filecache_filesystem_free_bytes)" in disk
     assert "/maxby(cache)(filecache_filesystem_size_bytes>0)" in disk
     assert disk.endswith("<0.1")

@@ -521,6 +521,8 @@ def test_the_command_line_accepts_a_1_0_root(tmp_path: Path) -> None:
     assert listing.returncode == 0, listing.stderr
     (entry,) = json.loads(listing.stdout)["entries"]
     assert (entry["key"], entry["access_count"]) == ("a", 3)
+    assert (tmp_path / "a" / ".cache_meta").exists()  # ls adopts nothing either
+    assert filecache("adopt", str(tmp_path)).returncode == 0
     assert filecache("verify", str(tmp_path)).returncode == 0
 
 

@@ -148,7 +148,7 @@ def test_required_services(services: dict[str, Any]) -> None:
     missing = REQUIRED_SERVICES - set(services)
     assert not missing, f"missing services: {sorted(missing)}"
     images = {name: service.get("image", "") for name, service in services.items()}
-    assert images["demo"] == "python:3.12-slim"
+    assert images["demo"] == "vcti-file-cache-demo:latest"  # built from the Dockerfile
     assert re.match(r"(docker\.io/)?prom/prometheus(:|$)", images["prometheus"])
     assert re.match(r"(docker\.io/)?grafana/grafana(:|$)", images["grafana"])
     assert re.match(r"(docker\.io/)?jaegertracing/all-in-one(:|$)", images["jaeger"])
@@ -171,17 +171,102 @@ def test_required_ports_are_published(services: dict[str, Any]) -> None:
 
 def test_demo_service(services: dict[str, Any]) -> None:
     demo = services["demo"]
-    assert "build" not in demo
-    command = _command_text(demo)
-    assert "pip install" in command
-    assert re.search(r"filecache demo\b.*--host 0\.0\.0\.0", command), command
+    # Built once from the Dockerfile: a start installs nothing, and mounts no checkout.
+    assert demo["build"] == {"context": ".", "dockerfile": "Dockerfile"}
+    assert "pip" not in _command_text(demo)
+    assert "volumes" not in demo
+    assert "entrypoint" not in demo  # the image's: filecache
+    command = demo["command"]
+    assert isinstance(command, list), "exec form: no shell between tini and the demo"
+    assert command[:3] == ["demo", "--host", "0.0.0.0"]
     # Listens on the port Prometheus scrapes (default 8000 when --port is not given).
-    port = re.search(r"--port[ =](\d+)", command)
+    port = re.search(r"--port[ =](\d+)", " ".join(command))
     assert (int(port.group(1)) if port else 8000) == 8000
-    assert (REPO.resolve(), PurePosixPath("/src")) in _bind_mounts(demo)
-    assert any(v.endswith(":ro") for v in demo["volumes"] if isinstance(v, str))
     environment = demo["environment"]
     assert environment["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://jaeger:4318"
+
+
+def _dockerfile() -> list[tuple[str, str]]:
+    """The Dockerfile's instructions, (INSTRUCTION, arguments), continuations joined."""
+    text = (REPO / "Dockerfile").read_text(encoding="utf-8")
+    text = re.sub(r"\\\n", " ", text)
+    lines = [line.strip() for line in text.splitlines()]
+    return [
+        (word.upper(), rest.strip())
+        for word, _, rest in (line.partition(" ") for line in lines if line and line[0] != "#")
+    ]
+
+
+def test_the_dockerfile_installs_everything_at_build_time() -> None:
+    instructions = _dockerfile()
+    assert instructions[0] == ("FROM", "python:3.12-slim")
+    runs = [args for word, args in instructions if word == "RUN"]
+    assert any(re.search(r"pip install \"\.\[demo,s3\]\"", run) for run in runs), runs
+    copied = [args.split()[:-1] for word, args in instructions if word == "COPY"]
+    assert sorted(source for sources in copied for source in sources) == [
+        "README.md",
+        "pyproject.toml",
+        "src",
+    ]
+    assert ("USER", "filecache") in instructions  # the demo runs as no root
+    entrypoint = dict(instructions)["ENTRYPOINT"]
+    assert json.loads(entrypoint) == ["filecache"]  # exec form: the signals reach it
+    assert dict(instructions)["STOPSIGNAL"] == "SIGTERM"
+
+
+def _ignored(path: str, patterns: list[str]) -> bool:
+    """Whether Docker leaves ``path`` out of the build context (last matching rule wins).
+
+    A rule matches a path or any folder above it; ``*`` stays within one path component,
+    ``**`` spans any number; ``!`` re-includes.
+    """
+    parts = path.split("/")
+    ignored = False
+    for pattern in patterns:
+        exception = pattern.startswith("!")
+        glob = pattern.removeprefix("!").strip("/")
+        regex = re.escape(glob).replace(r"\*\*/", "(?:.*/)?").replace(r"\*\*", ".*")
+        regex = regex.replace(r"\*", "[^/]*").replace(r"\?", "[^/]")
+        regex = regex.replace(r"\[", "[").replace(r"\]", "]")
+        if any(re.fullmatch(regex, "/".join(parts[:n])) for n in range(1, len(parts) + 1)):
+            ignored = not exception
+    return ignored
+
+
+def test_dockerignore_sends_only_what_the_install_needs(tmp_path: Path) -> None:
+    lines = (REPO / ".dockerignore").read_text(encoding="utf-8").splitlines()
+    patterns = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    # What a checkout holds after the README's own first commands, and what the build needs.
+    left_out = [
+        ".venv/lib/python3.12/site-packages/boto3/__init__.py",
+        "build/lib/vcti/filecache/__init__.py",
+        "dist/vcti_file_cache-2.0.0.tar.gz",
+        ".git/HEAD",
+        ".mypy_cache/3.12/cache.db",
+        ".ruff_cache/0.4/x",
+        ".pytest_cache/v/cache/lastfailed",
+        ".hypothesis/examples/x",
+        "htmlcov/index.html",
+        ".coverage",
+        "benchmarks/results/run.json",
+        "tests/test_cache.py",
+        "src/vcti/filecache/__pycache__/_cache.cpython-312.pyc",
+        "src/vcti_file_cache.egg-info/PKG-INFO",
+    ]
+    for path in left_out:
+        assert _ignored(path, patterns), f"{path} would be sent to the build"
+    tracked = subprocess.run(
+        ["git", "ls-files", "--", "src", "pyproject.toml", "README.md"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    assert "src/vcti/filecache/cli/__init__.py" in tracked
+    sent = [path for path in tracked if not _ignored(path, patterns)]
+    assert sent == tracked, f"needed by the build, left out: {sorted(set(tracked) - set(sent))}"
+    assert _ignored(".venv", patterns)
+    assert not _ignored("src", patterns)
 
 
 def _seconds(duration: str) -> float:
@@ -199,8 +284,8 @@ def test_the_demo_gets_the_stop_signal_and_time_to_clean_up(services: dict[str, 
     assert demo.get("init") is True
     # SIGTERM (the default) is what the demo stops cleanly on, with status 0.
     assert demo.get("stop_signal", "SIGTERM") == "SIGTERM"
-    # The shell execs the demo, so that the signal reaches it and not only the shell.
-    assert re.search(r"&& exec filecache demo\b", _command_text(demo)), _command_text(demo)
+    # No shell in between: the image's exec-form entrypoint runs filecache under tini.
+    assert isinstance(demo["command"], list)
     # Time to stop the load and the server, close the cache and remove the work folder
     # (Docker's default is 10 s).
     assert _seconds(str(demo.get("stop_grace_period", "10s"))) >= 20

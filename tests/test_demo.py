@@ -13,6 +13,7 @@ import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -172,6 +173,43 @@ def test_ctrl_c_stops_the_demo_cleanly(tmp_path: Path) -> None:
     assert "interrupted, stopping" in err
     assert re.search(r"requests +\d+ \| hit ratio", err)
     assert (tmp_path / "cache").is_dir()  # a work folder given with --root is kept
+
+
+def test_clients_that_disconnect_mid_response_leave_no_traceback(tmp_path: Path) -> None:
+    demo = start_demo(tmp_path, "--clients", "0", "--field-size", "4M", "--evict-above", "64M")
+    for model in range(5):
+        assert demo.get(f"/models/{model}/field")[0] == 200  # filled: the next are hits
+    for round_ in range(40):
+        with socket.create_connection(("127.0.0.1", demo.port), timeout=30) as client:
+            client.sendall(f"GET /models/{round_ % 5}/field HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            client.recv(100)  # the response has started
+            # Close with a reset (linger 0) while 4 MiB are still to come.
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    assert demo.get("/healthz")[0] == 200  # it serves on
+    demo.proc.send_signal(signal.SIGTERM)
+    _, err = demo.proc.communicate(timeout=60)
+    assert demo.proc.returncode == 0, err
+    assert "Traceback" not in err
+    assert "ConnectionResetError" not in err
+    assert "BrokenPipeError" not in err
+
+
+def test_a_port_in_use_is_named(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "vcti.filecache", "demo", "--root", str(tmp_path), "--port",
+             str(port), "--clients", "0", "--tracing", "off", "--no-progress"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert f"cannot serve on 127.0.0.1:{port}: Address already in use" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def _private_tmp(tmp_path: Path) -> tuple[Path, dict[str, str]]:
@@ -549,7 +587,7 @@ def test_the_disk_panel_shows_the_demo_filesystem(prometheus: Prometheus, demo: 
         rule
         for group in yaml.safe_load((PROMETHEUS_DIR / "alerts.yml").read_text())["groups"]
         for rule in group["rules"]
-        if rule["alert"] == "FilecacheDiskNearlyFull"
+        if rule["alert"] == "FileCacheDiskNearlyFull"
     ]
     fraction_expr = rule["expr"].rsplit("<", 1)[0]
     (series,) = prometheus.query(fraction_expr)

@@ -40,3 +40,16 @@ def test_ci_runs_the_readme_test_command() -> None:
     ci = (README.parent / ".ci" / "run").read_text().splitlines()
     assert lines[1] in ci
     assert "filecache demo" in lines[0]
+
+
+def test_every_table_has_a_header() -> None:
+    """Each run of table rows starts with a header and its |---| line, outside code blocks."""
+    text = re.sub(r"^```.*?^```", "", README.read_text(), flags=re.S | re.M)
+    tables = re.findall(r"(?:^\|.*\n)+", text, flags=re.M)
+    assert tables
+    for table in tables:
+        rows = table.splitlines()
+        assert len(rows) >= 2, table
+        assert re.fullmatch(r"\|(\s*:?-+:?\s*\|)+", rows[1]), table
+        widths = {row.count("|") - row.count("\\|") for row in rows}
+        assert len(widths) == 1, table

@@ -233,6 +233,23 @@ def test_flask_under_gunicorn(serve: Callable[..., Server], preload: bool) -> No
     server.stop()
 
 
+def test_flask_metrics_show_a_fill_at_once(serve: Callable[..., Server]) -> None:
+    # One worker: it leads the root, so its gauges follow its own publishes. The next
+    # scan is the example's 60 s away.
+    server = serve(
+        "gunicorn", "-c", "gunicorn.conf.py", "--workers", "1", "--bind", "127.0.0.1:{port}",
+        "flask_app:app",
+    )  # fmt: skip
+    poll("the first scan", lambda: server.metric("filecache_scans_total") >= 1)
+    assert server.metric("filecache_entries") == 0
+    assert server.get("/models/cfd/wing-a/steady/mesh")[0] == 200
+    assert server.metric("filecache_fills_total") == 1
+    assert server.metric("filecache_entries") == 1
+    assert server.metric("filecache_size_bytes") == len(b"<mesh of cfd/wing-a/steady>\n")
+    assert server.metric("filecache_scans_total") == 1
+    server.stop()
+
+
 def test_fastapi_with_amodel_under_uvicorn(serve: Callable[..., Server]) -> None:
     server = serve(
         "uvicorn",

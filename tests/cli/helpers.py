@@ -91,10 +91,15 @@ def snapshot_tree(top: Path) -> dict[str, tuple[str, int, int]]:
 def run_cli(
     *args: str | os.PathLike[str], invocation: str = "module"
 ) -> subprocess.CompletedProcess[str]:
-    """Run the command in a child process, with TZ=UTC, and capture its output."""
+    """Run the command in a child process, with TZ=UTC, and capture its output.
+
+    Its stdin is /dev/null, as in a script or a cron job: ``rm`` and ``clear`` ask nothing
+    (see test_confirm.py for a terminal).
+    """
     command = [sys.executable, "-m", "vcti.filecache"] if invocation == "module" else [str(SCRIPT)]
     return subprocess.run(
         [*command, *map(str, args)],
+        stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
         env={**os.environ, "TZ": "UTC"},

@@ -33,7 +33,7 @@ def test_clear_removes_every_model(cli: Runner, cache_root: Path) -> None:
     assert result.stdout.splitlines() == [
         f"root:     {cache_root}",
         f"before:   5 models, 4.6 MiB ({TOTAL} bytes)",
-        "removed:  5 models",
+        f"removed:  5 models, 4.6 MiB ({TOTAL} bytes)",
         "kept:     0 models",
         "after:    0 models, 0 B (0 bytes)",
     ]
@@ -49,6 +49,7 @@ def test_clear_json(cli: Runner, cache_root: Path) -> None:
         "root": str(cache_root),
         "before": {"entry_count": 5, "total_size": TOTAL},
         "removed_count": 5,
+        "freed": TOTAL,
         "kept_count": 0,
         "kept": [],
         "after": {"entry_count": 0, "total_size": 0},
@@ -68,7 +69,7 @@ def test_clear_keeps_open_models(cli: Runner, cache_root: Path) -> None:
     assert doc["after"] == {"entry_count": 1, "total_size": 1536 * 1024}
     assert present(cache_root) == ["fuselage/mesh"]
     assert text.returncode == 0, text.stderr
-    assert "removed:  0 models" in text.stdout.splitlines()
+    assert "removed:  0 models, 0 B (0 bytes)" in text.stdout.splitlines()
     assert "kept:     1 model (open in a process): fuselage/mesh" in text.stdout.splitlines()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from .helpers import Runner, assert_one_line_error, snapshot_tree
+from .helpers import MODELS, Runner, assert_one_line_error, snapshot_tree
 
 
 def start(root: Path, *args: str) -> tuple[subprocess.Popen[str], int]:
@@ -59,7 +60,7 @@ def stop(proc: subprocess.Popen[str]) -> None:
 
 
 def test_the_exporter_evicts_and_exports(cache_root: Path) -> None:
-    proc, port = start(cache_root, "--evict-above", "2M", "--interval", "0.2")
+    proc, port = start(cache_root, "--evict", "--evict-above", "2M", "--interval", "0.2")
     try:
         values = poll(
             port, "an eviction", lambda v: v.get(("filecache_evictions_total", "lru"), 0) > 0
@@ -98,9 +99,84 @@ def test_no_evict_only_measures_and_exports_no_limit(cache_root: Path) -> None:
     assert len(models(before)) > 5
 
 
-def test_a_limit_is_required(cli: Runner, cache_root: Path) -> None:
-    assert_one_line_error(cli("exporter", cache_root), 2, "--evict-above")
+def test_without_evict_the_exporter_deletes_nothing(cache_root: Path) -> None:
+    # Far above the limit a server would evict at, and asked for no eviction.
+    before = snapshot_tree(cache_root)
+    proc, port = start(cache_root, "--interval", "0.1")
+    assert proc.stdout is not None
+    try:
+        values = poll(port, "three scans", lambda v: v[("filecache_scans_total", "")] >= 3)
+        assert values[("filecache_entries", "")] == len(MODELS)
+        assert values.get(("filecache_evictions_total", "none"), 0) == 0
+        assert "filecache_limit_bytes" not in {name for name, _ in values}
+    finally:
+        stop(proc)
+    assert before_models(snapshot_tree(cache_root)) == before_models(before)
+
+
+def before_models(tree: dict[str, object]) -> dict[str, object]:
+    """The files of the models in a snapshot_tree (the manager's bookkeeping left out)."""
+    return {
+        k: v
+        for k, v in tree.items()
+        if ".filecache" not in k.split("/") and not k.startswith("cache/.filecache")
+    }
+
+
+def test_the_start_line_says_whether_it_deletes(cache_root: Path) -> None:
+    proc, _ = start(cache_root, "--interval", "60")
+    stop(proc)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vcti.filecache", "exporter", str(cache_root), "--port", "0",
+         "--evict", "--evict-above", "40M"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    stop(proc)
+    assert line.endswith(f"for {cache_root} (evicting above 40.0 MiB)\n"), line
+
+
+def test_evict_needs_a_limit(cli: Runner, cache_root: Path) -> None:
+    assert_one_line_error(cli("exporter", cache_root, "--evict"), 2, "--evict needs --evict-above")
     assert_one_line_error(cli("exporter", cache_root, "--no-evict", "--port", "70000"), 2, "port")
+    result = cli("exporter", cache_root, "--evict", "--no-evict")
+    assert result.returncode == 2
+    assert "not allowed with argument" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["--evict-above", "40M"],
+        ["--evict-to", "1K"],
+        ["--policy", "lfu"],
+    ],
+)
+def test_eviction_options_without_evict_are_refused(
+    cli: Runner, cache_root: Path, options: list[str]
+) -> None:
+    # 2.0's `exporter ROOT --evict-above 40M` evicted at once; now it deletes nothing.
+    before = snapshot_tree(cache_root)
+    result = cli("exporter", cache_root, *options)
+    assert_one_line_error(result, 2, f"only --evict evicts: {options[0]} cannot be given")
+    assert snapshot_tree(cache_root) == before
+
+
+def test_a_port_in_use_is_named(cli: Runner, cache_root: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = cli("exporter", cache_root, "--port", str(port))
+    assert_one_line_error(result, 1, f"cannot serve on 127.0.0.1:{port}: Address already in use")
+
+
+def test_a_bad_address_is_named(cli: Runner, cache_root: Path) -> None:
+    result = cli("exporter", cache_root, "--addr", "999.1.1.1", "--port", "0")
+    assert_one_line_error(result, 1, "cannot serve on 999.1.1.1:0: ")
 
 
 @pytest.mark.parametrize(

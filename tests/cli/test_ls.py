@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
+
+from vcti.filecache import CacheManagerConfig, FileCache
+from vcti.filecache.cli._common import format_age
 
 from .helpers import (
     BASE,
@@ -55,25 +59,33 @@ def test_ls_json_entries(cli: Runner, cache_root: Path) -> None:
     assert doc["sort"] == "lru"  # the default
     for entry in doc["entries"]:
         model = BY_KEY[entry["key"]]
+        fill_seconds = entry.pop("fill_seconds")
+        assert isinstance(fill_seconds, float)
+        assert fill_seconds >= 0
         assert entry == {
             "key": model.key,
             "size": model.size,
             "access_count": model.access_count,
             "last_access": model.last_access,
             "created": BASE + model.created,
+            "version": None,
         }
 
 
 @pytest.mark.parametrize("sort", list(ORDERS))
 def test_ls_text(cli: Runner, cache_root: Path, sort: str) -> None:
-    result = cli("ls", cache_root, "--sort", sort)
+    result = cli("ls", cache_root, "--sort", sort, "--absolute-times")
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     header, *rows = result.stdout.splitlines()
-    assert header.split() == ["KEY", "SIZE", "ACCESSES", "LAST", "ACCESS", "CREATED"]
+    assert header.split() == [
+        "KEY", "SIZE", "ACCESSES", "LAST", "ACCESS", "CREATED", "FILL", "VERSION"
+    ]  # fmt: skip
     assert [row.split()[0] for row in rows] == ORDERS[sort]
     for row in rows:
-        key, size, unit, count, *times = row.split()
+        key, size, unit, count, *times, fill, seconds, version = row.split()
+        assert (seconds, version) == ("s", "-")
+        assert float(fill) >= 0
         model = BY_KEY[key]
         assert (
             f"{size} {unit}"
@@ -91,7 +103,7 @@ def test_ls_text(cli: Runner, cache_root: Path, sort: str) -> None:
 
 
 def test_ls_text_columns_line_up(cli: Runner, cache_root: Path) -> None:
-    lines = cli("ls", cache_root).stdout.splitlines()
+    lines = cli("ls", cache_root, "--absolute-times").stdout.splitlines()
     header = lines[0]
     for column in ("LAST ACCESS", "CREATED"):
         start = header.index(column)
@@ -105,7 +117,9 @@ def test_ls_text_columns_line_up(cli: Runner, cache_root: Path) -> None:
 
 def test_ls_of_an_empty_cache(cli: Runner, tmp_path: Path) -> None:
     root = build_cache(tmp_path / "cache", [])
-    assert cli("ls", root).stdout.splitlines() == ["KEY  SIZE  ACCESSES  LAST ACCESS  CREATED"]
+    assert cli("ls", root).stdout.splitlines() == [
+        "KEY  SIZE  ACCESSES  LAST ACCESS  CREATED  FILL  VERSION"
+    ]
     assert json.loads(cli("ls", root, "--json").stdout)["entries"] == []
 
 
@@ -161,3 +175,47 @@ def test_ls_prefix_changes_nothing(cli: Runner, cache_root: Path) -> None:
     before = snapshot_tree(cache_root)
     assert cli("ls", cache_root, "--prefix", "wing").returncode == 0
     assert snapshot_tree(cache_root) == before
+
+
+def test_ls_shows_ages_fill_times_and_versions(cli: Runner, tmp_path: Path) -> None:
+    root = tmp_path / "cache"
+    config = CacheManagerConfig(evict_above=2**62, interval=3600)
+    with FileCache(root=root, config=config) as cache:
+        with cache.model("cfd/wing", version="mesh-v2") as model:
+            Path(model.path, "data.bin").write_bytes(b"x" * 10)
+        with cache.model("odd\nkey\x1b[31m") as model:
+            Path(model.path, "data.bin").write_bytes(b"x" * 10)
+    header, *rows = cli("ls", root, "--sort", "age").stdout.splitlines()
+    assert header.split()[-2:] == ["FILL", "VERSION"]
+    assert len(rows) == 2  # the newline in a key does not split its row
+    first, second = rows
+    assert first.startswith("cfd/wing ")
+    assert first.endswith(" mesh-v2")
+    assert re.search(r"  (just now|\d+ seconds? ago)  ", first), first
+    assert re.search(r" \d+\.\d s  ", first), first
+    assert second.startswith("odd\\nkey\\x1b[31m ")
+    assert second.endswith(" -")
+    (entry,) = [e for e in json.loads(cli("ls", root, "--json").stdout)["entries"] if e["version"]]
+    assert entry["version"] == "mesh-v2"
+    odd = [e["key"] for e in json.loads(cli("ls", root, "--json").stdout)["entries"]]
+    assert "odd\nkey\x1b[31m" in odd  # JSON keeps the key as it is
+
+
+@pytest.mark.parametrize(
+    ("seconds", "age"),
+    [
+        (0.4, "just now"),
+        (-30, "just now"),  # ahead of this host's clock
+        (1, "1 second ago"),
+        (59, "59 seconds ago"),
+        (60, "1 minute ago"),
+        (3 * 3600 + 59, "3 hours ago"),
+        (86_400, "1 day ago"),
+        (3 * 86_400, "3 days ago"),
+        (14 * 86_400, "2 weeks ago"),
+        (60 * 86_400, "2 months ago"),
+        (800 * 86_400, "2 years ago"),
+    ],
+)
+def test_format_age(seconds: float, age: str) -> None:
+    assert format_age(BASE - seconds, BASE) == age

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import fcntl
 import json
 import os
@@ -13,7 +14,9 @@ from pathlib import Path
 import pytest
 
 from vcti.filecache import LocalStorage, LockTimeoutError, __version__
-from vcti.filecache.cli import main
+from vcti.filecache._simulate import POLICY_NAMES
+from vcti.filecache.cli import build_parser, main
+from vcti.filecache.cli._common import POLICIES
 
 from .helpers import SCRIPT, Model, Runner, build_cache, snapshot_tree
 
@@ -65,6 +68,50 @@ def test_help_documents_the_size_units(cli: Runner, command: str) -> None:
     text = " ".join(result.stdout.split())  # undo the wrapping
     assert "K, M, G, T, P and KiB, MiB, GiB, TiB, PiB are powers of 1024" in text
     assert "KB, MB, GB, TB, PB are powers of 1000" in text
+
+
+def subcommands() -> dict[str, argparse.ArgumentParser]:
+    actions = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    (action,) = actions
+    return dict(action.choices)
+
+
+def test_every_option_has_help_text() -> None:
+    for name, parser in subcommands().items():
+        for action in parser._actions:
+            assert action.help, f"filecache {name} {'/'.join(action.option_strings) or action.dest}"
+            assert action.help != argparse.SUPPRESS
+
+
+def test_help_says_which_commands_delete(cli: Runner) -> None:
+    text = " ".join(cli("--help").stdout.split())
+    assert "Only evict, rm, clear and 'exporter --evict' delete models" in text
+    assert "stats, ls, verify and 'evict --dry-run' write nothing" in text
+
+
+def test_every_policy_option_lists_the_policies_in_one_order() -> None:
+    orders = {
+        name: action.choices
+        for name, parser in subcommands().items()
+        for action in parser._actions
+        if "--policy" in action.option_strings and action.choices is not None
+    }
+    assert sorted(orders) == ["demo", "evict", "exporter"]
+    for name, choices in orders.items():
+        assert list(choices) == list(POLICIES) == list(POLICY_NAMES), name
+
+
+def test_sizes_read_gb_as_powers_of_1000_and_gib_as_powers_of_1024(
+    cli: Runner, cache_root: Path
+) -> None:
+    def limit(size: str) -> int:
+        result = cli("stats", cache_root, "--evict-above", size, "--json")
+        return int(json.loads(result.stdout)["evict_above"])
+
+    assert limit("2GB") == 2 * 1000**3
+    assert limit("2GiB") == limit("2G") == 2 * 1024**3
+    text = cli("stats", cache_root, "--evict-above", "2GB").stdout
+    assert "limit:    1.9 GiB (2000000000 bytes)" in text  # printed in binary units
 
 
 def test_help_of_ls_lists_the_orders(cli: Runner) -> None:

@@ -170,7 +170,7 @@ def test_rm_reports_a_model_it_may_not_remove(cache_root: Path, locked_wing: Pat
     before = models(locked_wing)
     result = as_service("rm", cache_root, "wing/run1", "tail")
     assert result.returncode == 1, result.stdout + result.stderr
-    assert result.stdout == "removed tail\n"
+    assert result.stdout == "removed tail (100.0 KiB)\nfreed 100.0 KiB (102400 bytes)\n"
     assert result.stderr.splitlines() == [
         "filecache: error: not removed: 'wing/run1' (Permission denied)"
     ]
@@ -191,9 +191,28 @@ def test_clear_reports_models_it_may_not_remove(cache_root: Path, locked_wing: P
         line.startswith("filecache: warning: evict: ") and "Permission denied" in line
         for line in warnings
     )
-    assert "removed:  3 models" in result.stdout.splitlines()
+    assert any(line.startswith("removed:  3 models, ") for line in result.stdout.splitlines())
     assert (
         "kept:     2 models (open, or see the warnings above): wing/run1, wing/run2"
         in result.stdout.splitlines()
     )
     assert models(locked_wing) == before
+
+
+def test_ls_reports_a_1_0_model_it_may_not_measure(tmp_path: Path) -> None:
+    root = tmp_path / "v1"
+    for key in ("readable", "locked"):
+        (root / key / "sub").mkdir(parents=True)
+        (root / key / "sub" / "mesh.vtu").write_bytes(b"m" * 100)
+        (root / key / ".cache_meta").write_text('{"size": 100, "access_count": 2}')
+    (root / "locked" / "sub").chmod(0o000)
+    try:
+        before = snapshot_tree(root)
+        result = as_service("ls", root, "--json")
+    finally:
+        (root / "locked" / "sub").chmod(0o755)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert [e["key"] for e in json.loads(result.stdout)["entries"]] == ["readable"]
+    assert "filecache: warning: scan: " in result.stderr
+    assert "Permission denied" in result.stderr
+    assert snapshot_tree(root) == before

@@ -33,11 +33,19 @@ def hold(root: Path) -> FileCache:
     return FileCache(root=root, config=CacheManagerConfig(evict_above=2**62, interval=3600))
 
 
+TAIL = "removed tail (100.0 KiB)"
+FREED_TAIL = "freed 100.0 KiB (102400 bytes)"
+
+
 def test_rm_removes_the_given_models(cli: Runner, cache_root: Path) -> None:
     result = cli("rm", cache_root, "tail", "wing/run1")
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
-    assert result.stdout.splitlines() == ["removed tail", "removed wing/run1"]
+    assert result.stdout.splitlines() == [
+        "removed tail (100.0 KiB)",
+        "removed wing/run1 (300.0 KiB)",
+        "freed 400.0 KiB (409600 bytes)",
+    ]
     assert present(cache_root) == sorted(set(ALL) - {"tail", "wing/run1"})
     assert not (cache_root / "tail").exists()
     assert (cache_root / "wing" / "run2" / "data.bin").exists()
@@ -50,6 +58,7 @@ def test_rm_json(cli: Runner, cache_root: Path) -> None:
     assert doc == {
         "root": str(cache_root),
         "removed": ["engine/cfd/step9"],
+        "freed": 2048 * 1024,
         "missing": [],
         "open": [],
         "failed": [],
@@ -70,7 +79,7 @@ def test_a_missing_key_is_reported_after_the_others_are_removed(
 ) -> None:
     result = cli("rm", cache_root, "nope", "tail", "wing", "wing/run1/sub")
     assert result.returncode == 1
-    assert result.stdout.splitlines() == ["removed tail"]
+    assert result.stdout.splitlines() == [TAIL, FREED_TAIL]
     assert result.stderr.splitlines() == [
         "filecache: error: not removed: 'nope' (no such model), 'wing' (no such model), "
         "'wing/run1/sub' (no such model)"
@@ -100,7 +109,7 @@ def test_a_model_that_stays_open_is_kept_and_reported(cli: Runner, cache_root: P
         result = cli("rm", cache_root, "wing/run1", "tail", "--timeout", "0.5")
         assert (cache_root / "wing" / "run1" / "data.bin").exists()
     assert result.returncode == 1
-    assert result.stdout.splitlines() == ["removed tail"]
+    assert result.stdout.splitlines() == [TAIL, FREED_TAIL]
     assert result.stderr.splitlines() == [
         "filecache: error: not removed: 'wing/run1' (still open after 0.5s)"
     ]
@@ -137,5 +146,5 @@ def test_rm_waits_for_an_open_model_to_be_closed(cache_root: Path) -> None:
             model.__exit__(None, None, None)
         out, err = process.communicate(timeout=120)
     assert process.returncode == 0, err
-    assert out == "removed tail\n"
+    assert out.splitlines() == [TAIL, FREED_TAIL]
     assert not (cache_root / "tail").exists()

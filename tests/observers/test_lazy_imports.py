@@ -55,9 +55,11 @@ def test_all_is_sorted_and_complete():
     assert observers.__all__ == sorted(observers.__all__)
     assert set(observers.__all__) == {
         "CacheObserver",
+        "CacheStats",
         "LoggingObserver",
         "OpenTelemetryObserver",
         "PrometheusObserver",
+        "StatsObserver",
         "StructlogObserver",
         "TraceObserver",
         "start_metrics_server",

@@ -334,6 +334,34 @@ def test_background_eviction(open_cache, registry):
     assert scrape.get("filecache_entries", cache=root) == 1
 
 
+def test_the_gauges_follow_publishes_and_evictions_at_once(open_cache, registry):
+    # An hour between scans: every change below shows without one.
+    cache = open_cache([PrometheusObserver(registry=registry)], evict_above=2500)
+    root = cache.storage.root
+    scans = Scrape(generate_latest(registry).decode()).get("filecache_scans_total", cache=root)
+
+    def gauges(scanned: float = scans) -> tuple[float, float, float]:
+        scrape = Scrape(generate_latest(registry).decode())
+        assert scrape.get("filecache_scans_total", cache=root) == scanned
+        return (
+            scrape.get("filecache_entries", cache=root),
+            scrape.get("filecache_size_bytes", cache=root),
+            scrape.get("filecache_overage_bytes", cache=root),
+        )
+
+    assert gauges() == (0, 0, 0)
+    for count, key in enumerate(("a", "b", "c"), start=1):
+        with cache.model(key) as m:
+            Path(m.path, "data.bin").write_bytes(b"x" * 1000)
+        assert gauges() == (count, count * 1000, max(0, count * 1000 - 2500))
+    with cache.model("b", version="2") as m:  # a refill replaces the model: same count
+        assert m.new
+        Path(m.path, "data.bin").write_bytes(b"x" * 400)
+    assert gauges() == (3, 2400, 0)
+    assert cache.evict(evict_above=1500) == ["a"]  # scans, then evicts
+    assert gauges(scans + 1) == (2, 1400, 0)
+
+
 def test_background_thread_updates_the_metrics(open_cache, registry):
     cache = open_cache([PrometheusObserver(registry=registry)], evict_above=1500, interval=0.05)
     for key in ("a", "b"):
@@ -395,7 +423,7 @@ def test_no_filesystem_gauges_where_the_storage_cannot_tell(open_cache, registry
     cache.snapshot()
     scrape = serve(registry)()
     assert scrape.get("filecache_scans_total", cache=storage.root) == 2
-    # Absent rather than 0: a free space of 0 would fire FilecacheDiskNearlyFull.
+    # Absent rather than 0: a free space of 0 would fire FileCacheDiskNearlyFull.
     assert scrape.series("filecache_filesystem_free_bytes") == []
     assert scrape.series("filecache_filesystem_size_bytes") == []
     promtool_check(scrape.text)

@@ -10,7 +10,8 @@ here what it means in the shell next to it. Units are case-insensitive::
 
 A fraction is allowed with any unit larger than a byte (``1.5G``) and rounded down to a
 whole byte. Output always uses the unambiguous binary units (``1.5 GiB``), and every
-formatted size parses back.
+formatted size parses back. (``repr(FileCache)`` and ``LoggingObserver`` keep 1.0's
+``GB`` and ``MB`` for powers of 1024: 1.0's users and log searches read them.)
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ _FORMAT_UNITS = ("KiB", "MiB", "GiB", "TiB", "PiB")
 SIZE_UNITS_HELP = (
     "SIZE is a byte count or a number with a unit, case-insensitive: K, M, G, T, P and "
     "KiB, MiB, GiB, TiB, PiB are powers of 1024; KB, MB, GB, TB, PB are powers of 1000 "
-    "(as in du and df); fractions like 1.5G are allowed"
+    "(as in du and df); fractions like 1.5G are allowed. Sizes are printed in binary "
+    "units (KiB, MiB, GiB)"
 )
 
 

@@ -6,10 +6,11 @@ Run it as ``filecache`` (the console script) or ``python -m vcti.filecache``::
     filecache ls ROOT [--sort lru|lfu|size|age] [--prefix P] [--json]
     filecache evict ROOT --evict-above SIZE [--evict-to SIZE] [--policy NAME]
                     [--dry-run] [--json]
-    filecache rm ROOT KEY... [--timeout SECONDS] [--json]
-    filecache clear ROOT --yes [--json]
+    filecache rm ROOT KEY... [--timeout SECONDS] [--yes] [--json]
+    filecache clear ROOT [--yes] [--json]
     filecache verify ROOT [--repair] [--json]
-    filecache exporter ROOT [--port 9464] (--evict-above SIZE [--evict-to SIZE] | --no-evict)
+    filecache adopt ROOT [--json]
+    filecache exporter ROOT [--port 9464] [--evict --evict-above SIZE [--evict-to SIZE]]
     filecache demo [--port 8000] [--duration SECONDS] ...
     filecache replay TRACE... [--policy NAME,...] [--limit LIMIT,... | --sizes LOW..HIGH:N]
                      [--exact] [--interval SECONDS] [--evict-to FRACTION]
@@ -17,8 +18,10 @@ Run it as ``filecache`` (the console script) or ``python -m vcti.filecache``::
                      [--min-free SIZE --disk SIZE] [--sample RATE] [--target M=RATIO]
                      [--jobs N] [--quiet] [--concat] [--json] [--plot FILE]
 
-Only ``evict``, ``rm`` and ``clear`` delete, and each only when told what: an explicit
-``--evict-above``, explicit keys, ``--yes``.
+Only ``evict``, ``rm``, ``clear`` and ``exporter --evict`` delete models, and each only
+when told what: an explicit ``--evict-above``, explicit keys, a confirmation. ``stats``,
+``ls``, ``verify`` and ``evict --dry-run`` write nothing, not even on a 1.0 root, which only
+``adopt`` (or a process that opens the cache for use) adopts.
 
 Each subcommand lives in its own module with a ``register(subparsers)`` function that
 adds its parser and sets ``run``; adding one is one module and one line in
@@ -36,7 +39,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from .. import __version__
 from ..exceptions import FileCacheError
-from . import _clear, _demo, _evict, _exporter, _ls, _replay, _rm, _stats, _verify
+from . import _adopt, _clear, _demo, _evict, _exporter, _ls, _replay, _rm, _stats, _verify
 from ._common import (
     EXIT_BROKEN_PIPE,
     EXIT_FAILURE,
@@ -62,6 +65,7 @@ COMMANDS: tuple[Callable[[Subparsers], None], ...] = (
     _rm.register,
     _clear.register,
     _verify.register,
+    _adopt.register,
     _exporter.register,
     _replay.register,
 )
@@ -70,15 +74,22 @@ _EPILOG = """\
 exit status:
   0    success
   1    runtime error: ROOT missing or not a cache root, an I/O error, a model that
-       could not be removed (rm: a KEY that is not a model, or stayed open)
+       could not be removed (rm: a KEY that is not a model, or stayed open), a no
+       to rm's or clear's question
   2    usage error: bad arguments (an unknown size unit, a negative size, --evict-to
-       above --evict-above, an unknown policy, a malformed key, clear without --yes),
-       a trace that replay cannot read
+       above --evict-above, an unknown policy, a malformed key, clear without --yes
+       and without a terminal), a trace that replay cannot read
   130  interrupted (Ctrl-C); 'exporter' and 'demo' stop with 0 on SIGTERM
   141  stdout was closed early (as in 'filecache ls ROOT | head')
 
-Only evict, rm and clear delete models, and none without being asked: evict needs
---evict-above, rm the keys, clear --yes.
+Only evict, rm, clear and 'exporter --evict' delete models, and none without being
+asked: evict needs --evict-above, rm the keys, clear a confirmation, the exporter --evict
+and --evict-above. On a terminal rm and clear say what they will free and ask first
+(--yes does not ask); without one, rm removes what it is given and clear needs --yes.
+
+stats, ls, verify and 'evict --dry-run' write nothing, not even on a root written by
+vcti-file-cache 1.0: 'adopt' adopts one (so does a process that opens the cache for
+use), and deletes only 1.0's metadata files.
 
 Run 'filecache COMMAND --help' for the options of a command.
 """

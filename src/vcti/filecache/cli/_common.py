@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .._cache import FileCache
 from .._config import CacheManagerConfig
 from .._entry import CacheEntry, CacheSnapshot, EvictionResult
 from .._keys import RESERVED, validate_key
@@ -88,6 +87,16 @@ def add_root_argument(parser: argparse.ArgumentParser) -> None:
     """Add the positional ROOT argument every subcommand takes."""
     parser.add_argument(
         "root", metavar="ROOT", help=f"the cache root: a directory with a {RESERVED}/ folder"
+    )
+
+
+def add_policy_argument(parser: argparse.ArgumentParser, purpose: str) -> None:
+    """Add ``--policy NAME``, its choices in the one order every command lists them."""
+    parser.add_argument(
+        "--policy",
+        choices=list(POLICIES),
+        metavar="NAME",
+        help=f"{purpose}, one of {', '.join(POLICIES)} (default lru)",
     )
 
 
@@ -182,7 +191,9 @@ def scan(root: str, observer: CacheObserver, evict_above: int = NO_LIMIT) -> Cac
 
     Unlike ``FileCache.open()`` this starts no manager thread, sweeps no leftovers and
     writes nothing: a model with unreadable metadata is shown with defaults (no accesses,
-    times now) and left as it is.
+    times now) and left as it is. The models of a vcti-file-cache 1.0 root are shown as
+    1.0 recorded them, with a note on stderr that they are not adopted yet: adopting
+    cannot be undone, and is for ``filecache adopt`` or a process that uses the cache.
 
     Args:
         root: a path accepted by :func:`check_root`.
@@ -191,12 +202,25 @@ def scan(root: str, observer: CacheObserver, evict_above: int = NO_LIMIT) -> Cac
     """
     config = CacheManagerConfig(evict_above=NO_LIMIT, interval=ONE_DAY, observer=observer)
     storage = LocalStorage(root)
-    if storage.plan_v1():
-        # A 1.0 root (or an adoption that was interrupted): opening it adopts its models.
-        with FileCache(config, storage=storage):
-            pass
+    v1 = storage.inspect_v1(lambda exc: observer.on_error(exc, "scan"))
+    if v1:
+        note_v1_root(root, len(v1))
+    snapshot = CacheManager.inspect(storage, config)
+    if v1:
+        known = {entry.key for entry in snapshot.entries}
+        entries = snapshot.entries + [entry for entry in v1 if entry.key not in known]
+        snapshot = dataclasses.replace(snapshot, entries=entries)
     # Any limit, 0 included: the snapshot derives its overage from the one it is given.
-    return dataclasses.replace(CacheManager.inspect(storage, config), evict_above=evict_above)
+    return dataclasses.replace(snapshot, evict_above=evict_above)
+
+
+def note_v1_root(root: str, count: int) -> None:
+    """Say on stderr that ``root`` holds ``count`` models of 1.0 not adopted, and how to."""
+    sys.stderr.write(
+        f"filecache: note: {root} is a vcti-file-cache 1.0 root: {format_count(count)} not "
+        "adopted yet, shown as 1.0 recorded them, and left unchanged. Stop every 1.0 "
+        f"process, then run 'filecache adopt {root}' to adopt them.\n"
+    )
 
 
 def trash_size(root: str) -> int:
@@ -212,6 +236,8 @@ def entry_json(entry: CacheEntry) -> dict[str, Any]:
         "access_count": entry.access_count,
         "last_access": entry.last_access,
         "created": entry.created,
+        "fill_seconds": entry.fill_seconds,
+        "version": entry.version,
     }
 
 
@@ -248,6 +274,56 @@ def format_time(epoch: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
 
 
+#: (seconds, singular, plural) from the largest unit down, for :func:`format_age`.
+_AGE_UNITS = (
+    (365 * 86_400, "year", "years"),
+    (30 * 86_400, "month", "months"),
+    (7 * 86_400, "week", "weeks"),
+    (86_400, "day", "days"),
+    (3_600, "hour", "hours"),
+    (60, "minute", "minutes"),
+    (1, "second", "seconds"),
+)
+
+
+def format_age(epoch: float, now: float) -> str:
+    """Return how long before ``now`` ``epoch`` was: ``3 days ago``, ``1 hour ago``.
+
+    Whole units, rounded down, as ``huggingface-cli scan-cache`` and ``git log`` show them;
+    a time less than a second old, or ahead of ``now`` (clocks of two hosts), is ``just now``.
+    """
+    seconds = int(now - epoch)
+    for length, one, many in _AGE_UNITS:
+        if seconds >= length:
+            count = seconds // length
+            return f"{count} {one if count == 1 else many} ago"
+    return "just now"
+
+
+def format_duration(seconds: float | None) -> str:
+    """Return a duration as ``0.8 s``, ``12 min``, ``2.5 h``; ``-`` when unknown."""
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    if seconds < 3_600:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3_600:.1f} h"
+
+
+def display_key(key: str) -> str:
+    """Return ``key`` as printed in a text table: control characters escaped.
+
+    A key may hold any character but ``\\`` and NUL; a newline or a terminal escape
+    printed raw would split its row or drive the terminal (as ``ls`` escapes odd file
+    names). Escaped as Python writes them (``\\n``, ``\\x1b``): unambiguous, since a key
+    has no backslash of its own. ``--json`` output keeps keys as they are.
+    """
+    if key.isprintable():
+        return key
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in key)
+
+
 def format_bytes(size: int) -> str:
     """Return ``size`` human-readable and exact: ``1.5 MiB (1572864 bytes)``."""
     return f"{format_size(size)} ({size} bytes)"
@@ -262,7 +338,39 @@ def entry_lines(entries: Sequence[CacheEntry], column: Callable[[CacheEntry], st
     """Return one indented line per entry: ``column(entry)`` right-aligned, then the key."""
     cells = [column(entry) for entry in entries]
     width = max((len(cell) for cell in cells), default=0)
-    return [f"  {cell:>{width}}  {entry.key}" for cell, entry in zip(cells, entries, strict=True)]
+    return [
+        f"  {cell:>{width}}  {display_key(entry.key)}"
+        for cell, entry in zip(cells, entries, strict=True)
+    ]
+
+
+def add_yes_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    """Add ``--yes``: remove ``what`` without asking."""
+    parser.add_argument(
+        "--yes",
+        "-y",
+        action="store_true",
+        help=f"remove {what} without asking (on a terminal, the command asks first)",
+    )
+
+
+def interactive() -> bool:
+    """True if a person can answer a question: stdin is a terminal."""
+    return sys.stdin is not None and sys.stdin.isatty()
+
+
+def confirm(lines: Sequence[str], question: str) -> bool:
+    """Print ``lines`` and ``question [y/N]`` on stderr; True if the answer is yes.
+
+    Only for :func:`interactive` use: the answer is read from stdin. End of input (Ctrl-D)
+    is no.
+    """
+    sys.stderr.write("".join(f"{line}\n" for line in lines) + f"{question} [y/N] ")
+    sys.stderr.flush()
+    answer = sys.stdin.readline()
+    if not answer.endswith("\n"):
+        sys.stderr.write("\n")
+    return answer.strip().lower() in ("y", "yes")
 
 
 def error(message: str) -> None:

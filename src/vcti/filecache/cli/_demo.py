@@ -126,7 +126,7 @@ def register(subparsers: Subparsers) -> None:
         defaults.interval,
         f"seconds between manager cycles (default {defaults.interval})",
     )
-    option("policy", str, defaults.policy, "eviction policy", choices=sorted(POLICIES))
+    option("policy", str, defaults.policy, "eviction policy", choices=list(POLICIES))
     option(
         "models",
         _positive(int),

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from .._cache import FileCache
 from .._config import CacheManagerConfig
 from .._entry import CacheEntry
-from .._sizes import SIZE_UNITS_HELP
+from .._sizes import SIZE_UNITS_HELP, format_size
 from ..observers.base import CacheObserver
 from ._common import (
     EXIT_INTERRUPTED,
@@ -21,6 +21,7 @@ from ._common import (
     NO_LIMIT,
     POLICIES,
     CommandError,
+    add_policy_argument,
     add_root_argument,
     check_root,
     size_argument,
@@ -50,11 +51,12 @@ def register(subparsers: Subparsers) -> None:
     """Add the ``exporter`` subcommand."""
     parser = subparsers.add_parser(
         "exporter",
-        help="run the manager of a root and serve its Prometheus metrics",
+        help="run the manager of a root and serve its Prometheus metrics (evicts with --evict)",
         description=(
             "A sidecar for caches filled by processes that export no metrics themselves: "
-            "it runs the root's manager (scans, and evicts above --evict-above) and serves "
-            "/metrics until stopped. With --no-evict it only measures, and exports no limit. "
+            "it runs the root's manager (scans) and serves /metrics until stopped. By "
+            "default it only measures, deletes nothing and exports no limit; with --evict "
+            "--evict-above SIZE it also evicts above SIZE, as a server's manager would. "
             "SIGTERM stops it with status 0, Ctrl-C (SIGINT) with status 130; a signal "
             "that comes while it stops is ignored, so that the stop stays clean."
         ),
@@ -63,20 +65,38 @@ def register(subparsers: Subparsers) -> None:
     add_root_argument(parser)
     parser.add_argument("--port", type=int, default=9464, help="port to serve (default 9464)")
     parser.add_argument("--addr", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--evict-above", type=size_argument, metavar="SIZE", help="the limit")
-    parser.add_argument(
-        "--evict-to", type=size_argument, metavar="SIZE", help="evict down to this size"
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--evict",
+        action="store_true",
+        help="evict above --evict-above (without it the exporter deletes nothing)",
+    )
+    mode.add_argument(
+        "--no-evict",
+        action="store_true",
+        help="only measure and export, never evict (the default; accepted for scripts)",
     )
     parser.add_argument(
-        "--policy", choices=sorted(POLICIES), help="the eviction order (default lru)"
+        "--evict-above",
+        type=size_argument,
+        metavar="SIZE",
+        help="with --evict: the limit to evict above, exported as filecache_limit_bytes",
     )
+    parser.add_argument(
+        "--evict-to",
+        type=size_argument,
+        metavar="SIZE",
+        help="with --evict: evict down to this size (default: --evict-above)",
+    )
+    add_policy_argument(parser, "with --evict: the eviction order")
     parser.add_argument(
         "--interval", type=float, default=60.0, help="seconds between cycles (default 60)"
     )
     parser.add_argument(
-        "--no-evict", action="store_true", help="only measure and export, never evict"
+        "--cache-name",
+        metavar="NAME",
+        help="the value of the 'cache' label of every series (default: ROOT's absolute path)",
     )
-    parser.add_argument("--cache-name", help="the 'cache' label (default: ROOT)")
     parser.set_defaults(run=run)
 
 
@@ -86,9 +106,7 @@ def run(args: argparse.Namespace) -> int:
     from ..observers.prometheus import PrometheusObserver, start_metrics_server  # noqa: PLC0415
 
     root = check_root(args.root)
-    config = _config(
-        args, PrometheusObserver(cache_name=args.cache_name, export_limit=not args.no_evict)
-    )
+    config = _config(args, PrometheusObserver(cache_name=args.cache_name, export_limit=args.evict))
     # The signals are taken synchronously (sigwait) rather than by handlers: a handler's
     # KeyboardInterrupt, raised inside the locks of the shutdown by a second Ctrl-C, ended
     # in "RuntimeError: release unlocked lock". Blocked before any thread starts, so that
@@ -107,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _config(args: argparse.Namespace, observer: CacheObserver) -> CacheManagerConfig:
     """The manager's configuration, or a usage error."""
-    if args.no_evict:
+    if not args.evict:
         given = [
             option
             for option, value in (
@@ -118,23 +136,22 @@ def _config(args: argparse.Namespace, observer: CacheObserver) -> CacheManagerCo
             if value is not None
         ]
         if given:
+            why = "--no-evict never evicts" if args.no_evict else "only --evict evicts"
             raise CommandError(
-                f"--no-evict never evicts: {', '.join(given)} cannot be given with it",
+                f"{why}: {', '.join(given)} cannot be given without --evict "
+                "(the exporter deletes nothing unless asked)",
                 EXIT_USAGE,
             )
     elif args.evict_above is None:
-        raise CommandError(
-            "give --evict-above SIZE (nothing is evicted without a limit) or --no-evict",
-            EXIT_USAGE,
-        )
+        raise CommandError("--evict needs --evict-above SIZE, the limit to evict above", EXIT_USAGE)
     if not 0 <= args.port <= 65535:
         raise CommandError(f"--port {args.port} is not a port number", EXIT_USAGE)
     try:
         return CacheManagerConfig(
-            evict_above=NO_LIMIT if args.no_evict else args.evict_above,
+            evict_above=args.evict_above if args.evict else NO_LIMIT,
             evict_to=args.evict_to,
             interval=args.interval,
-            policy=NoEviction() if args.no_evict else POLICIES[args.policy or "lru"](),
+            policy=POLICIES[args.policy or "lru"]() if args.evict else NoEviction(),
             observer=observer,
         )
     except ValueError as exc:
@@ -148,14 +165,27 @@ def _serve(
     start_metrics_server: Callable[[int, str], tuple[WSGIServer, threading.Thread]],
 ) -> int:
     """Serve until SIGINT or SIGTERM; return the signal that stopped it."""
-    server, thread = start_metrics_server(args.port, args.addr)
+    try:
+        server, thread = start_metrics_server(args.port, args.addr)
+    except OSError as exc:  # in use, no such address, a port below 1024 without root
+        why = exc.strerror or str(exc)
+        raise CommandError(f"cannot serve on {_address(args.addr, args.port)}: {why}") from None
     try:
         with FileCache(root=root, config=config):
             host, port = server.server_address[:2]
-            mode = "measuring only" if args.no_evict else f"evicting above {args.evict_above} B"
+            mode = (
+                f"evicting above {format_size(args.evict_above)}"
+                if args.evict
+                else "measuring only, deleting nothing"
+            )
             print(f"serving http://{host!s}:{port}/metrics for {root} ({mode})", flush=True)
             return signal.sigwait(_STOP_SIGNALS)
     finally:
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+def _address(addr: str, port: int) -> str:
+    """``addr:port``, with an IPv6 address in brackets (``[::1]:9464``)."""
+    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"

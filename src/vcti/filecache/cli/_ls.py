@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -16,7 +17,10 @@ from ._common import (
     add_json_argument,
     add_root_argument,
     check_root,
+    display_key,
     entry_json,
+    format_age,
+    format_duration,
     format_time,
     key_argument,
     print_json,
@@ -35,7 +39,9 @@ SORTS: dict[str, Callable[[Sequence[CacheEntry]], list[CacheEntry]]] = {
     "age": lambda entries: sorted(entries, key=lambda e: (e.created, e.key)),  # oldest first
 }
 
-_HEADER = ("KEY", "SIZE", "ACCESSES", "LAST ACCESS", "CREATED")
+_HEADER = ("KEY", "SIZE", "ACCESSES", "LAST ACCESS", "CREATED", "FILL", "VERSION")
+#: The columns read left to right (the others are numbers, aligned on the right).
+_LEFT = frozenset({0, 3, 4, 6})
 
 
 def register(subparsers: Subparsers) -> None:
@@ -45,7 +51,10 @@ def register(subparsers: Subparsers) -> None:
         help="list the models",
         description=(
             "List the models of a cache root: key, size, access count, last access and "
-            "creation time (local time). Nothing is evicted or deleted."
+            "publication (as ages, or local times with --absolute-times), how long its fill "
+            "took and the version it was filled for ('-' when unknown). Control characters "
+            "in keys are escaped (\\n, \\x1b); --json gives them as they are. Nothing is "
+            "evicted or deleted."
         ),
     )
     add_root_argument(parser)
@@ -66,6 +75,11 @@ def register(subparsers: Subparsers) -> None:
             "only the models under P, in whole key components: 'ab' lists ab/cd/x and the "
             "model ab itself, not abc/x (a trailing / is ignored)"
         ),
+    )
+    parser.add_argument(
+        "--absolute-times",
+        action="store_true",
+        help="show local times (2024-05-01 12:00:00) instead of ages (3 days ago)",
     )
     add_json_argument(parser)
     parser.set_defaults(run=run)
@@ -95,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
             }
         )
     else:
-        print_lines(_table(entries))
+        print_lines(_table(entries, None if args.absolute_times else time.time()))
     return EXIT_FAILURE if recorder.report_errors() else EXIT_OK
 
 
@@ -104,22 +118,28 @@ def under(key: str, prefix: str) -> bool:
     return key == prefix or key.startswith(prefix + "/")
 
 
-def _table(entries: Sequence[CacheEntry]) -> list[str]:
+def _table(entries: Sequence[CacheEntry], now: float | None) -> list[str]:
+    """The text table; times as ages at ``now``, or local times when it is None."""
+
+    def when(epoch: float) -> str:
+        return format_time(epoch) if now is None else format_age(epoch, now)
+
     rows = [_HEADER] + [
         (
-            e.key,
+            display_key(e.key),
             format_size(e.size),
             str(e.access_count),
-            format_time(e.last_access),
-            format_time(e.created),
+            when(e.last_access),
+            when(e.created),
+            format_duration(e.fill_seconds),
+            "-" if e.version is None else display_key(e.version),
         )
         for e in entries
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(_HEADER))]
     return [
         "  ".join(
-            # the key and the times read left to right; numbers align on the right
-            cell.ljust(width) if i in (0, 3, 4) else cell.rjust(width)
+            cell.ljust(width) if i in _LEFT else cell.rjust(width)
             for i, (cell, width) in enumerate(zip(row, widths, strict=True))
         ).rstrip()
         for row in rows

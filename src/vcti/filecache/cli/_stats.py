@@ -18,6 +18,7 @@ from ._common import (
     add_json_argument,
     add_root_argument,
     check_root,
+    display_key,
     entry_json,
     entry_lines,
     format_bytes,
@@ -153,7 +154,7 @@ def _prefix_lines(depth: int, groups: list[PrefixTotal]) -> list[str]:
     count_width = max((len(cell) for cell in counts), default=0)
     size_width = max((len(cell) for cell in sizes), default=0)
     return [f"by prefix (first {depth} {parts}):"] + [
-        f"  {size:>{size_width}}  {count:>{count_width}}  {row.prefix}"
+        f"  {size:>{size_width}}  {count:>{count_width}}  {display_key(row.prefix)}"
         for row, count, size in zip(groups, counts, sizes, strict=True)
     ]
 

@@ -20,6 +20,7 @@ from ._common import (
     add_json_argument,
     add_root_argument,
     check_root,
+    note_v1_root,
     print_json,
     print_lines,
 )
@@ -89,8 +90,11 @@ def run(args: argparse.Namespace) -> int:
             check = cache.verify()
             remaining = _merge(check.problems, errors.take())
     else:
-        # Read-only: no FileCache.open(), which would sweep leftovers.
-        report = CacheManager.check(LocalStorage(root), config)
+        # Read-only: no FileCache.open(), which would sweep leftovers and adopt a 1.0 root.
+        storage = LocalStorage(root)
+        if v1 := storage.plan_v1().models:
+            note_v1_root(root, len(v1))
+        report = CacheManager.check(storage, config)
         problems = remaining = _merge(report.problems, errors.take())
     if args.json:
         print_json(

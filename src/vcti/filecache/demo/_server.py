@@ -28,6 +28,7 @@ from .. import __version__
 from .._cache import FileCache
 from .._config import CacheManagerConfig
 from .._entry import CacheSnapshot, EvictionResult
+from .._sizes import format_size
 from ..cli._common import POLICIES
 from ..observers.base import CacheObserver
 from ..observers.otel import OpenTelemetryObserver
@@ -211,6 +212,14 @@ def _handler(app: DemoApp) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(body)
 
+        def handle(self) -> None:
+            try:
+                super().handle()
+            except ConnectionError:
+                # The client went away mid-response (closed the tab, a timeout, Ctrl-C of
+                # curl): nothing to report, and no traceback on the demo's terminal.
+                self.close_connection = True
+
         def log_message(self, format: str, *args: Any) -> None:
             pass  # requests show in metrics, spans and the progress line
 
@@ -269,21 +278,13 @@ class LoadGenerator:
         conn.close()
 
 
-def _human(size: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.1f} {unit}" if unit != "B" else f"{int(size)} B"
-        size /= 1024
-    raise AssertionError("unreachable")
-
-
 def progress_line(app: DemoApp, stats: DemoStats, settings: DemoSettings) -> str:
     """One line: requests, hit ratio, size/limit, models, evictions, errors."""
     with stats.lock:
         ratio = stats.hits / stats.lookups if stats.lookups else 0.0
         return (
             f"requests {app.requests:>7} | hit ratio {ratio:6.1%} | "
-            f"size {_human(stats.size)} / {_human(settings.evict_above)} | "
+            f"size {format_size(stats.size)} / {format_size(settings.evict_above)} | "
             f"models {stats.entries:>4} | evictions {stats.evictions:>5} | errors {stats.errors}"
         )
 
@@ -317,7 +318,7 @@ def _setup_tracing(mode: str, spans_file: Path, max_bytes: int, out: IO[str]) ->
             formatter=lambda span: span.to_json(indent=None) + "\n",  # one span a line
         )
         provider.add_span_processor(BatchSpanProcessor(exporter))
-        print(f"spans: {spans_file} (rotated at {_human(max_bytes)})", file=out)
+        print(f"spans: {spans_file} (rotated at {format_size(max_bytes)})", file=out)
 
         def shutdown() -> None:
             provider.shutdown()
@@ -349,7 +350,7 @@ def _setup_logging(log_file: str, max_bytes: int, out: IO[str]) -> Callable[[], 
         cache_logger_on_first_use=True,
     )
     if log_file != "-":
-        print(f"events: {log_file} (rotated at {_human(max_bytes)})", file=out)
+        print(f"events: {log_file} (rotated at {format_size(max_bytes)})", file=out)
     return (lambda: None) if stream is sys.stderr else stream.close
 
 
@@ -429,7 +430,11 @@ def _run(settings: DemoSettings, work: Path, out: IO[str]) -> int | None:
     try:
         with FileCache(storage=make_storage(settings.storage, work), config=config) as cache:
             app = DemoApp(cache, inputs, settings, registry)
-            server = ThreadingHTTPServer((settings.host, settings.port), _handler(app))
+            try:
+                server = ThreadingHTTPServer((settings.host, settings.port), _handler(app))
+            except OSError as exc:  # in use, no such address: say which
+                where = f"{settings.host}:{settings.port}"
+                raise OSError(exc.errno, f"cannot serve on {where}: {exc.strerror}") from None
             server.daemon_threads = True
             host, port = settings.host, server.server_port
             serving = threading.Thread(target=server.serve_forever, name="demo-http")

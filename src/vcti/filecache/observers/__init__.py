@@ -2,7 +2,8 @@
 
 The exporters are imported on first use, so ``import vcti.filecache`` never imports
 prometheus_client, OpenTelemetry or structlog. :class:`TraceObserver` records the
-requests for ``filecache replay`` with the standard library alone.
+requests for ``filecache replay``, and :class:`StatsObserver` counts hits, misses, fills
+and evictions in process, both with the standard library alone.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import importlib
 from typing import TYPE_CHECKING
 
 from .base import CacheObserver, LoggingObserver
+from .stats import CacheStats, StatsObserver
 
 if TYPE_CHECKING:
     from .otel import OpenTelemetryObserver
@@ -20,9 +22,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CacheObserver",
+    "CacheStats",
     "LoggingObserver",
     "OpenTelemetryObserver",
     "PrometheusObserver",
+    "StatsObserver",
     "StructlogObserver",
     "TraceObserver",
     "start_metrics_server",

@@ -37,6 +37,7 @@ from prometheus_client.registry import Collector
 
 from .. import __version__
 from .._victims import policy_name
+from ._totals import LiveTotals, Totals
 from .base import ERROR_CONTEXTS, CacheObserver
 
 if TYPE_CHECKING:
@@ -71,8 +72,9 @@ _IDLE_BUCKETS = (
 
 _GaugeMode = Literal["mostrecent", "max", "livemax", "livesum"]
 
-# Gauges are set by each scan; an eviction run lowers size, overage and entries at once
-# rather than an interval later. Attribute, name, help, multiprocess mode. Why each mode:
+# Gauges are set by each scan; in the process that scanned, a publish and an eviction run
+# change size, overage and entries at once rather than an interval later (LiveTotals).
+# Attribute, name, help, multiprocess mode. Why each mode:
 # - the sizes are measurements of one shared root, taken by whichever worker scanned
 #   last: "mostrecent" keeps the newest one (a worker that never scanned has no
 #   timestamp and never wins; a recycled worker's last value stays until a newer scan).
@@ -299,7 +301,8 @@ class PrometheusObserver(CacheObserver):
         self.cache_name = cache_name
         self.export_limit = export_limit
         self._bound: _Bound | None = None
-        self._local = threading.local()  # the scan or eviction running in this thread
+        self._totals: LiveTotals | None = None
+        self._local = threading.local()  # whether the scan running in this thread failed
 
     def __repr__(self) -> str:
         cache = self._bound.cache if self._bound is not None else self.cache_name
@@ -343,6 +346,7 @@ class PrometheusObserver(CacheObserver):
             storage=type(storage).__name__,
             policy=policy_name(config.policy),
         ).set(1)
+        self._totals = LiveTotals(storage.path)
         self._bound = bound
 
     def on_leader_change(self, is_leader: bool) -> None:
@@ -369,6 +373,8 @@ class PrometheusObserver(CacheObserver):
 
     def on_scan_start(self) -> None:
         self._local.scan_failed = False
+        if self._totals is not None:
+            self._totals.scan_started()
 
     def on_scan_end(self, snapshot: CacheSnapshot, duration: float) -> None:
         bound = self._bound
@@ -378,7 +384,8 @@ class PrometheusObserver(CacheObserver):
         self._local.scan_failed = False
         bound.count(bound.families.scans)
         bound.observe(bound.families.scan_duration, max(0.0, duration))
-        self._set_sizes(bound, snapshot)
+        if self._totals is not None:
+            self._set_sizes(bound, self._totals.scanned(snapshot))
         bound.gauge("pinned").set(len(snapshot.pinned))
         bound.gauge("staging").set(snapshot.staging_size)
         if snapshot.disk_free is not None and snapshot.disk_total is not None:
@@ -388,12 +395,18 @@ class PrometheusObserver(CacheObserver):
             bound.gauge("last_success").set(snapshot.taken_at)
 
     def on_evict_start(self, snapshot: CacheSnapshot, policy: str, trigger: str) -> None:
-        self._local.evicting = snapshot
+        if self._totals is not None:
+            self._totals.scanned(snapshot)  # the view the run starts from
+
+    def on_size_update(self, path: str, size: int) -> None:
+        bound, totals = self._bound, self._totals
+        if bound is not None and totals is not None:
+            changed = totals.resized(path, size)  # a publish, or a scan's measurement
+            if changed is not None:
+                self._set_sizes(bound, changed)
 
     def on_evict_end(self, result: EvictionResult) -> None:
-        bound = self._bound
-        snapshot: CacheSnapshot | None = getattr(self._local, "evicting", None)
-        self._local.evicting = None
+        bound, totals = self._bound, self._totals
         if bound is None:
             return
         families = bound.families
@@ -404,9 +417,11 @@ class PrometheusObserver(CacheObserver):
         bound.observe(families.eviction_duration, max(0.0, result.duration))
         for entry in result.entries:
             bound.observe(families.evicted_idle, max(0.0, result.started_at - entry.last_access))
-        if snapshot is not None:
+        if totals is not None:
             # The next scan is an interval away; show the size the eviction left now.
-            self._set_sizes(bound, snapshot.without(e.key for e in result.entries))
+            changed = totals.removed(e.key for e in result.entries)
+            if changed is not None:
+                self._set_sizes(bound, changed)
 
     def on_error(self, error: Exception, context: str) -> None:
         bound = self._bound
@@ -416,12 +431,12 @@ class PrometheusObserver(CacheObserver):
         if context == "scan":
             self._local.scan_failed = True
 
-    def _set_sizes(self, bound: _Bound, snapshot: CacheSnapshot) -> None:
-        bound.gauge("size").set(snapshot.total_size)
-        bound.gauge("entries").set(snapshot.entry_count)
+    def _set_sizes(self, bound: _Bound, totals: Totals) -> None:
+        bound.gauge("size").set(totals.size)
+        bound.gauge("entries").set(totals.entries)
         if self.export_limit:
-            bound.gauge("limit").set(snapshot.evict_above)
-            bound.gauge("overage").set(snapshot.overage)
+            bound.gauge("limit").set(totals.evict_above)
+            bound.gauge("overage").set(totals.overage)
 
 
 def start_metrics_server(

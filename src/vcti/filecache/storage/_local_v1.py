@@ -20,10 +20,10 @@ import contextlib
 import json
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from .._entry import AdoptionReport
+from .._entry import AdoptionReport, CacheEntry
 from .._keys import RESERVED, validate_key
 from .._meta import MAX_META_BYTES, Meta
 from ..exceptions import KeyValidationError
@@ -103,6 +103,45 @@ def plan_v1(root: str) -> AdoptionReport:
     """What adopting ``root`` would do, without doing it (for ``verify``)."""
     found, problems = find_v1(root)
     return AdoptionReport(tuple(f.key for f in found if not f.adopted), tuple(problems))
+
+
+def inspect_v1(root: str, onerror: Callable[[OSError], object] | None = None) -> list[CacheEntry]:
+    """The 1.0 models not adopted yet, as 1.0 recorded them, touching nothing.
+
+    A model's size is measured as adoption will measure it (its files without 1.0's
+    metadata); its access count and last access are 1.0's, its creation time unknown to
+    1.0 and shown as its last access, as adoption records it. A model that cannot be
+    read is left out and passed to ``onerror``.
+    """
+    found, _ = find_v1(root)
+    entries: list[CacheEntry] = []
+    for item in found:
+        if item.adopted:
+            continue
+        v1_meta = os.path.join(item.folder, CACHE_META)
+        try:
+            mtime = os.stat(v1_meta, follow_symlinks=False).st_mtime
+            size = _fs.tree_size(item.folder, skip=RESERVED) - _v1_files_size(item.folder)
+        except FileNotFoundError:
+            continue  # adopted or removed meanwhile
+        except OSError as exc:
+            if onerror is not None:
+                onerror(exc)
+            continue
+        entries.append(CacheEntry(item.key, max(size, 0), _v1_count(v1_meta), mtime, mtime))
+    return entries
+
+
+def _v1_files_size(folder: str) -> int:
+    """Bytes of 1.0's metadata and temporary files directly in ``folder``."""
+    total = 0
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if (entry.name == CACHE_META or _is_v1_tmp(entry.name)) and entry.is_file(
+                follow_symlinks=False
+            ):
+                total += entry.stat(follow_symlinks=False).st_size
+    return total
 
 
 def adopt_v1(root: str) -> AdoptionReport:

@@ -39,7 +39,7 @@ import time
 import uuid
 from collections.abc import Callable, Hashable, Iterator, Sequence
 
-from .._entry import AdoptionReport
+from .._entry import AdoptionReport, CacheEntry
 from .._keys import RESERVED, ancestors
 from .._meta import MAX_META_BYTES, Meta
 from ..exceptions import KeyValidationError, LockTimeoutError, MetadataError
@@ -173,6 +173,15 @@ class LocalStorage(LocalStorageV1Methods):
         if os.path.isfile(os.path.join(self._internal, _LAYOUT)):
             return AdoptionReport()
         return _v1.plan_v1(self._root)
+
+    def inspect_v1(self, onerror: Callable[[OSError], object] | None = None) -> list[CacheEntry]:
+        """The models :meth:`adopt_v1` would adopt, as 1.0 recorded them, touching nothing.
+
+        A model that cannot be read is left out and passed to ``onerror``.
+        """
+        if os.path.isfile(os.path.join(self._internal, _LAYOUT)):
+            return []
+        return _v1.inspect_v1(self._root, onerror)
 
     # -- change detection ---------------------------------------------------------------
 
