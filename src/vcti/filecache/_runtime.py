@@ -368,9 +368,9 @@ class Runtime:
         self._estimate += changes.published
         return self._over(config)
 
-    def _over(self, config: CacheManagerConfig, extra: int = 0) -> bool:
-        """True if the estimated total (plus ``extra``) is above the limit, or free space low."""
-        if self._estimate is not None and self._estimate + extra > config.evict_above:
+    def _over(self, config: CacheManagerConfig) -> bool:
+        """True if the estimated total is above the limit, or the free space low."""
+        if self._estimate is not None and self._estimate > config.evict_above:
             return True
         if config.min_free is not None and self._disk is not None:
             try:
@@ -482,10 +482,10 @@ class Runtime:
 
         A publish that would leave the root more than :data:`PRESSURE_MARGIN` over
         ``evict_above`` first waits, up to :data:`PRESSURE_WAIT` seconds (or two cycles
-        that free nothing), for the eviction
-        (the leader's cycle, in this process or another), so that however many threads
-        and processes fill, the total cannot run away from the limit while the
-        manager's thread waits for the interpreter lock (back-pressure). In the leader's
+        that free nothing), for the eviction (the leader's cycle, in this process or
+        another), so that however many threads and processes fill, the total cannot run
+        away from the limit while the manager's thread waits for the interpreter lock
+        (back-pressure). In the leader's
         process the check and the counting of the fill are one step, so threads that
         publish at once cannot all pass it; other processes go by the total the leader
         recorded and what was published since.
