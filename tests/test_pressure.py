@@ -105,14 +105,14 @@ def test_another_processes_publishes_wait_for_the_leaders_eviction(
     assert sampler() <= LIMIT * (1 + PRESSURE_MARGIN) + 2 * MODEL
 
 
-def _stop_measuring(until: threading.Event, stopped: list[int]) -> None:
-    """SIGSTOP every measuring process of this process until ``until`` is set."""
-    while not until.is_set():
-        for pid in measuring_processes():
-            if pid not in stopped:
-                os.kill(pid, signal.SIGSTOP)
-                stopped.append(pid)
-        time.sleep(0.05)
+def _stop_for(pids: list[int], seconds: float) -> None:
+    """Keep the processes ``pids`` stopped (SIGSTOP) for ``seconds``, then let them go."""
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    time.sleep(seconds)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):  # killed by the cache meanwhile
+            os.kill(pid, signal.SIGCONT)
 
 
 def _call_everything(cache: FileCache, *, seconds: float, slowest: dict[str, float]) -> None:
@@ -151,8 +151,8 @@ def test_a_stopped_measuring_process_holds_up_no_call_and_no_eviction(
             Path(model.path, "f").write_bytes(b"y")
         cache.manager.run_once()
         assert len(measuring_processes()) == 1  # the leader's
-        until, stopped = threading.Event(), []
-        stopper = threading.Thread(target=_stop_measuring, args=(until, stopped))
+        stopped = measuring_processes()
+        stopper = threading.Thread(target=_stop_for, args=(stopped, 30))
         stopper.start()
         stop = threading.Event()
         filler = threading.Thread(target=fill_loop, args=(cache, "here", stop, 60))
@@ -168,7 +168,6 @@ def test_a_stopped_measuring_process_holds_up_no_call_and_no_eviction(
             pause=0.05,
         )
         _call_everything(cache, seconds=30, slowest=slowest)
-        until.set()
         stopper.join()
         stop.set()
         filler.join(60)
@@ -181,7 +180,7 @@ def test_a_stopped_measuring_process_holds_up_no_call_and_no_eviction(
         slowest["close"] = time.monotonic() - started
         for pid in measuring_processes():
             os.kill(pid, signal.SIGKILL)
-    assert stopped  # the measuring processes were stopped
+    assert stopped  # the leader's measuring process was stopped
     assert max(slowest.values()) < 10, slowest
     stalls = [e for e, c in recorder.errors() if c in ("scan", "metadata", "evict")]
     assert any("no sign of life" in str(e) for e in stalls)

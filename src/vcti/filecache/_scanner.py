@@ -130,6 +130,9 @@ class Scanner:
         #: True while this process leads the root: only the leader's work goes away from
         #: the process (on a local root, one measuring process for the root).
         self._leading = leading
+        # False once work sent away failed in the current cycle: the rest of the cycle is
+        # done here (one stalled helper costs a cycle one deadline, not one per batch).
+        self._away_ok = True
         self._stamps = storage if isinstance(storage, StampedStorage) else None
         self._shared = storage if isinstance(storage, SharedStorage) else None
         self._disk = storage if isinstance(storage, FreeSpaceStorage) else None
@@ -194,7 +197,7 @@ class Scanner:
         runs here.
         """
         many = away or len(updates) >= _BULK_MIN
-        batch = self._batch if many and self._leading() else None
+        batch = self._batch if many and self._away_ok and self._leading() else None
         for chunk in _chunks(updates):
             done: set[str] = set()
             if batch is not None:
@@ -204,6 +207,8 @@ class Scanner:
                         yield key, result
                 except OSError as exc:
                     group.error(exc, "metadata")
+                    self._away_ok = False
+                    batch = None
             for key, update in chunk:
                 if key not in done:
                     yield key, self._update_here(key, update)
@@ -247,6 +252,8 @@ class Scanner:
         group.emit("on_scan_start")
         started = time.perf_counter()
         with self.io_lock:
+            if write_accesses:
+                self._away_ok = True  # a new cycle tries its helper again
             taking = write_accesses and repair and self._journal is not None
             pending = self.coord.take_pending() if taking else self.coord.pending()
             self._taken = pending if taking else None
@@ -358,7 +365,7 @@ class Scanner:
         found: list[tuple[str, Hashable, Hashable]] = []
         read: dict[str, bytes | Exception] = {}
         # The leader's cycle reads the stamps and records away from this process too.
-        away = self._taken is not None and self._batch is not None and bool(keys)
+        away = self._taken is not None and self._batch is not None and bool(keys) and self._away_ok
         if away and self._read_away(group, keys, found, read):
             keys = set()
         for key in keys:
@@ -395,6 +402,7 @@ class Scanner:
             items = list(self._batch.read_metas(list(keys)))
         except OSError as exc:
             group.error(exc, "scan")
+            self._away_ok = False
             return False
         for key, stamps, record in items:
             if stamps is None:
@@ -468,12 +476,13 @@ class Scanner:
 
         None where the backend cannot, or the batch failed (reported).
         """
-        if self._batch is None:
+        if self._batch is None or not self._away_ok:
             return None
         try:
             walked, errors = self._batch.walk_models()
         except OSError as exc:
             group.error(exc, "scan")
+            self._away_ok = False
             return None
         for error in errors:
             group.error(error, "scan")
@@ -578,11 +587,12 @@ class Scanner:
         """
         sizes: dict[str, int] = {}
         many = away or len(keys) >= _BULK_MIN
-        if self._bulk is not None and keys and many and self._leading():
+        if self._bulk is not None and keys and many and self._away_ok and self._leading():
             try:
                 sizes = self._bulk.model_sizes(keys)
             except OSError as exc:
                 group.error(exc, "scan")  # the batch failed as a whole: measured here
+                self._away_ok = False
         for key in keys:
             if key in sizes:
                 continue

@@ -56,6 +56,9 @@ IDLE_EXIT = 7200.0
 HEARTBEAT = 0.5
 #: Seconds without an answer or a heartbeat after which a child is taken for stuck.
 STALL = 3.0
+#: Seconds more a child just started has for its first sign of life, a heartbeat as soon
+#: as its interpreter runs (one starting on a loaded machine).
+START_GRACE = 3.0
 #: Seconds a child is given to leave when it is ended, before it is killed.
 END_WAIT = 2.0
 
@@ -66,7 +69,8 @@ _PIPE_SIZE = 1 << 20
 
 _HEADER = struct.Struct(">I")
 _BOOT = (
-    "import json, sys; sys.path[:0] = json.loads(sys.argv[1]); "
+    "import os, sys; os.write(int(sys.argv[3]), b'+'); "
+    "import json; sys.path[:0] = json.loads(sys.argv[1]); "
     "from vcti.filecache.storage._worker import serve; "
     "serve(float(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]))"
 )
@@ -85,6 +89,7 @@ class Worker:
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
         self._bell = -1  # the doorbell's read end while a process runs
+        self._started = False  # the process was started for the request being sent
         self._ender: weakref.finalize[[subprocess.Popen[bytes], int], Worker] | None = None
         _workers.add(self)
 
@@ -183,7 +188,8 @@ class Worker:
                 received: list[Any] = []
                 try:
                     _write_frame(_fd(proc.stdin), data)
-                    self._collect(_fd(proc.stdout), answers, received)
+                    self._collect(_fd(proc.stdout), answers, received, self._started)
+                    self._started = False
                     return received
                 except _Stalled as exc:
                     proc.kill()  # a stopped process ends with SIGKILL too
@@ -204,14 +210,17 @@ class Worker:
                     raise error from exc
             raise AssertionError("unreachable")  # pragma: no cover
 
-    def _collect(self, answers: int, count: int, received: list[Any]) -> None:
+    def _collect(self, answers: int, count: int, received: list[Any], starting: bool) -> None:
         """Read ``count`` answer frames into ``received`` once the doorbell rings.
+
+        ``starting``: the child was started for this request (it has
+        :data:`START_GRACE` seconds more for its first sign of life).
 
         Raises:
             EOFError: the child ended with answers missing.
             _Stalled: neither an answer nor a heartbeat came for :data:`STALL` seconds.
         """
-        alive = time.monotonic()
+        alive = time.monotonic() + (START_GRACE if starting else 0.0)
         while True:
             ready, _, _ = select.select([self._bell], [], [], _DRAIN)
             if ready:
@@ -267,7 +276,7 @@ class Worker:
         if hasattr(fcntl, "F_SETPIPE_SZ"):
             with contextlib.suppress(OSError):
                 fcntl.fcntl(_fd(proc.stdout), fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
-        self._proc, self._bell = proc, bell
+        self._proc, self._bell, self._started = proc, bell, True
         # A worker dropped without close(), or still running at exit, ends its process.
         self._ender = weakref.finalize(self, _end, proc, bell)
         return proc
