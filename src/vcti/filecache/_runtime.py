@@ -55,7 +55,7 @@ _WATCH_COALESCE = 0.1
 #: limit waits for the eviction it calls for before it returns (back-pressure).
 PRESSURE_MARGIN = 0.05
 #: Seconds such a publish waits at most; it also stops waiting once two cycles have ended
-#: (what eviction could do, it did: the rest is open).
+#: without bringing the total down (what eviction could do, it did: the rest is open).
 PRESSURE_WAIT = 5.0
 #: Seconds between two looks at the total while a publish waits.
 _PRESSURE_POLL = 0.02
@@ -368,9 +368,9 @@ class Runtime:
         self._estimate += changes.published
         return self._over(config)
 
-    def _over(self, config: CacheManagerConfig, extra: int = 0) -> bool:
-        """True if the estimated total (plus ``extra``) is above the limit, or free space low."""
-        if self._estimate is not None and self._estimate + extra > config.evict_above:
+    def _over(self, config: CacheManagerConfig) -> bool:
+        """True if the estimated total is above the limit, or the free space low."""
+        if self._estimate is not None and self._estimate > config.evict_above:
             return True
         if config.min_free is not None and self._disk is not None:
             try:
@@ -481,10 +481,11 @@ class Runtime:
         """Before a fill of ``size`` bytes publishes: wait until the root has room for it.
 
         A publish that would leave the root more than :data:`PRESSURE_MARGIN` over
-        ``evict_above`` first waits, up to :data:`PRESSURE_WAIT` seconds, for the eviction
-        (the leader's cycle, in this process or another), so that however many threads
-        and processes fill, the total cannot run away from the limit while the
-        manager's thread waits for the interpreter lock (back-pressure). In the leader's
+        ``evict_above`` first waits, up to :data:`PRESSURE_WAIT` seconds (or two cycles
+        that free nothing), for the eviction (the leader's cycle, in this process or
+        another), so that however many threads and processes fill, the total cannot run
+        away from the limit while the manager's thread waits for the interpreter lock
+        (back-pressure). In the leader's
         process the check and the counting of the fill are one step, so threads that
         publish at once cannot all pass it; other processes go by the total the leader
         recorded and what was published since.
@@ -497,7 +498,8 @@ class Runtime:
             return
         allowed = config.evict_above + int(config.evict_above * PRESSURE_MARGIN)
         deadline = time.monotonic() + PRESSURE_WAIT
-        first: object = None
+        marker: object = None
+        before = 0
         turns = 0
         while True:
             with self._cycled:
@@ -506,11 +508,12 @@ class Runtime:
                     if self._leader is not None and self._estimate is not None:
                         self._estimate += size
                     return
-                if first is None:
-                    first = probe[1]
-                elif probe[1] != first:  # a cycle ended and the root is still full
-                    first = probe[1]
-                    turns += 1
+                if marker is None:
+                    marker, before = probe[1], probe[0]
+                elif probe[1] != marker:  # a cycle ended and the root is still full
+                    if probe[0] >= before:
+                        turns += 1  # it freed nothing: what is left is open
+                    marker, before = probe[1], probe[0]
                 if turns >= 2 or time.monotonic() >= deadline:
                     if self._leader is not None and self._estimate is not None:
                         self._estimate += size
