@@ -1,9 +1,9 @@
-"""The web-server examples of docs/guide/web-servers.md (docs/examples/), each run in a real server on 127.0.0.1.
+"""The web-server examples (docs/examples/), each run in a real server on 127.0.0.1.
 
 Flask under gunicorn with several workers, with and without ``--preload``, and FastAPI with
 ``amodel()`` under uvicorn with two workers; both with prometheus_client's multiprocess
-metrics. The page quotes the example files verbatim (checked here), so what it shows is
-what runs.
+metrics. docs/guide/web-servers.md quotes the example files verbatim (checked here), so
+what it shows is what runs.
 """
 
 from __future__ import annotations
