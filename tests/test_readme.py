@@ -67,7 +67,7 @@ def test_ci_runs_the_readme_test_command() -> None:
     assert "filecache demo" in lines[0]
 
 
-def test_the_readme_commands_install_what_they_run(tmp_path: Path) -> None:
+def test_the_readme_commands_install_what_they_run() -> None:
     """The two commands name extras that exist, and the console script they start."""
     demo, tests = _commands()
     pyproject = (REPO / "pyproject.toml").read_text()
