@@ -1,6 +1,6 @@
 """vcti-file-cache 1.0's public interface, used as a 1.0 user would, unchanged.
 
-Each test follows one fact of 1.0's interface (see README, "Migrating from 1.0"): its
+Each test follows one fact of 1.0's interface (see docs/guide/migrating.md): its
 names and modules, FileCache and ModelDir, ModelInfo and CacheSnapshot, the config,
 policies with ``select_evictions``, ``run_eviction``, observers with ``on_size_update`` and
 ``on_cycle_complete``, ``CacheManager.acquire``/``release``, backends written to 1.0's

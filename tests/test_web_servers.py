@@ -1,9 +1,9 @@
-"""The README's web-server examples (docs/examples/), each run in a real server on 127.0.0.1.
+"""The web-server examples (docs/examples/), each run in a real server on 127.0.0.1.
 
 Flask under gunicorn with several workers, with and without ``--preload``, and FastAPI with
 ``amodel()`` under uvicorn with two workers; both with prometheus_client's multiprocess
-metrics. The README quotes the example files verbatim (checked here), so what it shows is
-what runs.
+metrics. docs/guide/web-servers.md quotes the example files verbatim (checked here), so
+what it shows is what runs.
 """
 
 from __future__ import annotations
@@ -30,18 +30,18 @@ from vcti.filecache import CacheManagerConfig, FileCache
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "docs" / "examples"
-README = REPO / "README.md"
+PAGE = REPO / "docs" / "guide" / "web-servers.md"
 FILES = ["flask_app.py", "gunicorn.conf.py", "fastapi_app.py"]
 
 FIELD = bytes(range(256)) * 4096  # what fastapi_app.extract writes to field.bin
 
 
-def test_the_readme_quotes_every_example_verbatim() -> None:
-    readme = README.read_text()
+def test_the_guide_quotes_every_example_verbatim() -> None:
+    page = PAGE.read_text()
     for name in FILES:
         text = (EXAMPLES / name).read_text()
-        assert f"`docs/examples/{name}`" in readme, name
-        assert f"```python\n{text}```\n" in readme, f"README's copy of {name} differs"
+        assert f"`docs/examples/{name}`" in page, name
+        assert f"```python\n{text}```\n" in page, f"the guide's copy of {name} differs"
 
 
 def test_an_open_file_stays_readable_after_its_model_is_removed(tmp_path: Path) -> None:

@@ -459,9 +459,10 @@ class FileCache:
 
         Args:
             policy: overrides ``config.policy`` for this call.
-            evict_above, evict_to: override the config's limits for this call; here
-                ``evict_above=0`` is allowed and means "evict everything not open"
-                (down to ``evict_to``, default ``evict_above``).
+            evict_above: overrides the config's limit for this call; here
+                ``evict_above=0`` is allowed and means "evict everything not open".
+            evict_to: overrides the config's target for this call (default
+                ``evict_above``).
 
         Returns:
             The keys (paths relative to the root) of the removed models, in order.
