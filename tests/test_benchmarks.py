@@ -25,6 +25,7 @@ BENCHMARKS = (
     "idle",
     "memory",
     "react",
+    "pressure",
     "aio",
     "replay",
 )

@@ -1007,6 +1007,7 @@ def test_a_1_0_backend_that_subclasses_cache_storage(tmp_path: Path) -> None:
     assert backend.root == tmp_path
     with FileCache(config(evict_above=150, prompt_eviction=False), storage=backend) as cache:
         assert "StorageV1Adapter" in repr(cache.storage)  # recognised by its 1.0 methods
+        wait_for(lambda: cache.manager.cycles >= 1)  # the cycle at start is done
         with cache.model("a") as model:
             write(model, 100)
         with cache.model("b") as model:

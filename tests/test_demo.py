@@ -402,7 +402,12 @@ def test_a_traced_demo_under_load_replays(tmp_path: Path) -> None:
         _stop(demo)
     document = _replay(trace)
     assert document["requests"] == len(trace.read_text().splitlines()) - 1 > 20
-    assert all(0 < r["misses"] < document["requests"] for r in document["results"])
+    requests = document["requests"]
+    assert all(0 < r["misses"] <= requests for r in document["results"])
+    # The curve's smallest sizes may miss everything; the largest of each policy may not.
+    for policy in POLICIES:
+        curve = [r["misses"] for r in document["results"] if r["policy"] == policy]
+        assert min(curve) < requests
 
 
 @pytest.mark.parametrize("policy", sorted(POLICIES))

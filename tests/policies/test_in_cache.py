@@ -47,9 +47,9 @@ def test_cost_aware_evicts_the_cheapest_per_byte_first(tmp_path: Path) -> None:
     with FileCache(config(CostAwarePolicy()), root=tmp_path) as cache:
         wait_for(lambda: cache.manager.cycles >= 1)
         fill(cache, "slow-small", 1000, seconds=0.3)  # 0.3 s for 1 kB: dear per byte
-        fill(cache, "fast-small", 1000)
+        fill(cache, "fast-small", 1000, seconds=0.02)  # a quick one, timed above the noise
         fill(cache, "slow-big", 4000, seconds=0.3)  # as slow, four times the bytes
-        fill(cache, "fast-big", 4000)
+        fill(cache, "fast-big", 4000, seconds=0.02)
         entries = {e.key: e for e in cache.entries()}
         assert entries["slow-small"].fill_seconds is not None
         assert entries["slow-small"].fill_seconds >= 0.3
