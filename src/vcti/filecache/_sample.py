@@ -15,7 +15,7 @@ import hashlib
 from ._trace import Trace
 
 #: The hash space: keys whose 64-bit hash is below ``rate x 2**64`` are kept.
-_SPACE = 2**64
+SPACE = 2**64
 
 
 def key_hash(key: str) -> int:
@@ -33,7 +33,7 @@ def sample_trace(trace: Trace, rate: float) -> Trace:
         raise ValueError(f"the sampling rate must be in (0, 1]: {rate}")
     if rate == 1:
         return trace
-    threshold = int(rate * _SPACE)
+    threshold = int(rate * SPACE)
     kept: dict[str, bool] = {}
     sample = Trace(f"{trace.name} (sampled at {rate:g})")
     times, keys, sizes, costs = sample.times, sample.keys, sample.sizes, sample.costs

@@ -49,6 +49,7 @@ from ._simulate import (
 from ._simulate import check_limit as _check_limit
 from ._simulate import trace_warnings as _trace_warnings
 from ._trace import Trace, read_trace
+from ._whatif import WhatIf
 from .exceptions import TraceError
 from .policies import base as _base
 
@@ -59,6 +60,7 @@ __all__ = [
     "Result",
     "Trace",
     "TraceError",
+    "WhatIf",
     "default_jobs",
     "expand_limit",
     "make_policy",
