@@ -23,6 +23,18 @@ def key_hash(key: str) -> int:
     return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big")
 
 
+#: ``--sample auto`` keeps about this many keys: the sample size of SHARDS's fixed-size
+#: variant (8K keys, Waldspurger et al. 2015), below which errors of several points are
+#: common on the shared traces (benchmarks/README.md).
+AUTO_KEYS = 8192
+
+
+def auto_rate(trace: Trace) -> float:
+    """The rate that keeps about :data:`AUTO_KEYS` of the trace's keys (1: all of them)."""
+    keys = len(set(trace.keys))
+    return min(1.0, AUTO_KEYS / keys) if keys else 1.0
+
+
 def sample_trace(trace: Trace, rate: float) -> Trace:
     """The requests of the keys sampled at ``rate`` (0 < rate <= 1), as a trace of their own.
 
