@@ -114,7 +114,7 @@ def test_a_sampled_simulation_is_within_its_sampling_error(prefix: str) -> None:
     whatif = WhatIf(policies=("lru", "gdsf"), max_keys=2048)
     simulations = WhatIfSimulations(config, whatif, lambda: clock[0])
     _feed(simulations, trace, clock)
-    assert simulations.sampled_keys == 2048
+    assert 2048 - 128 <= simulations.sampled_keys <= 2048  # a sixteenth goes at once
     assert 0.15 < simulations.rate < 0.3
     assert simulations.dropped == 0
     assert simulations.requests == trace.requests
@@ -163,7 +163,7 @@ def test_memory_is_bounded_by_the_sample() -> None:
     clock = [0.0]
     simulations = WhatIfSimulations(config, WhatIf(max_keys=1000), lambda: clock[0])
     _feed(simulations, trace, clock)
-    assert simulations.sampled_keys == 1000
+    assert 1000 - 62 <= simulations.sampled_keys <= 1000
     for miniature in simulations._miniatures.values():
         assert len(miniature.run.cached) <= 1000
         assert miniature.run.used <= miniature.run.limit
@@ -175,5 +175,5 @@ def test_memory_is_bounded_by_the_sample() -> None:
         grown = tracemalloc.get_traced_memory()[0] - before
     finally:
         tracemalloc.stop()
-    assert simulations.sampled_keys == 1000
+    assert 1000 - 62 <= simulations.sampled_keys <= 1000
     assert grown < 2_000_000, grown
