@@ -35,7 +35,8 @@ from typing import Any
 
 from . import _grid
 from ._grid import Progress, default_jobs
-from ._sample import auto_rate, sample_trace
+from ._sample import auto_rate as _auto_rate
+from ._sample import sample_trace
 from ._simulate import (
     DEFAULT_LIMITS,
     POLICY_NAMES,
@@ -157,7 +158,7 @@ def replay(
         sizes = dict.fromkeys(
             size for limit in wanted for size in expand_limit(limit, trace.unique_bytes)
         )
-        rate = auto_rate(trace) if sample == "auto" else float(sample)
+        rate = _auto_rate(trace) if sample == "auto" else float(sample)
         sampled = sample_trace(trace, rate)
         results = _grid.run_grid(
             trace,
