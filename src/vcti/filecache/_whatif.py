@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 from ._entry import CacheEntry
 from ._sample import SPACE, key_hash
-from ._simulate import POLICY_NAMES, ReplaySettings, _Cycle, _Run
+from ._simulate import POLICY_NAMES, ReplaySettings, _Cycle, _Run, make_entry
 from ._trace import Trace
 from ._victims import is_stateful, policy_name
 
@@ -110,7 +110,7 @@ class _Miniature:
         cached = run.cached
         entry = cached.get(key)
         if entry is not None:
-            entry = CacheEntry(
+            entry = make_entry(
                 key, entry.size, entry.access_count + 1, now, entry.created, entry.fill_seconds
             )
             cached[key] = entry
@@ -121,7 +121,7 @@ class _Miniature:
                 recency.move_to_end(key)
             return
         self.misses += weight
-        entry = CacheEntry(key, size, 1, now, now, fill)
+        entry = make_entry(key, size, 1, now, now, fill)
         cached[key] = entry
         if state is not None:
             state.insert(entry)
