@@ -11,9 +11,8 @@ replays them later, in the manager's thread.
 Memory is bounded by fixed-size spatial sampling (SHARDS, Waldspurger et al., FAST 2015,
 section 4.3; the miniature simulations of USENIX ATC 2017): every key is sampled while the
 cache has seen at most ``max_keys`` of them, so a small cache is simulated exactly; past
-that, the keys with the largest hashes leave the sample (a sixteenth of it at a time), the
-sampling threshold drops to the last one's hash, and each miniature cache shrinks to
-``rate x`` its size. Each miss ratio is the
+that, the key with the largest hash leaves the sample, the sampling threshold drops to its
+hash, and each miniature cache shrinks to ``rate x`` its size. Each miss ratio is the
 sample's misses, each counted ``1 / rate`` (the rate when it came), over every request
 the cache served, sampled or not: SHARDS's adjustment, which keeps a very popular key
 that happens to be in (or out of) the sample from swaying the estimate with its hits.
@@ -299,22 +298,13 @@ class WhatIfSimulations:
                 miniature.request(now, key, size, fill, weight)
 
     def _shrink(self) -> None:
-        """Drop the keys of the largest hashes from the sample; scale the caches to the rate.
-
-        A sixteenth of the sample goes at once: the caches' resizing then costs little
-        per key that comes (one key at a time, it was most of the simulations' time).
-        """
-        keep = self.whatif.max_keys - max(1, self.whatif.max_keys // 16)
-        dropped: list[str] = []
-        while len(self._sampled) > keep:
-            negated, key = heapq.heappop(self._largest)
-            self.threshold = -negated
-            del self._sampled[key]
-            dropped.append(key)
+        """Drop the key of the largest hash from the sample; scale the caches to the rate."""
+        negated, key = heapq.heappop(self._largest)
+        self.threshold = -negated
+        del self._sampled[key]
         rate = self.rate
         for (_, factor), miniature in self._miniatures.items():
-            for key in dropped:
-                miniature.forget(key)
+            miniature.forget(key)
             miniature.resize(self._scaled(factor, rate))
 
     def miss_ratios(self) -> Iterable[tuple[str, float, float]]:

@@ -428,7 +428,7 @@ class PrometheusObserver(CacheObserver):
             self._totals.scanned(snapshot)  # the view the run starts from
 
     def on_size_update(self, path: str, size: int) -> None:
-        if self._simulations is not None:
+        if self._simulations is not None and self._leader:
             self._simulations.sized(path, size)  # path is the key
         bound, totals = self._bound, self._totals
         if bound is not None and totals is not None:
