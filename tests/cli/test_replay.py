@@ -424,6 +424,10 @@ def test_sizes_sample_and_deployed_settings(
     status, out, _ = run(capsys, trace, "--policy", "lru", "--sample", "0.5", "--json")
     assert status == 0
     assert json.loads(out)["sample"]["rate"] == 0.5
+    # auto: a trace of fewer than 8,192 keys is replayed whole.
+    status, out, _ = run(capsys, trace, "--policy", "lru", "--sample", "auto", "--json")
+    assert status == 0
+    assert "sample" not in json.loads(out)
 
 
 def test_a_progress_bar_on_a_terminal_unless_quiet(trace: Path) -> None:

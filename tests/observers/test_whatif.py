@@ -11,7 +11,7 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from vcti.filecache import CacheManagerConfig, FileCache, LocalStorage
+from vcti.filecache import CacheEntry, CacheManagerConfig, FileCache, LocalStorage
 from vcti.filecache._whatif import WhatIfSimulations
 from vcti.filecache.observers import PrometheusObserver, TraceObserver
 from vcti.filecache.replay import ReplaySettings, Trace, WhatIf, read_trace, simulate
@@ -177,3 +177,28 @@ def test_memory_is_bounded_by_the_sample() -> None:
         tracemalloc.stop()
     assert simulations.sampled_keys == 1000
     assert grown < 2_000_000, grown
+
+
+def test_failed_fills_and_unmeasured_hits_are_not_simulated() -> None:
+    config = CacheManagerConfig(evict_above=10_000)
+    simulations = WhatIfSimulations(config, WhatIf(), lambda: 1.0)
+    simulations.access("a", False)
+    simulations.filled("a", 2.0, RuntimeError("boom"))  # no model: no request
+    simulations.sized("a", 500)  # a scan's measurement later queues nothing
+    simulations.access("b", True)  # a hit on a model never measured here
+    simulations.access("c", False)
+    simulations.filled("c", 2.0, None)
+    simulations.sized("c", 500)
+    simulations.update()
+    assert simulations.requests == 2  # the hit on b and the published miss of c
+    assert simulations.dropped == 1  # b: its size is unknown
+    assert simulations.sampled_keys == 1
+    assert {(policy, factor): ratio for policy, factor, ratio in simulations.miss_ratios()} == {
+        ("lru", factor): 0.5 for factor in (0.5, 1.0, 2.0, 4.0)
+    }
+    # A scan's sizes let a later hit on b count.
+    simulations.scanned([CacheEntry("b", 300, 1, 0.0, 0.0)])
+    simulations.access("b", True)
+    simulations.update()
+    assert simulations.sampled_keys == 2
+    assert simulations.requests == 3
