@@ -86,7 +86,8 @@ SPEED_SHARE = "10%"
 SPEED_TARGET = 100_000
 CURVE = "1%..50%:12"
 SAMPLING_POLICIES = ("lru", "gdsf", "sieve", "cost-aware")
-SAMPLE_RATES = (0.01, 0.1)
+#: Fixed rates, and "auto": the rate that keeps about 8,192 of the trace's keys.
+SAMPLE_RATES: tuple[float | str, ...] = (0.01, 0.1, "auto")
 
 
 def _cut(trace: Trace, requests: int) -> Trace:
@@ -248,6 +249,11 @@ def _default_grids(result: Result, paths: list[Path], quick: bool) -> None:
         )
 
 
+def _rate_text(asked: float | str, rate: float) -> str:
+    """The rate asked for, and the one chosen for it (``auto (0.204)``)."""
+    return f"{asked:g}" if isinstance(asked, float) else f"{asked} ({rate:.3g})"
+
+
 def _sampling(result: Result, paths: list[Path], quick: bool) -> None:
     """Sampled curves against full ones: the worst error in points, per rate."""
     policies = SAMPLING_POLICIES[:1] if quick else SAMPLING_POLICIES
@@ -258,6 +264,7 @@ def _sampling(result: Result, paths: list[Path], quick: bool) -> None:
         (record,) = replay(path, policies=policies, limits=[CURVE])
         full[path] = (record, time.perf_counter() - t0)
     for rate in SAMPLE_RATES:
+        label = f"{rate:g}" if isinstance(rate, float) else rate
         worst_all = 0.0
         for path in paths:
             whole, full_seconds = full[path]
@@ -273,11 +280,14 @@ def _sampling(result: Result, paths: list[Path], quick: bool) -> None:
             }
             worst = max(errors.values())
             worst_all = max(worst_all, worst)
-            work = sampled["sample"]["requests"] / whole["requests"]
+            work = (
+                sampled.get("sample", {"requests": whole["requests"]})["requests"]
+                / whole["requests"]
+            )
             rows.append(
                 [
                     path.name,
-                    f"{rate:g}",
+                    _rate_text(rate, sampled.get("sample", {}).get("rate", 1.0)),
                     f"{100 * work:.2f}%",
                     f"{errors['object_miss_ratio']:.2f}",
                     f"{errors['byte_miss_ratio']:.2f}",
@@ -285,10 +295,10 @@ def _sampling(result: Result, paths: list[Path], quick: bool) -> None:
                     f"{sampled_seconds:.2f} s",
                 ]
             )
-            result.metrics[f"sampling_worst_points_{path.stem}_{rate:g}"] = round(worst, 2)
+            result.metrics[f"sampling_worst_points_{path.stem}_{label}"] = round(worst, 2)
         result.targets.append(
             limit_target(
-                f"sampled curve at {rate:g}: worst error (every size, trace, policy)",
+                f"sampled curve at {label}: worst error (every size, trace, policy)",
                 round(worst_all, 2),
                 unit="points",
                 limit=1.0,

@@ -19,6 +19,9 @@ GAUGES = (
 #: Gauges exported only where the storage measures its filesystem (LocalStorage), from the
 #: first scan on.
 DISK_GAUGES = ("filecache_filesystem_free_bytes", "filecache_filesystem_size_bytes")
+#: Gauges with ``policy`` and ``size`` labels too, exported by the leader from its first
+#: cycle with lookups on (the what-if simulations).
+WHATIF_GAUGES = ("filecache_whatif_miss_ratio",)
 #: Counters with only the ``cache`` label.
 PLAIN_COUNTERS = (
     "filecache_lookups_total",
@@ -40,8 +43,8 @@ HISTOGRAMS = (
 INFO = ("filecache_build_info",)
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 
-CONTRACT = frozenset(GAUGES + DISK_GAUGES + COUNTERS + HISTOGRAMS + INFO)
+CONTRACT = frozenset(GAUGES + DISK_GAUGES + WHATIF_GAUGES + COUNTERS + HISTOGRAMS + INFO)
 #: Series names a query may select: histograms only through their suffixed series.
-QUERYABLE = frozenset(GAUGES + DISK_GAUGES + COUNTERS + INFO) | {
+QUERYABLE = frozenset(GAUGES + DISK_GAUGES + WHATIF_GAUGES + COUNTERS + INFO) | {
     h + s for h in HISTOGRAMS for s in HISTOGRAM_SUFFIXES
 }

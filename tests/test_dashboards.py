@@ -246,6 +246,7 @@ def test_required_views(dashboard: dict[str, Any]) -> None:
     assert "maxby(cache)(filecache_filesystem_size_bytes{" in compact
     assert "0.1*maxby(cache)(filecache_filesystem_size_bytes{" in compact  # the alert's line
     assert "sumby(cache)(rate(filecache_expired_total{" in compact
+    assert "maxby(cache,policy,size)(filecache_whatif_miss_ratio{" in compact
 
 
 def test_panel_queries_parse_as_promql(dashboard: dict[str, Any], tmp_path: Path) -> None:

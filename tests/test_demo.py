@@ -600,6 +600,21 @@ def test_the_disk_panel_shows_the_demo_filesystem(prometheus: Prometheus, demo: 
     assert 0 < float(series["value"][1]) <= 1
 
 
+def test_the_what_if_panel_shows_the_demo_policy_at_each_size(
+    prometheus: Prometheus, demo: Demo
+) -> None:
+    # The demo's leader simulates its lookups at 0.5, 1, 2 and 4 times its limit.
+    (target,) = _panel("Miss ratio if the disk were bigger or smaller")["targets"]
+    expr = target["expr"].replace("$cache", "demo")
+    result = poll("the what-if gauges", lambda: prometheus.query(expr))
+    ratios = {series["metric"]["size"]: float(series["value"][1]) for series in result}
+    assert {series["metric"]["policy"] for series in result} == {"lru"}
+    assert set(ratios) == {"0.5x", "1x", "2x", "4x"}
+    assert all(0 <= ratio <= 1 for ratio in ratios.values())
+    # Twice the disk misses less: the demo's models are larger than half its limit's share.
+    assert ratios["0.5x"] > ratios["4x"]
+
+
 def _panel(title: str) -> dict[str, Any]:
     (panel,) = [p for p in json.loads(DASHBOARD.read_text())["panels"] if p["title"] == title]
     return dict(panel)

@@ -424,3 +424,23 @@ def test_parallel_grid_equals_the_serial_one_and_reports_progress(tmp_path: Path
     assert len(seen) == 2 * len(POLICY_NAMES)
     assert [done for _, done, _ in seen] == list(range(1, len(seen) + 1))
     assert {(name, total) for name, _, total in seen} == {(str(path), len(seen))}
+
+
+def test_auto_sampling_keeps_about_8192_keys(tmp_path: Path) -> None:
+    lines = ["time,key,size"]
+    for i in range(40_000):
+        lines.append(f"{i},k{i % 20_000},{1000 + i % 7}")
+    path = write(tmp_path / "many.csv", "\n".join(lines) + "\n")
+    with untraced():
+        (record,) = replay(path, policies=["lru"], limits=["10%"], sample="auto")
+    assert record["sample"]["rate"] == pytest.approx(8192 / 20_000)
+    # Each kept key keeps both its requests: about 8,192 keys, twice as many requests.
+    assert 0.9 * 2 * 8192 < record["sample"]["requests"] < 1.1 * 2 * 8192
+    # A trace with fewer keys than that is replayed whole.
+    small = write(tmp_path / "few.csv", "time,key,size\n0,a,10\n1,b,10\n2,a,10\n")
+    (whole,) = replay(small, policies=["lru"], limits=["50%"], sample="auto")
+    assert "sample" not in whole
+    assert whole["results"] == replay(small, policies=["lru"], limits=["50%"])[0]["results"]
+    for bad in ("some", 0, 1.5):
+        with pytest.raises(ValueError, match="sample must be 'auto' or in"):
+            replay(small, sample=bad)

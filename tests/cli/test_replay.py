@@ -367,8 +367,9 @@ BAD_OPTIONS = [
     ),
     (["--plot", "figure.pdf"], "--plot: figure.pdf: the file must end in .png or .svg"),
     (["--sizes", "5%..1%"], "--limit: invalid range '5%..1%': the low end is above the high end"),
-    (["--sample", "0"], "--sample must be in (0, 1]"),
-    (["--sample", "1.5"], "--sample must be in (0, 1]"),
+    (["--sample", "0"], "--sample must be 'auto' or in (0, 1]"),
+    (["--sample", "1.5"], "--sample must be 'auto' or in (0, 1]"),
+    (["--sample", "half"], "--sample must be 'auto' or in (0, 1]: half"),
     (["--jobs", "0"], "--jobs must be at least 1"),
     (["--min-free", "10G"], "--min-free and --disk go together"),
     (["--min-free", "0.1", "--disk", "big"], "--disk: "),
@@ -423,6 +424,10 @@ def test_sizes_sample_and_deployed_settings(
     status, out, _ = run(capsys, trace, "--policy", "lru", "--sample", "0.5", "--json")
     assert status == 0
     assert json.loads(out)["sample"]["rate"] == 0.5
+    # auto: a trace of fewer than 8,192 keys is replayed whole.
+    status, out, _ = run(capsys, trace, "--policy", "lru", "--sample", "auto", "--json")
+    assert status == 0
+    assert "sample" not in json.loads(out)
 
 
 def test_a_progress_bar_on_a_terminal_unless_quiet(trace: Path) -> None:

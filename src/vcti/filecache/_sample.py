@@ -15,12 +15,24 @@ import hashlib
 from ._trace import Trace
 
 #: The hash space: keys whose 64-bit hash is below ``rate x 2**64`` are kept.
-_SPACE = 2**64
+SPACE = 2**64
 
 
 def key_hash(key: str) -> int:
     """A stable 64-bit hash of ``key`` (the same in every process and run)."""
     return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big")
+
+
+#: ``--sample auto`` keeps about this many keys: the sample size of SHARDS's fixed-size
+#: variant (8K keys, Waldspurger et al. 2015), below which errors of several points are
+#: common on the shared traces (benchmarks/README.md).
+AUTO_KEYS = 8192
+
+
+def auto_rate(trace: Trace) -> float:
+    """The rate that keeps about :data:`AUTO_KEYS` of the trace's keys (1: all of them)."""
+    keys = len(set(trace.keys))
+    return min(1.0, AUTO_KEYS / keys) if keys else 1.0
 
 
 def sample_trace(trace: Trace, rate: float) -> Trace:
@@ -33,7 +45,7 @@ def sample_trace(trace: Trace, rate: float) -> Trace:
         raise ValueError(f"the sampling rate must be in (0, 1]: {rate}")
     if rate == 1:
         return trace
-    threshold = int(rate * _SPACE)
+    threshold = int(rate * SPACE)
     kept: dict[str, bool] = {}
     sample = Trace(f"{trace.name} (sampled at {rate:g})")
     times, keys, sizes, costs = sample.times, sample.keys, sample.sizes, sample.costs

@@ -35,6 +35,7 @@ from typing import Any
 
 from . import _grid
 from ._grid import Progress, default_jobs
+from ._sample import auto_rate as _auto_rate
 from ._sample import sample_trace
 from ._simulate import (
     DEFAULT_LIMITS,
@@ -49,6 +50,7 @@ from ._simulate import (
 from ._simulate import check_limit as _check_limit
 from ._simulate import trace_warnings as _trace_warnings
 from ._trace import Trace, read_trace
+from ._whatif import WhatIf
 from .exceptions import TraceError
 from .policies import base as _base
 
@@ -59,6 +61,7 @@ __all__ = [
     "Result",
     "Trace",
     "TraceError",
+    "WhatIf",
     "default_jobs",
     "expand_limit",
     "make_policy",
@@ -92,7 +95,7 @@ def replay(
     evict_to: float | None = None,
     settings: ReplaySettings | None = None,
     concat: bool = False,
-    sample: float = 1.0,
+    sample: float | str = 1.0,
     jobs: int = 1,
     progress: Progress | None = None,
 ) -> list[dict[str, Any]]:
@@ -115,6 +118,8 @@ def replay(
         sample: replay only the keys sampled at this rate (SHARDS: a stable hash of each
             key), through caches this much smaller: an estimate of the whole curve at
             ``sample`` of the work; the record's ``sample`` says the rate and requests.
+            ``"auto"``: the rate that keeps about 8,192 of each trace's keys (all of them
+            in a smaller trace), the sample size of SHARDS's fixed-size variant.
         jobs: worker processes for the built-in policies (1: all in this process).
         progress: called with (trace name, cells done, cells) after each cell.
 
@@ -127,15 +132,16 @@ def replay(
     Raises:
         TraceError: a trace cannot be read (the message names the file and line).
         ValueError: an unknown policy, a bad limit, ``interval <= 0``, ``evict_to``
-            outside ``[0, 1]``, ``sample`` outside ``(0, 1]``, ``jobs < 1``.
+            outside ``[0, 1]``, ``sample`` neither ``"auto"`` nor in ``(0, 1]``,
+            ``jobs < 1``.
     """
     paths = [traces] if isinstance(traces, (str, os.PathLike)) else list(traces)
     chosen = _policies(policies)
     wanted = list(limits)
     for limit in wanted:
         _check_limit(limit)  # a bad limit is an error before any trace is read
-    if not 0 < sample <= 1:
-        raise ValueError(f"sample must be in (0, 1]: {sample}")
+    if sample != "auto" and not (isinstance(sample, (int, float)) and 0 < sample <= 1):
+        raise ValueError(f"sample must be 'auto' or in (0, 1]: {sample}")
     if jobs < 1:
         raise ValueError(f"jobs must be at least 1: {jobs}")
     settings = settings or ReplaySettings()
@@ -152,13 +158,14 @@ def replay(
         sizes = dict.fromkeys(
             size for limit in wanted for size in expand_limit(limit, trace.unique_bytes)
         )
-        sampled = sample_trace(trace, sample)
+        rate = _auto_rate(trace) if sample == "auto" else float(sample)
+        sampled = sample_trace(trace, rate)
         results = _grid.run_grid(
             trace,
             [(policy, size) for size in sizes for policy in chosen],
             exact=exact,
             settings=settings,
-            sample=sample,
+            sample=rate,
             sampled=sampled,
             jobs=jobs,
             progress=progress,
@@ -169,9 +176,7 @@ def replay(
                 "requests": trace.requests,
                 "unique_bytes": trace.unique_bytes,
                 "warnings": _trace_warnings(trace, settings, exact),
-                **(
-                    {"sample": {"rate": sample, "requests": sampled.requests}} if sample < 1 else {}
-                ),
+                **({"sample": {"rate": rate, "requests": sampled.requests}} if rate < 1 else {}),
                 "results": results,
             }
         )

@@ -120,10 +120,10 @@ def register(subparsers: Subparsers) -> None:
     )
     parser.add_argument(
         "--sample",
-        type=float,
         metavar="RATE",
         help="replay only the keys sampled at RATE (0.01: one key in 100; SHARDS) through "
-        "caches RATE times smaller: the whole curve at RATE of the work, an estimate",
+        "caches RATE times smaller: the whole curve at RATE of the work, an estimate; "
+        "'auto': the rate that keeps about 8,192 keys",
     )
     parser.add_argument(
         "--jobs",
@@ -173,8 +173,7 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
             check_limit(limit)
         except ValueError as exc:
             raise CommandError(f"--limit: {exc}", EXIT_USAGE) from None
-    if args.sample is not None and not 0 < args.sample <= 1:
-        raise CommandError(f"--sample must be in (0, 1]: {args.sample}", EXIT_USAGE)
+    sample = _sample_rate(args.sample)
     if args.jobs is not None and args.jobs < 1:
         raise CommandError(f"--jobs must be at least 1: {args.jobs}", EXIT_USAGE)
     settings = _settings(args)
@@ -192,9 +191,24 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
         "exact": args.exact,
         "settings": settings,
         "concat": args.concat,
-        "sample": 1.0 if args.sample is None else args.sample,
+        "sample": sample,
         "jobs": default_jobs() if args.jobs is None else args.jobs,
     }
+
+
+def _sample_rate(text: str | None) -> float | str:
+    """``--sample``: 1 when absent, ``"auto"``, or a rate in (0, 1]."""
+    if text is None:
+        return 1.0
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        rate = float(text)
+    except ValueError:
+        rate = float("nan")
+    if not 0 < rate <= 1:
+        raise CommandError(f"--sample must be 'auto' or in (0, 1]: {text}", EXIT_USAGE)
+    return rate
 
 
 def _settings(args: argparse.Namespace) -> ReplaySettings:

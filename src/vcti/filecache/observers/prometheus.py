@@ -37,6 +37,7 @@ from prometheus_client.registry import Collector
 
 from .. import __version__
 from .._victims import policy_name
+from .._whatif import WhatIf, WhatIfSimulations, size_label
 from ._totals import LiveTotals, Totals
 from .base import ERROR_CONTEXTS, CacheObserver
 
@@ -135,6 +136,15 @@ class _Families:
             attr: Gauge(name, doc, ["cache"], registry=None, multiprocess_mode=mode)
             for attr, name, doc, mode in _GAUGES
         }
+        # Set by the leader only, at each cycle: "mostrecent" keeps the newest leader's.
+        self.whatif = Gauge(
+            "filecache_whatif_miss_ratio",
+            "Share of the lookups that would miss with this policy and this size (a multiple "
+            "of the limit), from miniature simulations of the lookups this process served.",
+            ["cache", "policy", "size"],
+            registry=None,
+            multiprocess_mode="mostrecent",
+        )
         self.build_info = Gauge(
             "filecache_build_info",
             "Always 1; the labels describe the cache.",
@@ -205,6 +215,7 @@ class _Families:
             self.eviction_duration,
             self.fill_duration,
             self.evicted_idle,
+            self.whatif,
             self.build_info,
         )
 
@@ -288,6 +299,11 @@ class PrometheusObserver(CacheObserver):
             measures, as ``filecache exporter --no-evict``): ``filecache_limit_bytes`` and
             ``filecache_overage_bytes`` are then not exported for it, rather than a
             meaningless limit.
+        whatif: the what-if simulations behind ``filecache_whatif_miss_ratio``: the miss
+            ratio of the cache's policy (and of ``WhatIf.policies``) at other sizes, from
+            the lookups this process serves, updated at each cycle of the process that
+            leads the root; None turns them off. Their memory is bounded by
+            ``WhatIf.max_keys`` (see :class:`~vcti.filecache.replay.WhatIf`).
     """
 
     def __init__(
@@ -296,10 +312,14 @@ class PrometheusObserver(CacheObserver):
         cache_name: str | None = None,
         *,
         export_limit: bool = True,
+        whatif: WhatIf | None = WhatIf(),  # noqa: B008 - frozen
     ) -> None:
         self.registry = registry
         self.cache_name = cache_name
         self.export_limit = export_limit
+        self.whatif = whatif
+        self._simulations: WhatIfSimulations | None = None
+        self._leader = False
         self._bound: _Bound | None = None
         self._totals: LiveTotals | None = None
         self._local = threading.local()  # whether the scan running in this thread failed
@@ -347,9 +367,12 @@ class PrometheusObserver(CacheObserver):
             policy=policy_name(config.policy),
         ).set(1)
         self._totals = LiveTotals(storage.path)
+        if self.whatif is not None and self._simulations is None:
+            self._simulations = WhatIfSimulations(config, self.whatif)
         self._bound = bound
 
     def on_leader_change(self, is_leader: bool) -> None:
+        self._leader = is_leader
         if self._bound is not None:
             self._bound.gauge("leader").set(1 if is_leader else 0)
 
@@ -360,11 +383,15 @@ class PrometheusObserver(CacheObserver):
         bound.count(bound.families.lookups)
         if hit:
             bound.count(bound.families.hits)
+        if self._simulations is not None and self._leader:
+            self._simulations.access(key, hit)
 
     def on_fill(self, key: str, duration: float, error: BaseException | None) -> None:
         bound = self._bound
         if bound is None:
             return
+        if self._simulations is not None and self._leader:
+            self._simulations.filled(key, duration, error)
         bound.count(bound.families.fills)
         if error is None:
             bound.observe(bound.families.fill_duration, max(0.0, duration))
@@ -393,12 +420,16 @@ class PrometheusObserver(CacheObserver):
             bound.gauge("disk_total").set(snapshot.disk_total)
         if not failed:
             bound.gauge("last_success").set(snapshot.taken_at)
+        if self._simulations is not None and self._leader:
+            self._simulations.scanned(snapshot.entries)
 
     def on_evict_start(self, snapshot: CacheSnapshot, policy: str, trigger: str) -> None:
         if self._totals is not None:
             self._totals.scanned(snapshot)  # the view the run starts from
 
     def on_size_update(self, path: str, size: int) -> None:
+        if self._simulations is not None and self._leader:
+            self._simulations.sized(path, size)  # path is the key
         bound, totals = self._bound, self._totals
         if bound is not None and totals is not None:
             changed = totals.resized(path, size)  # a publish, or a scan's measurement
@@ -422,6 +453,16 @@ class PrometheusObserver(CacheObserver):
             changed = totals.removed(e.key for e in result.entries)
             if changed is not None:
                 self._set_sizes(bound, changed)
+
+    def on_cycle_complete(self, total_size: int, entry_count: int) -> None:
+        bound, simulations = self._bound, self._simulations
+        if bound is None or simulations is None:
+            return
+        simulations.update()  # the lookups since the last cycle, in the manager's thread
+        for policy, factor, ratio in simulations.miss_ratios():
+            bound.families.whatif.labels(
+                cache=bound.cache, policy=policy, size=size_label(factor)
+            ).set(ratio)
 
     def on_error(self, error: Exception, context: str) -> None:
         bound = self._bound

@@ -101,7 +101,8 @@ class IdleSizeState:
         models, heaps = self._models, self._heaps
         old = models.get(key)
         models[key] = entry  # the old view's heap item is stale from now on
-        self._latest = max(self._latest, last)
+        if last > self._latest:  # noqa: PLR1730 - not max(): the replay's hot path
+            self._latest = last
         old_head = False
         if old is not None:
             old_head = heaps[old.size][0] == (old.last_access, key)
