@@ -10,10 +10,8 @@ from typing import TextIO
 from .._sizes import format_size
 
 
-class ProgressBar:
-    """Shows bytes freed out of bytes to free, and models removed, on one terminal line.
-
-    Thread-safe: the library may report evictions from its manager thread.
+class _Line:
+    """A line redrawn in place on a terminal, at most once per ``interval`` seconds.
 
     Args:
         stream: the terminal to draw on (stderr, so stdout stays clean for output).
@@ -35,12 +33,60 @@ class ProgressBar:
         self._width = width
         self._interval = interval
         self._clock = clock
+        self._drawn_at: float | None = None
+        self._line_length = 0
+
+    def _end(self) -> None:
+        """Draw the final state and end the line (nothing if nothing was drawn)."""
+        if self._drawn_at is None:
+            return
+        self._draw(force=True)
+        self._stream.write("\n")
+        self._stream.flush()
+        self._drawn_at = None
+
+    def _due(self, force: bool) -> float | None:
+        """The time now if a redraw is due (or ``force``d), else None."""
+        now = self._clock()
+        if not force and self._drawn_at is not None and now - self._drawn_at < self._interval:
+            return None
+        self._drawn_at = now
+        return now
+
+    def _bar(self, fraction: float) -> str:
+        filled = round(fraction * self._width)
+        return "#" * filled + "-" * (self._width - filled)
+
+    def _write(self, line: str) -> None:
+        # Pad over the previous line: it may have been longer.
+        self._stream.write("\r" + line.ljust(self._line_length))
+        self._stream.flush()
+        self._line_length = len(line)
+
+    def _draw(self, force: bool) -> None:
+        raise NotImplementedError
+
+
+class ProgressBar(_Line):
+    """Shows bytes freed out of bytes to free, and models removed, on one terminal line.
+
+    Thread-safe: the library may report evictions from its manager thread. Takes the
+    arguments of a terminal line: ``stream``, ``width``, ``interval``, ``clock``.
+    """
+
+    def __init__(
+        self,
+        stream: TextIO,
+        *,
+        width: int = 30,
+        interval: float = 0.1,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(stream, width=width, interval=interval, clock=clock)
         self._lock = threading.Lock()
         self._total = 0
         self._done = 0
         self._count = 0
-        self._drawn_at: float | None = None
-        self._line_length = 0
 
     def begin(self, total: int) -> None:
         """Set the number of bytes to free (the larger of two calls wins) and draw."""
@@ -58,41 +104,23 @@ class ProgressBar:
     def finish(self) -> None:
         """Draw the final state and end the line (nothing if nothing was drawn)."""
         with self._lock:
-            if self._drawn_at is None:
-                return
-            self._draw(force=True)
-            self._stream.write("\n")
-            self._stream.flush()
-            self._drawn_at = None
+            self._end()
 
     def _draw(self, force: bool) -> None:
-        now = self._clock()
-        if not force and self._drawn_at is not None and now - self._drawn_at < self._interval:
+        if self._due(force) is None:
             return
-        self._drawn_at = now
         fraction = min(1.0, self._done / self._total) if self._total > 0 else 1.0
-        filled = round(fraction * self._width)
-        bar = "#" * filled + "-" * (self._width - filled)
         models = "model" if self._count == 1 else "models"
-        line = (
-            f"evicting [{bar}] {fraction:4.0%}  {self._count} {models} removed, "
+        self._write(
+            f"evicting [{self._bar(fraction)}] {fraction:4.0%}  {self._count} {models} removed, "
             f"{format_size(self._done)} freed ({format_size(self._total)} needed)"
         )
-        # Pad over the previous line: it may have been longer.
-        self._stream.write("\r" + line.ljust(self._line_length))
-        self._stream.flush()
-        self._line_length = len(line)
 
 
-class CountBar:
+class CountBar(_Line):
     """Shows steps done out of steps, the time taken and the time left, on one terminal line.
 
-    Args:
-        stream: the terminal to draw on (stderr, so stdout stays clean for output).
-        label: what is counted (``"replaying day.csv"``).
-        width: characters of the bar itself.
-        interval: seconds between two redraws; the last state is drawn by :meth:`finish`.
-        clock: monotonic seconds (tests pass a fake clock).
+    Takes the arguments of a terminal line: ``stream``, ``width``, ``interval``, ``clock``.
     """
 
     def __init__(
@@ -103,13 +131,8 @@ class CountBar:
         interval: float = 0.1,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._stream = stream
-        self._width = width
-        self._interval = interval
-        self._clock = clock
+        super().__init__(stream, width=width, interval=interval, clock=clock)
         self._started = clock()
-        self._drawn_at: float | None = None
-        self._line_length = 0
         self._state = ("", 0, 0)
 
     def update(self, label: str, done: int, total: int) -> None:
@@ -122,25 +145,14 @@ class CountBar:
 
     def finish(self) -> None:
         """End the line (nothing if nothing was drawn)."""
-        if self._drawn_at is None:
-            return
-        self._draw(force=True)
-        self._stream.write("\n")
-        self._stream.flush()
-        self._drawn_at = None
+        self._end()
 
     def _draw(self, force: bool) -> None:
-        now = self._clock()
-        if not force and self._drawn_at is not None and now - self._drawn_at < self._interval:
+        now = self._due(force)
+        if now is None:
             return
-        self._drawn_at = now
         label, done, total = self._state
         fraction = min(1.0, done / total) if total > 0 else 1.0
-        filled = round(fraction * self._width)
-        bar = "#" * filled + "-" * (self._width - filled)
         spent = now - self._started
         left = f", about {spent / done * (total - done):.0f} s left" if 0 < done < total else ""
-        line = f"{label} [{bar}] {done}/{total} ({spent:.0f} s{left})"
-        self._stream.write("\r" + line.ljust(self._line_length))
-        self._stream.flush()
-        self._line_length = len(line)
+        self._write(f"{label} [{self._bar(fraction)}] {done}/{total} ({spent:.0f} s{left})")
