@@ -8,7 +8,7 @@ keys that all threads share (the hits). The cells: 1, 3 and 8 hot threads in one
 and 4 processes of one hot thread each, at ``interval=0.2`` and at the default 60 s,
 with every other setting at the library's defaults (prompt eviction and its
 back-pressure on). Every process is spawned fresh. ``--quick`` runs the four loads with
-one-file models at ``interval=0.2`` for 2 s each.
+one-file models at ``interval=0.2`` for 1 s each.
 
 The total on disk is sampled from the disk every 50 ms by this process (a walk of the
 files under the root, not the library's own figures): the models' files, which is what
@@ -125,7 +125,7 @@ def run_cell(
     """
     procs, threads = load
     files, size = SHAPES[shape]
-    seconds = 2.0 if ws.settings.quick else 20.0
+    seconds = 1.0 if ws.settings.quick else 20.0
     tag = f"pressure-{label}-{shape}-{interval}".replace(" ", "_")
     root = ws.path / tag
     context = multiprocessing.get_context("spawn")
