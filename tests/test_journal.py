@@ -229,3 +229,28 @@ def test_writers_killed_mid_journal_leave_a_root_that_adds_up(tmp_path: Path) ->
             assert snapshot.total_size == disk_total(tmp_path), round_
             cache.verify(repair=True)
             assert cache.verify().ok, round_
+
+
+FILL_ONE = """
+import sys
+from pathlib import Path
+from vcti.filecache import CacheManagerConfig, FileCache
+config = CacheManagerConfig(evict_above=10**9, interval=3600, prompt_eviction=False)
+with FileCache(config, root=sys.argv[1]) as cache, cache.model("theirs") as model:
+    Path(model.path, "data.bin").write_bytes(b"t" * 20)
+"""
+
+
+def test_the_journal_tells_this_processs_publishes_from_the_others(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path)
+    with FileCache(config(), storage=storage) as cache:
+        fill(cache, "first")
+        cursor = storage.read_changes(None).cursor
+        fill(cache, "mine", 10)
+        subprocess.run(
+            [sys.executable, "-c", FILL_ONE, str(tmp_path)], cwd=REPO, check=True, timeout=60
+        )
+        changes = storage.read_changes(cursor)
+    assert changes.keys is not None
+    assert {"mine", "theirs"} <= changes.keys
+    assert (changes.published, changes.published_here) == (30, 10)

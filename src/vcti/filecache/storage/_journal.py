@@ -172,12 +172,12 @@ class Journal:
         if end <= tail_len:
             mtime = st.st_mtime_ns if end == len(data) else None
             return Changes((st.st_ino, offset, tail_len, tail_sum, mtime), frozenset())
-        keys, published, damaged = _parse(data[tail_len:end])
+        keys, published, here, damaged = _parse(data[tail_len:end], f"{_tags.prefix}.")
         cursor = _cursor_at(st, start, data, aligned=True)
         if damaged:
             error = OSError(errno.EINVAL, f"{damaged} damaged lines in the journal", self.path)
-            return Changes(cursor, None, published, error)
-        return Changes(cursor, frozenset(keys), published)
+            return Changes(cursor, None, published, error, here)
+        return Changes(cursor, frozenset(keys), published, published_here=here)
 
     def _unchanged(self, cursor: object) -> bool:
         """True if one stat shows the same file, no longer and no newer than at ``cursor``.
@@ -241,10 +241,11 @@ def _cursor_at(st: os.stat_result, start: int, data: bytes, *, aligned: bool) ->
     return (st.st_ino, start + end, len(tail), zlib.crc32(tail), mtime)
 
 
-def _parse(data: bytes) -> tuple[set[str], int, int]:
-    """The keys and published bytes of complete lines, and how many lines were damaged."""
+def _parse(data: bytes, own: str = "") -> tuple[set[str], int, int, int]:
+    """The keys and published bytes of complete lines, of them the bytes published with a
+    tag that starts with ``own`` (this process's lines), and how many lines were damaged."""
     keys: set[str] = set()
-    published = 0
+    published = here = 0
     damaged = 0
     for line in data.splitlines():
         try:
@@ -258,7 +259,10 @@ def _parse(data: bytes) -> tuple[set[str], int, int]:
         keys.add(key)
         if kind == "p" and len(item) > 2 and isinstance(item[2], int):
             published += item[2]
-    return keys, published, damaged
+            tag = item[-1]
+            if own and isinstance(tag, str) and tag.startswith(own):
+                here += item[2]
+    return keys, published, here, damaged
 
 
 def _read_all(fd: int, size: int) -> bytes:

@@ -389,12 +389,15 @@ class Changes:
             every model may have changed.
         published: bytes published since the cursor (a publish records its size).
         error: why ``keys`` is None, when something was wrong with the journal.
+        published_here: of ``published``, the bytes this process published (0 where the
+            backend cannot tell).
     """
 
     cursor: object
     keys: frozenset[str] | None
     published: int = 0
     error: OSError | None = None
+    published_here: int = 0
 
 
 class ChangeWatch(Protocol):
