@@ -41,7 +41,7 @@ from collections.abc import Callable, Hashable, Iterator, Sequence
 
 from .._entry import AdoptionReport, CacheEntry
 from .._keys import RESERVED, ancestors
-from .._meta import MAX_META_BYTES, Meta
+from .._meta import MAX_META_BYTES, Meta, MetaUpdate
 from ..exceptions import KeyValidationError, LockTimeoutError, MetadataError
 from . import _fs, _inotify, _worker
 from . import _local_v1 as _v1
@@ -68,6 +68,31 @@ def _recorded_size(meta: bytes) -> int | None:
         return Meta.decode(meta).size
     except MetadataError:
         return None
+
+
+def _published(meta: bytes) -> tuple[int | None, dict[str, float | int] | None]:
+    """A publish's size and its fill's lookup (when it began, how long it took) for the journal."""
+    try:
+        record = Meta.decode(meta)
+    except MetadataError:
+        return None, None
+    if record.fill_seconds is None:
+        return record.size, None
+    return record.size, {"at": record.created - record.fill_seconds, "fill": record.fill_seconds}
+
+
+def _accesses(
+    update: Callable[[bytes | None], bytes], before: bytes | None
+) -> dict[str, float | int] | None:
+    """The accesses a metadata update adds, for the journal (None: it adds none)."""
+    if not isinstance(update, MetaUpdate) or update.accesses is None or update.accesses[0] <= 0:
+        return None
+    count, last = update.accesses
+    lookups: dict[str, float | int] = {"n": count, "last": last}
+    if before:
+        with contextlib.suppress(MetadataError):  # rebuilt: no earlier access to go by
+            lookups["since"] = Meta.decode(before).last_access
+    return lookups
 
 
 def _rename_folder(source: str, dest: str) -> None:
@@ -210,6 +235,10 @@ class LocalStorage(LocalStorageV1Methods):
     def read_changes(self, cursor: object | None) -> Changes:
         """The models changed through the library since ``cursor`` (``ROOT/.filecache/journal``)."""
         return self._journal.read(cursor)
+
+    def read_peer_requests(self, cursor: object | None) -> Changes:
+        """``read_changes``, with the lookups other processes recorded in the journal."""
+        return self._journal.read(cursor, peers=True)
 
     def record_total(self, total: int, cursor: object) -> None:
         """Record the leader's total and its journal cursor (``ROOT/.filecache/total``)."""
@@ -612,9 +641,15 @@ class LocalStorage(LocalStorageV1Methods):
         self._update_meta(key, update)
 
     def _update_meta(
-        self, key: str, update: Callable[[bytes | None], bytes]
+        self,
+        key: str,
+        update: Callable[[bytes | None], bytes],
+        on_behalf: str | None = None,
     ) -> tuple[bytes | None, bytes]:
-        """``update_meta``, returning the record given to ``update`` and the one written."""
+        """``update_meta``, returning the record given to ``update`` and the one written.
+
+        ``on_behalf``: the journal tag of the process this one (its helper) works for.
+        """
         folder = self.path(key)
         internal = f"{folder}/{RESERVED}"
         lock = _fs.lock_dir(folder, exclusive=True, wait=True)
@@ -633,7 +668,7 @@ class LocalStorage(LocalStorageV1Methods):
             _fs.write_atomic(target, written)
         finally:
             lock.release()
-        self._journal.record("m", key)
+        self._journal.record("m", key, lookups=_accesses(update, current), on_behalf=on_behalf)
         return current, written
 
     # -- policy state -------------------------------------------------------------------
@@ -773,7 +808,8 @@ class LocalStorage(LocalStorageV1Methods):
                     ) from exc
                 raise
         self._release_staged(staged)
-        self._journal.record("p", key, _recorded_size(meta))
+        size, lookup = _published(meta)
+        self._journal.record("p", key, size, lookups=lookup)
 
     def _make_model_in_place(self, key: str, meta: bytes) -> bool:
         """Make the folder at ``key`` a model holding ``meta``, as 1.0's ``write_meta`` did.
