@@ -6,7 +6,17 @@ configured policy and of a few others at multiples of the limit: the deployed mo
 ``filecache replay`` (:mod:`._simulate`), one request at a time, with the same policy
 objects and the same victim walk. The requests are only queued in the caller's thread (a
 hash of the key and, for a sampled key, an append); :meth:`WhatIfSimulations.update`
-replays them later, in the manager's thread.
+replays them later, in the manager's thread, in the order of their times.
+
+In the process that leads a local root, the requests of the other processes come too
+(:meth:`WhatIfSimulations.peer_requests`, from the journal, at each cycle): a miss when
+its fill publishes, with its lookup's time; hits when they are written behind, as a
+count with the time of the last one. Those hits are spread evenly over the ``interval``
+before the last one (not before the model's previous access): their own times are not
+recorded. Each batch is replayed with the leader's own requests of the same cycle, in
+time order; a request older than what was replayed before it (a hit is written behind up
+to an interval after it happened, and the leader reads it at its next cycle) is replayed
+as if it came then.
 
 Memory is bounded by fixed-size spatial sampling (SHARDS, Waldspurger et al., FAST 2015,
 section 4.3; the miniature simulations of USENIX ATC 2017): every key is sampled while the
@@ -24,6 +34,7 @@ import heapq
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import TYPE_CHECKING
 
 from ._entry import CacheEntry
@@ -35,6 +46,7 @@ from ._victims import is_stateful, policy_name
 if TYPE_CHECKING:
     from ._config import CacheManagerConfig
     from .policies.base import EvictionPolicy
+    from .storage.base import PeerRequest
 
 __all__ = ["WhatIf", "WhatIfSimulations"]
 
@@ -171,6 +183,7 @@ class WhatIfSimulations:
         self.whatif = whatif
         self.limit = config.evict_above
         self._clock = clock or config.clock
+        self._interval = config.interval
         settings = ReplaySettings.from_config(config)  # min_free needs the disk: not modelled
         own = policy_name(config.policy)
         # A built-in policy by name gets the miniature's clock; another is used as given
@@ -260,6 +273,30 @@ class WhatIfSimulations:
                 now, digest, fill = waiting
                 self._enqueue((now, key, digest, size, fill))
 
+    def peer_requests(self, requests: Iterable[PeerRequest]) -> None:
+        """Requests other processes served: queued, replayed in time order at the update."""
+        interval = self._interval
+        threshold = self.threshold
+        with self._lock:
+            for request in requests:
+                key, last, hits = request.key, request.time, request.hits
+                self._served += hits or 1
+                digest = key_hash(key)
+                if digest >= threshold:
+                    continue
+                if not hits:
+                    self._enqueue((last, key, digest, request.size, request.fill))
+                    continue
+                # Only the last hit's time is recorded: the others are spread over the
+                # interval before it (the writer's write-behind period), after the
+                # model's previous access.
+                start = last - interval
+                if request.since is not None:
+                    start = max(start, min(request.since, last))
+                step = (last - start) / hits
+                for n in range(hits - 1, -1, -1):
+                    self._enqueue((last - n * step, key, digest, None, None))
+
     def scanned(self, entries: Sequence[CacheEntry]) -> None:
         """The cache's models as a scan saw them: the sizes of hits on models filled before."""
         self._scanned, self._sizes = entries, None
@@ -274,6 +311,7 @@ class WhatIfSimulations:
         with self._lock:
             queue, self._queue = self._queue, []
             self.requests = self._served
+        queue.sort(key=itemgetter(0))  # misses queue when they publish; peers' come late
         sampled, miniatures = self._sampled, self._miniatures.values()
         weight = 1 / self.rate
         for now, key, digest, published, fill in queue:

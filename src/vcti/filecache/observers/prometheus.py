@@ -22,9 +22,10 @@ How the metrics reach a scrape:
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -48,7 +49,7 @@ if TYPE_CHECKING:
 
     from .._config import CacheManagerConfig
     from .._entry import CacheSnapshot, EvictionResult
-    from ..storage.base import CacheStorage
+    from ..storage.base import CacheStorage, PeerRequest
 
 __all__ = ["PrometheusObserver", "start_metrics_server"]
 
@@ -373,8 +374,16 @@ class PrometheusObserver(CacheObserver):
 
     def on_leader_change(self, is_leader: bool) -> None:
         self._leader = is_leader
-        if self._bound is not None:
-            self._bound.gauge("leader").set(1 if is_leader else 0)
+        bound = self._bound
+        if bound is None:
+            return
+        bound.gauge("leader").set(1 if is_leader else 0)
+        if not is_leader and self._simulations is not None:
+            # The what-if gauges are the leader's: a former leader stops exporting its
+            # own (its simulations no longer see every process's lookups).
+            for policy, factor, _ in self._simulations.miss_ratios():
+                with contextlib.suppress(KeyError):
+                    bound.families.whatif.remove(bound.cache, policy, size_label(factor))
 
     def on_access(self, key: str, hit: bool) -> None:
         bound = self._bound
@@ -453,6 +462,10 @@ class PrometheusObserver(CacheObserver):
             changed = totals.removed(e.key for e in result.entries)
             if changed is not None:
                 self._set_sizes(bound, changed)
+
+    def on_peer_requests(self, requests: Sequence[PeerRequest]) -> None:
+        if self._simulations is not None and self._leader:
+            self._simulations.peer_requests(requests)
 
     def on_cycle_complete(self, total_size: int, entry_count: int) -> None:
         bound, simulations = self._bound, self._simulations
