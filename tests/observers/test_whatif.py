@@ -16,7 +16,7 @@ from vcti.filecache._whatif import WhatIfSimulations
 from vcti.filecache.observers import PrometheusObserver, TraceObserver
 from vcti.filecache.replay import ReplaySettings, Trace, WhatIf, read_trace, simulate
 
-from ..helpers import untraced
+from ..helpers import finish, spawn, untraced
 from .test_prometheus import promtool_check
 
 
@@ -73,6 +73,89 @@ def test_the_gauges_equal_an_offline_replay_of_the_same_lookups(tmp_path: Path, 
     assert lookups == 800
     assert (lookups - hits) / 800 == pytest.approx(ratios["lru", "1x"], abs=0.01)
     promtool_check(text)
+
+
+def test_the_leader_simulates_the_lookups_of_every_process(tmp_path: Path, registry) -> None:
+    # The leader (this process) and two other processes look up the same skewed load on
+    # one root, each recording its lookups in one trace file. The leader's gauges must
+    # equal the offline replay of all of them, in time order, within the ordering error
+    # of the hits the others write behind (their times are known to the interval).
+    root, trace_path = tmp_path / "root", tmp_path / "run.csv"
+    rng = random.Random(11)
+    keys = [f"m{k:03d}" for k in range(100)]
+    sizes = {key: rng.randrange(4, 64) * 1024 for key in keys}
+    weights = [1 / (rank + 1) ** 0.9 for rank in range(len(keys))]
+    limit = sum(sizes.values()) // 5
+    interval, requests, pause = 0.3, 300, 0.004
+    whatif = WhatIf(sizes=(0.5, 1.0, 2.0, 4.0), policies=("lru", "gdsf"))
+    observer = PrometheusObserver(registry=registry, cache_name="w", whatif=whatif)
+    config = CacheManagerConfig(
+        evict_above=limit,
+        interval=interval,
+        prompt_eviction=False,
+        observer=[observer, TraceObserver(trace_path)],
+    )
+    with FileCache(config, storage=LocalStorage(root)) as cache:
+        deadline = time.monotonic() + 60
+        while registry.get_sample_value("filecache_manager_leader", {"cache": "w"}) != 1:
+            assert time.monotonic() < deadline, "the cache did not lead its root"
+            time.sleep(0.01)
+        args = {
+            "root": str(root),
+            "trace": str(trace_path),
+            "limit": limit,
+            "interval": interval,
+            "prompt_eviction": False,
+            "keys": len(keys),
+            "sizes": sizes,
+            "requests": requests,
+            "pause": pause,
+        }
+        metrics = tmp_path / "other.prom"  # the second process exports metrics too
+        others = [
+            spawn("lookups", seed=1, **args),
+            spawn("lookups", seed=2, metrics=str(metrics), **args),
+        ]
+        for key in rng.choices(keys, weights, k=requests):
+            _fill(cache, key, sizes[key])
+            time.sleep(pause)
+        for proc in others:
+            finish(proc)  # closed: their last accesses are written behind
+        cache.manager.run_once()  # the leader reads them and replays them
+        text = generate_latest(registry).decode()
+        simulations = observer._simulations
+        assert simulations is not None
+        served = simulations.requests
+    recorded = read_trace(trace_path)
+    assert recorded.requests == 3 * requests
+    # Every lookup of every process reached the leader's simulations, once.
+    assert served == recorded.requests
+    assert simulations.dropped == 0
+    union = Trace("union")
+    for t, key, size, cost in sorted(
+        zip(recorded.times, recorded.keys, recorded.sizes, recorded.costs, strict=True)
+    ):
+        union.times.append(t)
+        union.keys.append(key)
+        union.sizes.append(size)
+        union.costs.append(cost)
+    union.summarize()
+    settings = ReplaySettings.from_config(config)
+    (family,) = [
+        f for f in text_string_to_metric_families(text) if f.name == "filecache_whatif_miss_ratio"
+    ]
+    assert len(family.samples) == 8
+    for sample in family.samples:
+        factor = float(sample.labels["size"].rstrip("x"))
+        offline = simulate(union, sample.labels["policy"], round(limit * factor), settings=settings)
+        assert sample.value == pytest.approx(offline.object_miss_ratio, abs=0.025), sample
+    # The leader's observer counted the lookups it served itself; the other process that
+    # exports metrics does not lead, and exports no what-if gauge.
+    assert registry.get_sample_value("filecache_lookups_total", {"cache": "w"}) == requests
+    other = metrics.read_text()
+    assert f'filecache_lookups_total{{cache="w"}} {float(requests)}' in other
+    assert 'filecache_manager_leader{cache="w"} 0.0' in other
+    assert "filecache_whatif_miss_ratio{" not in other
 
 
 def _zipf_trace(keys: int, requests: int, prefix: str) -> tuple[Trace, dict[str, int]]:

@@ -506,6 +506,14 @@ class RequestJournal(JournaledStorage, Protocol):
         """
         ...
 
+    def record_hits(self, key: str, count: int, last: float) -> None:
+        """Record ``count`` hits on ``key`` (the last at ``last``) that no metadata took.
+
+        The model was removed before they were written behind: they are lookups all the
+        same. A failure is not raised (the record is removed, as for any change).
+        """
+        ...
+
 
 @runtime_checkable
 class FreeSpaceStorage(CacheStorage, Protocol):

@@ -41,7 +41,7 @@ from collections.abc import Callable, Hashable, Iterator, Sequence
 
 from .._entry import AdoptionReport, CacheEntry
 from .._keys import RESERVED, ancestors
-from .._meta import MAX_META_BYTES, Meta, MetaUpdate
+from .._meta import MAX_META_BYTES, Meta
 from ..exceptions import KeyValidationError, LockTimeoutError, MetadataError
 from . import _fs, _inotify, _worker
 from . import _local_v1 as _v1
@@ -81,18 +81,18 @@ def _published(meta: bytes) -> tuple[int | None, dict[str, float | int] | None]:
     return record.size, {"at": record.created - record.fill_seconds, "fill": record.fill_seconds}
 
 
-def _accesses(
-    update: Callable[[bytes | None], bytes], before: bytes | None
-) -> dict[str, float | int] | None:
-    """The accesses a metadata update adds, for the journal (None: it adds none)."""
-    if not isinstance(update, MetaUpdate) or update.accesses is None or update.accesses[0] <= 0:
+def _accesses(before: bytes | None, after: bytes) -> dict[str, float | int] | None:
+    """The accesses a metadata write added, for the journal (None: it added none)."""
+    if not before:
+        return None  # a new or rebuilt record: no count to go from
+    try:
+        old, new = Meta.decode(before), Meta.decode(after)
+    except MetadataError:
         return None
-    count, last = update.accesses
-    lookups: dict[str, float | int] = {"n": count, "last": last}
-    if before:
-        with contextlib.suppress(MetadataError):  # rebuilt: no earlier access to go by
-            lookups["since"] = Meta.decode(before).last_access
-    return lookups
+    added = new.access_count - old.access_count
+    if added <= 0:
+        return None
+    return {"n": added, "last": new.last_access, "since": old.last_access}
 
 
 def _rename_folder(source: str, dest: str) -> None:
@@ -239,6 +239,10 @@ class LocalStorage(LocalStorageV1Methods):
     def read_peer_requests(self, cursor: object | None) -> Changes:
         """``read_changes``, with the lookups other processes recorded in the journal."""
         return self._journal.read(cursor, peers=True)
+
+    def record_hits(self, key: str, count: int, last: float) -> None:
+        """Record hits on a removed model in the journal (a metadata line for a gone key)."""
+        self._journal.record("m", key, lookups={"n": count, "last": last})
 
     def record_total(self, total: int, cursor: object) -> None:
         """Record the leader's total and its journal cursor (``ROOT/.filecache/total``)."""
@@ -668,7 +672,7 @@ class LocalStorage(LocalStorageV1Methods):
             _fs.write_atomic(target, written)
         finally:
             lock.release()
-        self._journal.record("m", key, lookups=_accesses(update, current), on_behalf=on_behalf)
+        self._journal.record("m", key, lookups=_accesses(current, written), on_behalf=on_behalf)
         return current, written
 
     # -- policy state -------------------------------------------------------------------
