@@ -16,7 +16,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import CollectorRegistry, generate_latest
+
 from vcti.filecache import CacheManagerConfig, CacheObserver, EvictionResult, FileCache
+from vcti.filecache.observers import PrometheusObserver, TraceObserver
 
 
 def payload(key: str, size: int) -> bytes:
@@ -217,9 +220,6 @@ def publish(args: dict[str, Any]) -> dict[str, Any]:
 
 def lookups(args: dict[str, Any]) -> None:
     """Look up ``requests`` models of a skewed load, filling the misses; record a trace."""
-    from prometheus_client import CollectorRegistry, generate_latest  # noqa: PLC0415
-    from vcti.filecache.observers import PrometheusObserver, TraceObserver  # noqa: PLC0415
-
     registry = CollectorRegistry()
     observers: list[CacheObserver] = [TraceObserver(args["trace"])]
     if args.get("metrics"):
