@@ -15,6 +15,7 @@ from vcti.filecache import CacheEntry, CacheManagerConfig, FileCache, LocalStora
 from vcti.filecache._whatif import WhatIfSimulations
 from vcti.filecache.observers import PrometheusObserver, TraceObserver
 from vcti.filecache.replay import ReplaySettings, Trace, WhatIf, read_trace, simulate
+from vcti.filecache.storage.base import PeerRequest
 
 from ..helpers import finish, spawn, untraced
 from .test_prometheus import promtool_check
@@ -156,6 +157,49 @@ def test_the_leader_simulates_the_lookups_of_every_process(tmp_path: Path, regis
     assert f'filecache_lookups_total{{cache="w"}} {float(requests)}' in other
     assert 'filecache_manager_leader{cache="w"} 0.0' in other
     assert "filecache_whatif_miss_ratio{" not in other
+
+
+def test_hits_of_other_processes_are_spread_over_the_interval_before_the_last() -> None:
+    config = CacheManagerConfig(evict_above=10_000, interval=10)
+    simulations = WhatIfSimulations(config, WhatIf(sizes=(1.0,)), lambda: 0.0)
+    simulations.peer_requests(
+        [
+            PeerRequest("a", 100.0, size=500, fill=1.0),  # a miss, when it was looked up
+            PeerRequest("a", 150.0, hits=4, since=145.0),  # after the last access known
+            PeerRequest("b", 200.0, hits=2),  # over the interval before the last
+            PeerRequest("a", 300.0, hits=1, since=100.0),
+        ]
+    )
+    assert [(t, key) for t, key, *_ in simulations._queue] == [
+        (100.0, "a"),
+        (146.25, "a"),
+        (147.5, "a"),
+        (148.75, "a"),
+        (150.0, "a"),
+        (195.0, "b"),
+        (200.0, "b"),
+        (300.0, "a"),
+    ]
+    simulations.update()
+    assert simulations.requests == 8
+    assert simulations.dropped == 2  # b: a model this process never measured
+    # One miss (the fill of a) in eight requests, at every size and policy.
+    assert list(simulations.miss_ratios()) == [("lru", 1.0, 1 / 8)]
+
+
+def test_a_former_leader_exports_no_what_if_gauges(tmp_path: Path, registry) -> None:
+    observer = PrometheusObserver(registry=registry, cache_name="f")
+    config = CacheManagerConfig(evict_above=10_000, interval=3600, observer=observer)
+    labels = {"cache": "f", "policy": "lru", "size": "1x"}
+    with FileCache(config, storage=LocalStorage(tmp_path / "root")) as cache:
+        cache.manager.run_once()  # it leads from its first cycle
+        for key in ("a", "b", "a"):
+            _fill(cache, key, 100)
+        cache.manager.run_once()
+        assert registry.get_sample_value("filecache_whatif_miss_ratio", labels) == 2 / 3
+    # Closed, it no longer leads: its simulations stopped seeing the lookups.
+    assert registry.get_sample_value("filecache_manager_leader", {"cache": "f"}) == 0
+    assert "filecache_whatif_miss_ratio{" not in generate_latest(registry).decode()
 
 
 def _zipf_trace(keys: int, requests: int, prefix: str) -> tuple[Trace, dict[str, int]]:
