@@ -137,11 +137,13 @@ class _Families:
             attr: Gauge(name, doc, ["cache"], registry=None, multiprocess_mode=mode)
             for attr, name, doc, mode in _GAUGES
         }
-        # Set by the leader only, at each cycle: "mostrecent" keeps the newest leader's.
+        # Set by the leader only, at each cycle, and removed when it stops leading:
+        # "mostrecent" keeps the newest leader's.
         self.whatif = Gauge(
             "filecache_whatif_miss_ratio",
             "Share of the lookups that would miss with this policy and this size (a multiple "
-            "of the limit), from miniature simulations of the lookups this process served.",
+            "of the limit), from the leader's miniature simulations of the lookups of every "
+            "process on the root (of its own process only, on storage without a journal).",
             ["cache", "policy", "size"],
             registry=None,
             multiprocess_mode="mostrecent",
@@ -301,9 +303,10 @@ class PrometheusObserver(CacheObserver):
             ``filecache_overage_bytes`` are then not exported for it, rather than a
             meaningless limit.
         whatif: the what-if simulations behind ``filecache_whatif_miss_ratio``: the miss
-            ratio of the cache's policy (and of ``WhatIf.policies``) at other sizes, from
-            the lookups this process serves, updated at each cycle of the process that
-            leads the root; None turns them off. Their memory is bounded by
+            ratio of the cache's policy (and of ``WhatIf.policies``) at other sizes, run
+            and exported only while this process leads the root, at each of its cycles,
+            from the lookups it serves and (on a local root) those the other processes
+            record in the journal; None turns them off. Their memory is bounded by
             ``WhatIf.max_keys`` (see :class:`~vcti.filecache.replay.WhatIf`).
     """
 
@@ -378,9 +381,10 @@ class PrometheusObserver(CacheObserver):
         if bound is None:
             return
         bound.gauge("leader").set(1 if is_leader else 0)
-        if not is_leader and self._simulations is not None:
+        if not is_leader and self._simulations is not None and not _multiprocess():
             # The what-if gauges are the leader's: a former leader stops exporting its
-            # own (its simulations no longer see every process's lookups).
+            # own (its simulations no longer see every process's lookups). In
+            # multiprocess mode the newest value wins, the current leader's.
             for policy, factor, _ in self._simulations.miss_ratios():
                 with contextlib.suppress(KeyError):
                     bound.families.whatif.remove(bound.cache, policy, size_label(factor))
