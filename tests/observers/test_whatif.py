@@ -131,7 +131,9 @@ def test_the_leader_simulates_the_lookups_of_every_process(tmp_path: Path, regis
     assert recorded.requests == 3 * requests
     # Every lookup of every process reached the leader's simulations, once.
     assert served == recorded.requests
-    assert simulations.dropped == 0
+    # A hit replayed before the leader knows the model's size (its fill, published in
+    # another process, reaches the leader a cycle later) is counted but not simulated.
+    assert simulations.dropped <= recorded.requests // 100
     union = Trace("union")
     for t, key, size, cost in sorted(
         zip(recorded.times, recorded.keys, recorded.sizes, recorded.costs, strict=True)
@@ -159,15 +161,15 @@ def test_the_leader_simulates_the_lookups_of_every_process(tmp_path: Path, regis
     assert "filecache_whatif_miss_ratio{" not in other
 
 
-def test_hits_of_other_processes_are_spread_over_the_interval_before_the_last() -> None:
+def test_hits_of_other_processes_are_spread_before_the_last() -> None:
     config = CacheManagerConfig(evict_above=10_000, interval=10)
     simulations = WhatIfSimulations(config, WhatIf(sizes=(1.0,)), lambda: 0.0)
     simulations.peer_requests(
         [
             PeerRequest("a", 100.0, size=500, fill=1.0),  # a miss, when it was looked up
             PeerRequest("a", 150.0, hits=4, since=145.0),  # after the last access known
-            PeerRequest("b", 200.0, hits=2),  # over the interval before the last
-            PeerRequest("a", 300.0, hits=1, since=100.0),
+            PeerRequest("b", 200.0, hits=2),  # no access known: at the last one's time
+            PeerRequest("a", 300.0, hits=2, since=100.0),  # over the interval before
         ]
     )
     assert [(t, key) for t, key, *_ in simulations._queue] == [
@@ -176,15 +178,16 @@ def test_hits_of_other_processes_are_spread_over_the_interval_before_the_last() 
         (147.5, "a"),
         (148.75, "a"),
         (150.0, "a"),
-        (195.0, "b"),
         (200.0, "b"),
+        (200.0, "b"),
+        (295.0, "a"),
         (300.0, "a"),
     ]
     simulations.update()
-    assert simulations.requests == 8
+    assert simulations.requests == 9
     assert simulations.dropped == 2  # b: a model this process never measured
-    # One miss (the fill of a) in eight requests, at every size and policy.
-    assert list(simulations.miss_ratios()) == [("lru", 1.0, 1 / 8)]
+    # One miss (the fill of a) in nine requests, at every size and policy.
+    assert list(simulations.miss_ratios()) == [("lru", 1.0, 1 / 9)]
 
 
 def test_a_former_leader_exports_no_what_if_gauges(tmp_path: Path, registry) -> None:

@@ -12,11 +12,11 @@ In the process that leads a local root, the requests of the other processes come
 (:meth:`WhatIfSimulations.peer_requests`, from the journal, at each cycle): a miss when
 its fill publishes, with its lookup's time; hits when they are written behind, as a
 count with the time of the last one. Those hits are spread evenly over the ``interval``
-before the last one (not before the model's previous access): their own times are not
-recorded. Each batch is replayed with the leader's own requests of the same cycle, in
-time order; a request older than what was replayed before it (a hit is written behind up
-to an interval after it happened, and the leader reads it at its next cycle) is replayed
-as if it came then.
+before the last one (not before the model's previous access; all at the last one's time
+where the record had none): their own times are not recorded. Each batch is replayed
+with the leader's own requests of the same cycle, in time order; a request older than
+what was replayed before it (a hit is written behind up to an interval after it
+happened, and the leader reads it at its next cycle) is replayed as if it came then.
 
 Memory is bounded by fixed-size spatial sampling (SHARDS, Waldspurger et al., FAST 2015,
 section 4.3; the miniature simulations of USENIX ATC 2017): every key is sampled while the
@@ -289,10 +289,10 @@ class WhatIfSimulations:
                     continue
                 # Only the last hit's time is recorded: the others are spread over the
                 # interval before it (the writer's write-behind period), after the
-                # model's previous access.
-                start = last - interval
-                if request.since is not None:
-                    start = max(start, min(request.since, last))
+                # model's previous access; without one (the model was removed before
+                # they were written), all at the last one's time, never before its fill.
+                since = request.since
+                start = last if since is None else max(last - interval, min(since, last))
                 step = (last - start) / hits
                 for n in range(hits - 1, -1, -1):
                     self._enqueue((last - n * step, key, digest, None, None))
