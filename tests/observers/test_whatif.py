@@ -17,7 +17,7 @@ from vcti.filecache.observers import PrometheusObserver, TraceObserver
 from vcti.filecache.replay import ReplaySettings, Trace, WhatIf, read_trace, simulate
 from vcti.filecache.storage.base import PeerRequest
 
-from ..helpers import finish, spawn, untraced
+from ..helpers import finish, spawn, untraced, wait_for
 from .test_prometheus import promtool_check
 
 
@@ -122,10 +122,12 @@ def test_the_leader_simulates_the_lookups_of_every_process(tmp_path: Path, regis
             time.sleep(pause)
         for proc in others:
             finish(proc)  # closed: their last accesses are written behind
-        cache.manager.run_once()  # the leader reads them and replays them
-        text = generate_latest(registry).decode()
         simulations = observer._simulations
         assert simulations is not None
+        # The leader reads them at its next cycle, and replays the requests it held back
+        # for them once they are old enough.
+        wait_for(lambda: cache.manager.run_once() is not None and simulations.held == 0)
+        text = generate_latest(registry).decode()
         served = simulations.requests
     recorded = read_trace(trace_path)
     assert recorded.requests == 3 * requests
@@ -188,6 +190,32 @@ def test_hits_of_other_processes_are_spread_before_the_last() -> None:
     assert simulations.dropped == 2  # b: a model this process never measured
     # One miss (the fill of a) in nine requests, at every size and policy.
     assert list(simulations.miss_ratios()) == [("lru", 1.0, 1 / 9)]
+
+
+def test_requests_wait_as_long_as_the_other_processes_lag() -> None:
+    # The other process's hit comes 4 s after it happened: the leader's own requests
+    # wait as long, so that it is replayed between them, in time order.
+    clock = [10.0]
+    config = CacheManagerConfig(evict_above=1_000, interval=2)
+    simulations = WhatIfSimulations(config, WhatIf(sizes=(1.0,)), lambda: clock[0])
+    for key, now in (("a", 5.0), ("b", 7.0), ("c", 9.0)):
+        clock[0] = now
+        simulations.access(key, False)
+        simulations.filled(key, 1.0, None)
+        simulations.sized(key, 400)  # two fit in the cache
+    clock[0] = 10.0
+    simulations.peer_requests([PeerRequest("a", 6.0, hits=1)])
+    simulations.update()
+    assert simulations.held == 2  # b and c, newer than 10 - 4 s
+    assert simulations.requests == 2  # the miss of a and its hit
+    assert list(simulations.miss_ratios()) == [("lru", 1.0, 1 / 2)]
+    clock[0] = 20.0
+    simulations.update()
+    assert simulations.held == 0
+    assert simulations.requests == 4
+    # a b c in time order with the hit of a at 6 s: three misses; had the hit come after
+    # b and c, a would have been evicted by then (four misses).
+    assert list(simulations.miss_ratios()) == [("lru", 1.0, 3 / 4)]
 
 
 def test_a_former_leader_exports_no_what_if_gauges(tmp_path: Path, registry) -> None:
