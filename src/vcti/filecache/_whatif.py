@@ -233,6 +233,11 @@ class WhatIfSimulations:
         return self.threshold / SPACE
 
     @property
+    def simulated(self) -> tuple[tuple[str, float], ...]:
+        """(policy, size as a multiple of the limit) of each miniature cache."""
+        return tuple(self._miniatures)
+
+    @property
     def sampled_keys(self) -> int:
         """Keys in the sample."""
         return len(self._sampled)

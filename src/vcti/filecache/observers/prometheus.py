@@ -22,7 +22,6 @@ How the metrics reach a scrape:
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
@@ -385,9 +384,8 @@ class PrometheusObserver(CacheObserver):
             # The what-if gauges are the leader's: a former leader stops exporting its
             # own (its simulations no longer see every process's lookups). In
             # multiprocess mode the newest value wins, the current leader's.
-            for policy, factor, _ in self._simulations.miss_ratios():
-                with contextlib.suppress(KeyError):
-                    bound.families.whatif.remove(bound.cache, policy, size_label(factor))
+            for policy, factor in self._simulations.simulated:
+                bound.families.whatif.remove(bound.cache, policy, size_label(factor))
 
     def on_access(self, key: str, hit: bool) -> None:
         bound = self._bound
@@ -477,9 +475,8 @@ class PrometheusObserver(CacheObserver):
             return
         simulations.update()  # the lookups since the last cycle, in the manager's thread
         for policy, factor, ratio in simulations.miss_ratios():
-            bound.families.whatif.labels(
-                cache=bound.cache, policy=policy, size=size_label(factor)
-            ).set(ratio)
+            size = size_label(factor)
+            bound.families.whatif.labels(cache=bound.cache, policy=policy, size=size).set(ratio)
 
     def on_error(self, error: Exception, context: str) -> None:
         bound = self._bound
