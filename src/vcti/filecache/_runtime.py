@@ -23,6 +23,7 @@ from ._entry import CacheEntry, CacheSnapshot, EvictionResult, VerifyReport
 from ._evictor import Evictor
 from ._meta import Meta
 from ._observers import ObserverGroup, background, callback_error
+from ._peers import PeerRequests
 from ._scanner import Scanner, make_entry
 from ._wake import Wake
 from .exceptions import LockTimeoutError, MetadataError
@@ -102,6 +103,7 @@ class Runtime:
         self.coord = Coordinator(storage)
         self.scanner = Scanner(storage, self.coord, lambda: self._leader is not None)
         self.evictor = Evictor(storage, self.coord)
+        self._peers = PeerRequests(storage)  # other processes' lookups, for the leader's observers
         self.manager: CacheManager = CacheManager._of(self)
         self._setup_process()
         self._opened = False
@@ -466,6 +468,7 @@ class Runtime:
     def _led_cycle(
         self, group: ObserverGroup, config: CacheManagerConfig, trigger: str, *, full: bool
     ) -> CacheSnapshot:
+        self._peers.deliver(group)  # before the sweep, which may rotate the journal
         self._sweep(group)
         every = config.full_scan_every
         # A process's first cycle trusts the sizes recorded under stamps that still hold,
@@ -640,6 +643,7 @@ class Runtime:
                     return False
                 if self._leader is None:
                     return False
+        self._peers.restart()
         group.emit("on_leader_change", True)
         return True
 
