@@ -310,3 +310,19 @@ def test_publishes_and_accesses_written_behind_record_their_lookups(tmp_path: Pa
     written = [i[-1] for i in items if i[0] == "m" and isinstance(i[-1], dict)]
     assert [w["n"] for w in written] == [2]  # the two hits; the fill was the record's first
     assert published[0][-1]["at"] <= written[0]["since"] <= written[0]["last"] <= time.time()
+
+
+def test_a_rotated_journal_still_tells_what_was_published_since(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path)
+    with FileCache(config(), storage=storage) as cache:
+        fill(cache, "before", 7)
+        cursor = storage.read_changes(None).cursor
+        journal = tmp_path / ".filecache" / "journal"
+        rotated = tmp_path / ".filecache" / "journal.new"
+        rotated.write_bytes(b"")
+        rotated.replace(journal)  # as the leader's sweep starts a new file
+        fill(cache, "after", 30)
+        changes = storage.read_changes(cursor)
+    assert changes.keys is None  # what changed before the new file is unknown: a walk
+    assert changes.error is None
+    assert changes.published == 30

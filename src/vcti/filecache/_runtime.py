@@ -607,9 +607,9 @@ class Runtime:
             return None
         total, cursor = recorded
         changes = self._journal.read_changes(cursor)
-        if changes.keys is None:
-            return None  # the journal was rotated or lost since: no telling
-        return total + changes.published, recorded
+        if changes.keys is None and changes.error is not None:
+            return None  # the journal was lost or damaged since: no telling
+        return total + changes.published, recorded  # (rotated: published since)
 
     def _sweep(self, group: ObserverGroup) -> None:
         if self._shared is None:

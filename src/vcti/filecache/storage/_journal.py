@@ -22,8 +22,8 @@ line before the offset is still the one it read: a file truncated in place (``: 
 journal``, logrotate's ``copytruncate``) and grown back past the cursor, or replaced by
 one that reuses the inode, fails that check (the line's TAG is never written twice). The
 leader starts a new file (an atomic rename) once the old one is large; a reader whose
-cursor names the old inode then knows nothing of what changed and walks every model
-once. A journal that is missing, damaged, truncated or not a regular file is reported
+cursor names the old inode then knows nothing of what changed before the new file and
+walks every model once (the new file's publishes it is told). A journal that is missing, damaged, truncated or not a regular file is reported
 and means the same: a full walk, until the next change recreates it.
 
 The leader also records, after each cycle, the total it left the root at and where it
@@ -193,12 +193,11 @@ class Journal:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 return self._lost(OSError(errno.EINVAL, "the journal is not a file", self.path))
+            if cursor is None:
+                return Changes(self._end(fd, st), None)  # the first read: nothing known
             inode, offset, tail_len, tail_sum = _unpack(cursor)
-            if inode is None and cursor is not None:
-                inode = st.st_ino  # no file at the last read: all of this one is new
-            if cursor is None or inode != st.st_ino:
-                # The first read, or a new file (rotated): what changed before is unknown.
-                return Changes(self._end(fd, st), None)
+            if inode not in (None, st.st_ino):  # (None: no file at the last read)
+                return self._rotated(fd, st, peers=peers)
             start = offset - tail_len
             if st.st_size < offset or start < 0:
                 return self._truncated(fd, st)
@@ -221,6 +220,16 @@ class Journal:
             error = OSError(errno.EINVAL, f"{damaged} damaged lines in the journal", self.path)
             return Changes(cursor, None, published, error, found, here)
         return Changes(cursor, frozenset(keys), published, requests=found, published_here=here)
+
+    def _rotated(self, fd: int, st: os.stat_result, *, peers: bool) -> Changes:
+        """A new file since the cursor: what changed before it is unknown; what was
+        published since, it says (it is small: the rotation was recent)."""
+        data = _read_all(fd, min(st.st_size, ROTATE_BYTES))
+        found: list[PeerRequest] | None = [] if peers else None
+        _, published, here, _ = _parse(data[: data.rfind(b"\n") + 1], found)
+        requests = () if found is None else tuple(found)
+        cursor = _cursor_at(st, 0, data, aligned=True)
+        return Changes(cursor, None, published, None, requests, here)
 
     def _unchanged(self, cursor: object) -> bool:
         """True if one stat shows the same file, no longer and no newer than at ``cursor``.
