@@ -482,14 +482,12 @@ class Runtime:
         with self._cycled:
             waiting = self._waiting
         if waiting:
-            # Fills come faster than cycles: make room for the publishes that wait, and
-            # the margin's worth more, so that the fills that follow them do not each
-            # wait for a cycle of their own.
-            limit = max(0, config.evict_above - waiting)
-            headroom = max(waiting, int(config.evict_above * PRESSURE_MARGIN))
-            target = max(0, config.target - headroom)
+            # Fills come faster than cycles. The publishes that wait are counted already
+            # (a scan counts the fills being staged); evict the margin's worth more, so
+            # that the fills that follow them do not each wait for a cycle of their own.
+            target = max(0, config.target - int(config.evict_above * PRESSURE_MARGIN))
             _, snapshot = self.evictor.evict(
-                group, config, config.policy, trigger, snapshot, target=target, limit=limit
+                group, config, config.policy, trigger, snapshot, target=target
             )
         else:
             _, snapshot = self.evictor.evict(group, config, config.policy, trigger, snapshot)
@@ -519,10 +517,10 @@ class Runtime:
         seconds (or two cycles that free nothing), for the eviction (the leader's cycle,
         in this process or another), so that however many threads and processes fill,
         the total cannot run away from the limit while the manager's thread waits for the
-        interpreter lock (back-pressure). The leader's cycle makes room for the publishes
-        of its process that wait, and some more (see :meth:`_led_cycle`). In the leader's
-        process the check and the counting of the fill are one step, so threads that
-        publish at once cannot all pass it; other processes go by the total the leader
+        interpreter lock (back-pressure). A leader's cycle that finds publishes of its
+        process waiting evicts a margin below its target (see :meth:`_led_cycle`). In the
+        leader's process the check and the counting of the fill are one step, so threads
+        that publish at once cannot all pass it; other processes go by the total the leader
         recorded and what was published since, and wake their own manager's thread now
         and then, which takes the lead if the leader has gone.
 

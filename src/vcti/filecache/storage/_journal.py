@@ -23,8 +23,9 @@ journal``, logrotate's ``copytruncate``) and grown back past the cursor, or repl
 one that reuses the inode, fails that check (the line's TAG is never written twice). The
 leader starts a new file (an atomic rename) once the old one is large; a reader whose
 cursor names the old inode then knows nothing of what changed before the new file and
-walks every model once (the new file's publishes it is told). A journal that is missing, damaged, truncated or not a regular file is reported
-and means the same: a full walk, until the next change recreates it.
+walks every model once (the new file's publishes it is told). A journal that is missing,
+damaged, truncated or not a regular file is reported and means the same: a full walk,
+until the next change recreates it.
 
 The leader also records, after each cycle, the total it left the root at and where it
 had read the journal up to (``ROOT/.filecache/total``): with the bytes published since,
