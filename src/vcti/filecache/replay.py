@@ -57,6 +57,7 @@ from .policies import base as _base
 __all__ = [
     "DEFAULT_LIMITS",
     "POLICY_NAMES",
+    "SAMPLE_BY",
     "ReplaySettings",
     "Result",
     "Trace",
