@@ -57,9 +57,9 @@ from .policies import base as _base
 __all__ = [
     "DEFAULT_LIMITS",
     "POLICY_NAMES",
-    "SAMPLE_BY",
     "ReplaySettings",
     "Result",
+    "SAMPLE_BY",
     "Trace",
     "TraceError",
     "WhatIf",
