@@ -37,7 +37,6 @@ from typing import Any
 from vcti.filecache.replay import (
     DEFAULT_LIMITS,
     POLICY_NAMES,
-    SAMPLE_BY,
     Trace,
     default_jobs,
     parse_limit,
@@ -89,6 +88,8 @@ CURVE = "1%..50%:12"
 SAMPLING_POLICIES = ("lru", "gdsf", "sieve", "cost-aware")
 #: Fixed rates, and "auto": the rate that keeps about 8,192 of the trace's keys.
 SAMPLE_RATES: tuple[float | str, ...] = (0.01, 0.1, "auto")
+#: The ways to sample: size-aware (the default) and uniform over keys (SHARDS).
+SAMPLE_BY = ("size", "keys")
 
 
 def _cut(trace: Trace, requests: int) -> Trace:

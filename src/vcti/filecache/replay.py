@@ -35,8 +35,9 @@ from typing import Any
 
 from . import _grid
 from ._grid import Progress, default_jobs
-from ._sample import SAMPLE_BY, sample_trace
+from ._sample import SAMPLE_BY as _SAMPLE_BY
 from ._sample import auto_rate as _auto_rate
+from ._sample import sample_trace
 from ._simulate import (
     DEFAULT_LIMITS,
     POLICY_NAMES,
@@ -59,7 +60,6 @@ __all__ = [
     "POLICY_NAMES",
     "ReplaySettings",
     "Result",
-    "SAMPLE_BY",
     "Trace",
     "TraceError",
     "WhatIf",
@@ -148,7 +148,7 @@ def replay(
         _check_limit(limit)  # a bad limit is an error before any trace is read
     if sample != "auto" and not (isinstance(sample, (int, float)) and 0 < sample <= 1):
         raise ValueError(f"sample must be 'auto' or in (0, 1]: {sample}")
-    if sample_by not in SAMPLE_BY:
+    if sample_by not in _SAMPLE_BY:
         raise ValueError(f"sample_by must be 'size' or 'keys': {sample_by!r}")
     if jobs < 1:
         raise ValueError(f"jobs must be at least 1: {jobs}")
