@@ -487,6 +487,7 @@ def test_a_size_aware_sample_keeps_larger_keys_more_often_and_weights_them() -> 
     assert sample_trace(trace, 0.05, by="size").keys == sample.keys  # stable
     with pytest.raises(ValueError, match="sample by 'size' or 'keys'"):
         sample_trace(trace, 0.05, by="bytes")
+    assert sample_trace(Trace("empty").summarize(), 0.5, by="size").requests == 0
 
 
 def test_size_aware_sampling_estimates_the_byte_miss_ratio(tmp_path: Path) -> None:

@@ -48,7 +48,8 @@ def auto_rate(trace: Trace) -> float:
     return min(1.0, AUTO_KEYS / keys) if keys else 1.0
 
 
-#: The ways to sample: uniform over keys (SHARDS), or size-aware (see the module).
+#: The ways to sample: size-aware (the default; see the module), or uniform over keys
+#: (SHARDS).
 SAMPLE_BY = ("size", "keys")
 
 
@@ -57,7 +58,9 @@ def _chances(trace: Trace, rate: float) -> dict[str, float]:
     first: dict[str, int] = {}
     for key, size in zip(trace.keys, trace.sizes, strict=True):
         first.setdefault(key, size)
-    mean = sum(first.values()) / len(first) if first else 0
+    if not first:
+        return {}
+    mean = sum(first.values()) / len(first)
     growth = {k: max(1.0, s / mean) if mean else 1.0 for k, s in first.items()}
     scale = _scale(sorted(growth.values()), rate * len(growth))
     return {k: min(1.0, scale * g) for k, g in growth.items()}
