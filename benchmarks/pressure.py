@@ -10,6 +10,11 @@ with every other setting at the library's defaults (prompt eviction and its
 back-pressure on). Every process is spawned fresh. ``--quick`` runs the four loads with
 one-file models at ``interval=0.2`` for 1 s each.
 
+Beside each load and model shape, its floor: the same threads and processes filling and
+hitting with no limit (no eviction, no back-pressure, so no cycle to speak of), every fill
+on a fresh key. A hit waits for the interpreter lock behind the load's own fills as much
+as behind the cache's cycles; the floor's hit p99 is what the load alone costs.
+
 The total on disk is sampled from the disk every 50 ms by this process (a walk of the
 files under the root, not the library's own figures): the models' files, which is what
 ``evict_above`` limits, and everything (the cache's own metadata, staging and trash
@@ -53,7 +58,8 @@ def hammer(args: dict[str, Any]) -> None:
     """One process of a cell: ``threads`` hot threads until ``seconds`` have passed."""
     files, size = args["files"], args["size"]
     blob = b"x" * size
-    config = CacheManagerConfig(evict_above=LIMIT, interval=args["interval"])
+    floor = args.get("floor", False)  # no limit, and a fresh key at every fill
+    config = CacheManagerConfig(evict_above=10**15 if floor else LIMIT, interval=args["interval"])
     cache = FileCache(root=args["root"], config=config).open()
     hits: list[list[int]] = [[] for _ in range(args["threads"])]
     opens = [0] * args["threads"]
@@ -66,7 +72,8 @@ def hammer(args: dict[str, Any]) -> None:
             time.sleep(0.001)
         while time.monotonic() < stop_at:
             for n in range(KEYS):
-                for key in (f"p{args['proc']}t{me}/m{n}", f"hot/m{n % HOT}"):
+                own = f"p{args['proc']}t{me}/m{n}" + (f"-{opens[me]}" if floor else "")
+                for key in (own, f"hot/m{n % HOT}"):
                     there = key in cache  # else a found model was filled by another
                     began = time.perf_counter_ns()
                     with cache.model(key) as model:
@@ -117,16 +124,24 @@ def on_disk(root: Path) -> tuple[int, int]:
 
 
 def run_cell(
-    ws: Workspace, label: str, load: tuple[int, int], shape: str, interval: float
+    ws: Workspace,
+    label: str,
+    load: tuple[int, int],
+    shape: str,
+    interval: float,
+    *,
+    floor: bool = False,
 ) -> dict[str, Any]:
     """One cell: the peak and final totals on disk, cycles, hit latencies.
 
-    ``load`` is (processes, hot threads in each).
+    ``load`` is (processes, hot threads in each). ``floor``: the same fills and hits with
+    no limit (no eviction, no back-pressure), every fill on a fresh key: the hit latency
+    the load alone makes.
     """
     procs, threads = load
     files, size = SHAPES[shape]
     seconds = 1.0 if ws.settings.quick else 20.0
-    tag = f"pressure-{label}-{shape}-{interval}".replace(" ", "_")
+    tag = f"pressure-{label}-{shape}-{interval}{'-floor' if floor else ''}".replace(" ", "_")
     root = ws.path / tag
     context = multiprocessing.get_context("spawn")
     jobs = [
@@ -138,6 +153,7 @@ def run_cell(
             "size": size,
             "interval": interval,
             "seconds": seconds,
+            "floor": floor,
             "out": str(ws.path / f"{tag}-{p}.json"),
         }
         for p in range(procs)
@@ -177,6 +193,11 @@ def run(ws: Workspace) -> Result:
     quick = ws.settings.quick  # one shape at one interval, for a few seconds
     for label, procs, threads in LOADS:
         for shape in list(SHAPES)[:1] if quick else SHAPES:
+            ws.log.say(f"pressure: {label}, {shape}, no limit (the floor)")
+            floor = run_cell(ws, label, (procs, threads), shape, INTERVALS[0], floor=True)
+            prefix = f"{label}_{shape}_floor".replace(" ", "_")
+            for key in ("opens_per_s", "hits", "hit_p50_us", "hit_p99_us"):
+                result.metrics[f"{prefix}_{key}"] = round(floor[key], 2)
             for interval in INTERVALS[:1] if quick else INTERVALS:
                 name = f"{label}, {shape}, interval {interval:g} s"
                 ws.log.say(f"pressure: {name}")
@@ -213,9 +234,9 @@ def run(ws: Workspace) -> Result:
                             cell["hit_p99_us"],
                             unit="µs",
                             limit=1000,
-                            peer=cell["hit_p50_us"],
-                            peer_label="p50",
-                            note=f"{cell['hits']} hits",
+                            peer=floor["hit_p99_us"] or None,
+                            peer_label="p99 of the same load with no limit",
+                            note=f"{cell['hits']} hits, p50 {cell['hit_p50_us']:.0f} µs",
                         )
                     )
                 else:

@@ -8,6 +8,7 @@ full one, reported, when something was lost).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -17,9 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from vcti.filecache import CacheManagerConfig, FileCache, LocalStorage
+from vcti.filecache.storage._journal import writer
+from vcti.filecache.storage.base import PeerRequest
 from vcti.filecache.testing import RecordingObserver
 
-from .helpers import REPO, disk_total, wait_for
+from .helpers import REPO, disk_total, lines, wait_for
 
 
 class Counting(LocalStorage):
@@ -229,3 +232,97 @@ def test_writers_killed_mid_journal_leave_a_root_that_adds_up(tmp_path: Path) ->
             assert snapshot.total_size == disk_total(tmp_path), round_
             cache.verify(repair=True)
             assert cache.verify().ok, round_
+
+
+FILL_ONE = """
+import sys
+from pathlib import Path
+from vcti.filecache import CacheManagerConfig, FileCache
+config = CacheManagerConfig(evict_above=10**9, interval=3600, prompt_eviction=False)
+with FileCache(config, root=sys.argv[1]) as cache, cache.model("theirs") as model:
+    Path(model.path, "data.bin").write_bytes(b"t" * 20)
+"""
+
+
+def test_the_journal_tells_this_processs_publishes_from_the_others(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path)
+    with FileCache(config(), storage=storage) as cache:
+        fill(cache, "first")
+        cursor = storage.read_changes(None).cursor
+        fill(cache, "mine", 10)
+        subprocess.run(
+            [sys.executable, "-c", FILL_ONE, str(tmp_path)], cwd=REPO, check=True, timeout=60
+        )
+        changes = storage.read_changes(cursor)
+    assert changes.keys is not None
+    assert {"mine", "theirs"} <= changes.keys
+    assert (changes.published, changes.published_here) == (30, 10)
+
+
+def test_the_journal_tells_the_lookups_of_other_processes(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path / "root")
+    storage.open()
+    journal = storage._journal
+    start = storage.read_peer_requests(None)  # from the end: nothing before it is told
+    assert start.keys is None
+    assert start.requests == ()
+    # This process's own lines, and its helper's on its behalf, are not another's lookups.
+    journal.record("p", "own", 10, lookups={"at": 1.0, "fill": 0.5})
+    journal.record("m", "own", lookups={"n": 2, "last": 3.0, "since": 1.5}, on_behalf=writer())
+    # Another process's lines (written here on its behalf).
+    journal.record("p", "a", 100, lookups={"at": 5.0, "fill": 0.25}, on_behalf="peer")
+    journal.record("m", "a", lookups={"n": 3, "last": 7.0, "since": 5.5}, on_behalf="peer")
+    journal.record("m", "gone", lookups={"n": 1, "last": 8.0}, on_behalf="peer")
+    journal.record("m", "b", on_behalf="peer")  # a size recorded: no lookup
+    journal.record("p", "c", 10, on_behalf="peer")  # as 2.0.0 wrote it: no lookup told
+    journal.record("m", "d", lookups={"n": 0, "last": 9.0}, on_behalf="peer")  # none added
+    journal.record("p", "e", 10, lookups={"at": "soon"}, on_behalf="peer")  # not a time
+    journal.record("r", "a", on_behalf="peer")
+    changes = storage.read_peer_requests(start.cursor)
+    assert changes.keys == {"own", "a", "gone", "b", "c", "d", "e"}
+    assert changes.published == 130
+    assert changes.requests == (
+        PeerRequest("a", 5.0, size=100, fill=0.25),
+        PeerRequest("a", 7.0, hits=3, since=5.5),
+        PeerRequest("gone", 8.0, hits=1),
+    )
+    # The cycle's own reads do not collect them.
+    assert storage.read_changes(start.cursor).requests == ()
+    assert storage.read_peer_requests(changes.cursor).requests == ()
+
+
+def test_publishes_and_accesses_written_behind_record_their_lookups(tmp_path: Path) -> None:
+    config = CacheManagerConfig(evict_above=10**9, interval=3600)
+    with FileCache(root=tmp_path / "root", config=config) as cache:
+        wait_for(lambda: cache.manager.cycles >= 1)  # the cycle at start writes nothing then
+        before = time.time()
+        for _ in range(3):
+            with cache.model("m") as model:
+                if model.new:
+                    Path(model.path, "data.bin").write_bytes(b"x" * 100)
+        cache.manager.flush()
+    items = [json.loads(line) for line in lines(tmp_path / "root" / ".filecache" / "journal")]
+    published = [i for i in items if i[0] == "p"]
+    assert len(published) == 1
+    assert published[0][:3] == ["p", "m", 100]
+    assert before <= published[0][-1]["at"] <= time.time()
+    assert published[0][-1]["fill"] >= 0
+    written = [i[-1] for i in items if i[0] == "m" and isinstance(i[-1], dict)]
+    assert [w["n"] for w in written] == [2]  # the two hits; the fill was the record's first
+    assert published[0][-1]["at"] <= written[0]["since"] <= written[0]["last"] <= time.time()
+
+
+def test_a_rotated_journal_still_tells_what_was_published_since(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path)
+    with FileCache(config(), storage=storage) as cache:
+        fill(cache, "before", 7)
+        cursor = storage.read_changes(None).cursor
+        journal = tmp_path / ".filecache" / "journal"
+        rotated = tmp_path / ".filecache" / "journal.new"
+        rotated.write_bytes(b"")
+        rotated.replace(journal)  # as the leader's sweep starts a new file
+        fill(cache, "after", 30)
+        changes = storage.read_changes(cursor)
+    assert changes.keys is None  # what changed before the new file is unknown: a walk
+    assert changes.error is None
+    assert changes.published == 30

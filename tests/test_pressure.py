@@ -13,6 +13,7 @@ import math
 import multiprocessing
 import os
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,7 +28,7 @@ from vcti.filecache._runtime import PRESSURE_MARGIN
 from vcti.filecache._scanner import Scanner
 from vcti.filecache.testing import RecordingObserver
 
-from .helpers import disk_total, finish, spawn, wait_for
+from .helpers import disk_total, finish, kill, lines, spawn, wait_for
 from .storage.test_worker import measuring_processes
 
 MODEL = 50_000
@@ -103,6 +104,55 @@ def test_another_processes_publishes_wait_for_the_leaders_eviction(
             finish(proc)
         wait_for(lambda: disk_total(tmp_path / "cache") <= LIMIT, timeout=30)
     assert sampler() <= LIMIT * (1 + PRESSURE_MARGIN) + 2 * MODEL
+
+
+def _leader_elsewhere(tmp_path: Path) -> subprocess.Popen[str]:
+    """A process that leads the root (and never evicts: its own limit is 1 GB)."""
+    root, ready, log = tmp_path / "cache", tmp_path / "ready", tmp_path / "events.log"
+    leader = spawn("lead", root=str(root), ready=str(ready), log=str(log), interval=3600)
+    wait_for(lambda: len(lines(ready)) == 1)
+    return leader
+
+
+def _publish(cache: FileCache, keys: range, size: int = MODEL) -> None:
+    for n in keys:
+        with cache.model(f"here/m{n}") as model:
+            Path(model.path, "data.bin").write_bytes(b"x" * size)
+
+
+def test_publishes_that_wait_take_the_lead_from_a_leader_that_died(tmp_path: Path) -> None:
+    leader = _leader_elsewhere(tmp_path)
+    config = CacheManagerConfig(evict_above=LIMIT, interval=3600)
+    try:
+        with FileCache(root=tmp_path / "cache", config=config) as cache:
+            assert not cache.manager.is_leader
+            kill(leader)
+            # Past the limit and its margin, each publish waits for eviction: with no
+            # leader left, this process's own cycle takes the lead and evicts.
+            _publish(cache, range(3 * LIMIT // MODEL))
+            assert cache.manager.is_leader
+            wait_for(lambda: disk_total(tmp_path / "cache") <= LIMIT, timeout=30)
+    finally:
+        kill(leader)
+
+
+def test_the_last_process_out_leaves_the_root_within_its_limit(tmp_path: Path) -> None:
+    leader = _leader_elsewhere(tmp_path)
+    config = CacheManagerConfig(evict_above=LIMIT, interval=3600)
+    try:
+        cache = FileCache(root=tmp_path / "cache", config=config).open()
+        try:
+            assert not cache.manager.is_leader
+            # Over the limit, within back-pressure's margin: no publish waits, and the
+            # leader (whose own limit is far away) evicts nothing.
+            _publish(cache, range(LIMIT // MODEL + 1))
+            assert disk_total(tmp_path / "cache") > LIMIT
+            kill(leader)
+        finally:
+            cache.close()  # the leader has gone: this process's last cycle evicts
+        assert disk_total(tmp_path / "cache") <= LIMIT
+    finally:
+        kill(leader)
 
 
 def _stop_for(pids: list[int], seconds: float) -> None:

@@ -16,7 +16,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import CollectorRegistry, generate_latest
+
 from vcti.filecache import CacheManagerConfig, CacheObserver, EvictionResult, FileCache
+from vcti.filecache.observers import PrometheusObserver, TraceObserver
 
 
 def payload(key: str, size: int) -> bytes:
@@ -215,7 +218,34 @@ def publish(args: dict[str, Any]) -> dict[str, Any]:
     return {"slowest": slowest}
 
 
+def lookups(args: dict[str, Any]) -> None:
+    """Look up ``requests`` models of a skewed load, filling the misses; record a trace."""
+    registry = CollectorRegistry()
+    observers: list[CacheObserver] = [TraceObserver(args["trace"])]
+    if args.get("metrics"):
+        observers.append(PrometheusObserver(registry=registry, cache_name="w"))
+    config = CacheManagerConfig(
+        evict_above=args["limit"],
+        interval=args["interval"],
+        prompt_eviction=args["prompt_eviction"],
+        observer=observers,
+    )
+    rng = random.Random(args["seed"])
+    keys = [f"m{k:03d}" for k in range(args["keys"])]
+    weights = [1 / (rank + 1) ** 0.9 for rank in range(len(keys))]
+    with FileCache(root=args["root"], config=config) as cache:
+        for key in rng.choices(keys, weights, k=args["requests"]):
+            with cache.model(key) as model:
+                if model.new:
+                    Path(model.path, "data.bin").write_bytes(b"x" * args["sizes"][key])
+            time.sleep(args["pause"])
+        if args.get("metrics"):
+            cache.manager.run_once()  # a cycle here too: it does not lead, sets no what-if
+            Path(args["metrics"]).write_bytes(generate_latest(registry))
+
+
 MODES = {
+    "lookups": lookups,
     "publish": publish,
     "fill_outcome": fill_outcome,
     "fill_evict_loop": fill_evict_loop,

@@ -26,6 +26,7 @@ from vcti.filecache.testing import (
     LeasedStorageContract,
     MemoryStorage,
     PolicyStateStorageContract,
+    RequestJournalContract,
     SharedStorageContract,
     StampedStorageContract,
     StorageContract,
@@ -41,6 +42,7 @@ class TestLocalStorage(
     SharedStorageContract,
     StampedStorageContract,
     JournaledStorageContract,
+    RequestJournalContract,
     BulkMeasuringStorageContract,
     BulkMetadataStorageContract,
     FreeSpaceStorageContract,
@@ -105,6 +107,7 @@ def test_every_capability_has_a_suite() -> None:
         "JournaledStorage": JournaledStorageContract,
         "LeasedStorage": LeasedStorageContract,
         "PolicyStateStorage": PolicyStateStorageContract,
+        "RequestJournal": RequestJournalContract,
         "SharedStorage": SharedStorageContract,
         "StampedStorage": StampedStorageContract,
     }

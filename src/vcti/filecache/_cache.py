@@ -234,11 +234,13 @@ class ModelDir:
             _check_clock(self._config, group)
         fill_seconds = time.perf_counter() - self._started
         meta = Meta(1, now, now, fill_seconds, self._version, size, stamp)
+        ahead = 0
         try:
             if self._config is not None:
-                runtime.make_room(self._config, size)
+                ahead = runtime.make_room(self._config, size)
             runtime.coord.finish_fill(lease, meta, self._timeout)
         except BaseException as failure:
+            runtime.unreserve(ahead)
             self.path = published
             if group:
                 group.emit("on_fill", self.key, time.perf_counter() - self._started, failure)
@@ -249,7 +251,7 @@ class ModelDir:
             if size is not None:
                 group.emit("on_size_update", self.key, size)
         if self._config is not None:
-            runtime.note_publish(self._config, size)
+            runtime.note_publish(self._config, size, ahead)
 
 
 def _check_clock(config: CacheManagerConfig, group: ObserverGroup) -> None:

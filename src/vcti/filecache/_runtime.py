@@ -23,6 +23,7 @@ from ._entry import CacheEntry, CacheSnapshot, EvictionResult, VerifyReport
 from ._evictor import Evictor
 from ._meta import Meta
 from ._observers import ObserverGroup, background, callback_error
+from ._peers import PeerRequests
 from ._scanner import Scanner, make_entry
 from ._wake import Wake
 from .exceptions import LockTimeoutError, MetadataError
@@ -59,6 +60,9 @@ PRESSURE_MARGIN = 0.05
 PRESSURE_WAIT = 5.0
 #: Seconds between two looks at the total while a publish waits.
 _PRESSURE_POLL = 0.02
+#: Seconds between two wake-ups of its own manager's thread by a publish that waits in a
+#: process that does not lead (its cycle takes the lead if the leader has gone).
+_KNOCK = 0.5
 #: Seconds ``close()`` waits for the manager's thread to end its last cycle.
 CLOSE_WAIT = 5.0
 
@@ -99,6 +103,7 @@ class Runtime:
         self.coord = Coordinator(storage)
         self.scanner = Scanner(storage, self.coord, lambda: self._leader is not None)
         self.evictor = Evictor(storage, self.coord)
+        self._peers = PeerRequests(storage)  # other processes' lookups, for the leader's observers
         self.manager: CacheManager = CacheManager._of(self)
         self._setup_process()
         self._opened = False
@@ -118,10 +123,12 @@ class Runtime:
         self._watch: ChangeWatch | None = None  # the leader's watch on the journal
         self._watch_failed = False
         self._estimate: int | None = None  # the total after the last cycle, plus publishes
+        self._ahead = 0  # bytes of fills let through here and not yet published (or failed)
         self._orphan: threading.Thread | None = None  # a thread close() stopped waiting for
         self._ended: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
         self._cycled = threading.Condition()  # notified at the end of each leader's cycle
         self._cycles_led = 0
+        self._waiting = 0  # bytes of the publishes waiting for room (back-pressure)
         self._watched: object = None  # where the watch read the journal up to
         self._final: tuple[ObserverGroup, CacheManagerConfig] | None = None
 
@@ -363,14 +370,15 @@ class Runtime:
         assert self._journal is not None
         changes = self._journal.read_changes(self._watched)
         self._watched = changes.cursor
-        if not changes.published or self._estimate is None:
+        elsewhere = changes.published - changes.published_here  # this process's: counted
+        if elsewhere <= 0 or self._estimate is None:
             return False
-        self._estimate += changes.published
+        self._estimate += elsewhere
         return self._over(config)
 
     def _over(self, config: CacheManagerConfig) -> bool:
         """True if the estimated total is above the limit, or the free space low."""
-        if self._estimate is not None and self._estimate > config.evict_above:
+        if self._estimate is not None and self._estimate + self._ahead > config.evict_above:
             return True
         if config.min_free is not None and self._disk is not None:
             try:
@@ -388,9 +396,21 @@ class Runtime:
             return
         with background():
             self.scanner.flush(group)
-            if self._leader is not None:
+            if self._leader is not None or self._left_over(config):
                 self._cycle_body(group, config, "background")
             self.evictor.save(group)
+
+    def _left_over(self, config: CacheManagerConfig) -> bool:
+        """True if the root is over its limit as this process leaves it (back-pressure's
+        total): the leader may have left before this process's last publishes, so this
+        one leads for a last cycle if nobody else does."""
+        if not config.prompt_eviction or self._journal is None or self._shared is None:
+            return False
+        try:
+            probe = self._pressure()
+        except OSError:
+            return False
+        return probe is not None and probe[0] > config.evict_above
 
     def after_fork(self) -> None:
         """In a forked child: a fresh runtime state, and a thread of its own if in use."""
@@ -448,6 +468,7 @@ class Runtime:
     def _led_cycle(
         self, group: ObserverGroup, config: CacheManagerConfig, trigger: str, *, full: bool
     ) -> CacheSnapshot:
+        self._peers.deliver(group)  # before the sweep, which may rotate the journal
         self._sweep(group)
         every = config.full_scan_every
         # A process's first cycle trusts the sizes recorded under stamps that still hold,
@@ -458,7 +479,20 @@ class Runtime:
         self._background_scans += 1
         snapshot = self.scanner.scan(group, config, full=full, write_accesses=True)
         self.evictor.sync(config.policy, snapshot.entries, group)
-        _, snapshot = self.evictor.evict(group, config, config.policy, trigger, snapshot)
+        with self._cycled:
+            waiting = self._waiting
+        if waiting:
+            # Fills come faster than cycles: make room for the publishes that wait, and
+            # the margin's worth more, so that the fills that follow them do not each
+            # wait for a cycle of their own.
+            limit = max(0, config.evict_above - waiting)
+            headroom = max(waiting, int(config.evict_above * PRESSURE_MARGIN))
+            target = max(0, config.target - headroom)
+            _, snapshot = self.evictor.evict(
+                group, config, config.policy, trigger, snapshot, target=target, limit=limit
+            )
+        else:
+            _, snapshot = self.evictor.evict(group, config, config.policy, trigger, snapshot)
         self.evictor.save(group)
         estimate = snapshot.total_size
         if self._journal is not None:
@@ -477,37 +511,44 @@ class Runtime:
         group.emit("on_cycle_complete", snapshot.total_size, snapshot.entry_count)
         return snapshot
 
-    def make_room(self, config: CacheManagerConfig, size: int | None) -> None:
+    def make_room(self, config: CacheManagerConfig, size: int | None) -> int:
         """Before a fill of ``size`` bytes publishes: wait until the root has room for it.
 
-        A publish that would leave the root more than :data:`PRESSURE_MARGIN` over
-        ``evict_above`` first waits, up to :data:`PRESSURE_WAIT` seconds (or two cycles
-        that free nothing), for the eviction (the leader's cycle, in this process or
-        another), so that however many threads and processes fill, the total cannot run
-        away from the limit while the manager's thread waits for the interpreter lock
-        (back-pressure). In the leader's
+        A publish into a root that is over ``evict_above`` and that it would leave more
+        than :data:`PRESSURE_MARGIN` over first waits, up to :data:`PRESSURE_WAIT`
+        seconds (or two cycles that free nothing), for the eviction (the leader's cycle,
+        in this process or another), so that however many threads and processes fill,
+        the total cannot run away from the limit while the manager's thread waits for the
+        interpreter lock (back-pressure). The leader's cycle makes room for the publishes
+        of its process that wait, and some more (see :meth:`_led_cycle`). In the leader's
         process the check and the counting of the fill are one step, so threads that
         publish at once cannot all pass it; other processes go by the total the leader
-        recorded and what was published since.
+        recorded and what was published since, and wake their own manager's thread now
+        and then, which takes the lead if the leader has gone.
+
+        Returns the bytes counted ahead for this fill, which :meth:`note_publish` (or
+        :meth:`unreserve`, if the publish fails) takes back.
         """
         if not config.prompt_eviction or size is None:
-            return
+            return 0
         if self._leader is None and (self._journal is None or self._shared is None):
-            return  # no total to go by
+            return 0  # no total to go by
         if threading.current_thread() is self._thread:
-            return
+            return 0
         allowed = config.evict_above + int(config.evict_above * PRESSURE_MARGIN)
         deadline = time.monotonic() + PRESSURE_WAIT
         marker: object = None
         before = 0
         turns = 0
+        knock = 0.0
         while True:
             with self._cycled:
                 probe = self._pressure()
-                if probe is None or probe[0] + size <= allowed:
-                    if self._leader is not None and self._estimate is not None:
-                        self._estimate += size
-                    return
+                # A root within its limit has no eviction to wait for: this publish calls
+                # for it (prompt eviction), and leaves the root at most its size over.
+                if probe is None or probe[0] <= config.evict_above or probe[0] + size <= allowed:
+                    self._ahead += size
+                    return size
                 if marker is None:
                     marker, before = probe[1], probe[0]
                 elif probe[1] != marker:  # a cycle ended and the root is still full
@@ -515,19 +556,35 @@ class Runtime:
                         turns += 1  # it freed nothing: what is left is open
                     marker, before = probe[1], probe[0]
                 if turns >= 2 or time.monotonic() >= deadline:
-                    if self._leader is not None and self._estimate is not None:
-                        self._estimate += size
-                    return
-                if self._leader is not None:
+                    self._ahead += size
+                    return size
+                if self._leader is not None or time.monotonic() >= knock:
+                    # The leader's cycle makes room; another process's does, unless that
+                    # process has gone: this one's cycle then takes the lead.
+                    knock = time.monotonic() + _KNOCK
                     self._wake.set()
-                self._cycled.wait(_PRESSURE_POLL)
+                self._waiting += size  # the leader's cycle makes room for it
+                try:
+                    self._cycled.wait(_PRESSURE_POLL)
+                finally:
+                    self._waiting -= size
 
-    def note_publish(self, config: CacheManagerConfig, size: int | None) -> None:
+    def unreserve(self, ahead: int) -> None:
+        """Take back what :meth:`make_room` counted ahead for a fill that did not publish."""
+        if ahead:
+            with self._cycled:
+                self._ahead -= ahead
+
+    def note_publish(self, config: CacheManagerConfig, size: int | None, ahead: int = 0) -> None:
         """A fill of ``size`` bytes was published here: run a cycle now if it is needed.
 
-        (:meth:`make_room` counted it. With a journal the watching thread counts every
-        publish again, this one's included: counted twice, it only calls a cycle sooner.)
+        What :meth:`make_room` counted ahead for it becomes part of the estimate (the
+        watch on the journal counts the other processes' publishes only).
         """
+        with self._cycled:
+            self._ahead -= ahead
+            if size is not None and self._leader is not None and self._estimate is not None:
+                self._estimate += size
         if (
             config.prompt_eviction
             and size is not None
@@ -538,18 +595,21 @@ class Runtime:
 
     def _pressure(self) -> tuple[int, object] | None:
         """The root's estimated total, and what changes when a cycle ends (None: unknown)."""
-        if self._leader is not None:
-            estimate = self._estimate
-            return None if estimate is None else (estimate, self._cycles_led)
-        assert self._journal is not None
+        estimate = self._estimate
+        if self._leader is not None and estimate is not None:
+            return estimate + self._ahead, self._cycles_led
+        if self._journal is None:
+            return None
+        # A process that does not lead, or has just taken the lead and not yet cycled:
+        # the total the last leader recorded.
         recorded = self._journal.recorded_total()
         if recorded is None:
             return None
         total, cursor = recorded
         changes = self._journal.read_changes(cursor)
-        if changes.keys is None:
-            return None  # the journal was rotated or lost since: no telling
-        return total + changes.published, recorded
+        if changes.keys is None and changes.error is not None:
+            return None  # the journal was lost or damaged since: no telling
+        return total + changes.published, recorded  # (rotated: published since)
 
     def _sweep(self, group: ObserverGroup) -> None:
         if self._shared is None:
@@ -568,6 +628,8 @@ class Runtime:
                 if not (self._leased and getattr(self._leader, "lost", False)):
                     return True
                 lost, self._leader = self._leader, None  # a lease that lapsed: announce once
+                with self._cycled:
+                    self._estimate = None
             if lost is not None:
                 group.emit("on_leader_change", False)
                 lost.release()
@@ -581,12 +643,15 @@ class Runtime:
                     return False
                 if self._leader is None:
                     return False
+        self._peers.restart()
         group.emit("on_leader_change", True)
         return True
 
     def _resign(self, group: ObserverGroup) -> None:
         with self._lead_lock:
             leader, self._leader = self._leader, None
+        with self._cycled:
+            self._estimate = None  # another process's cycles change the total from here on
         if leader is not None:
             group.emit("on_leader_change", False)  # before the release: never two leaders
             leader.release()

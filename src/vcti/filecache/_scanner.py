@@ -30,6 +30,7 @@ from .storage.base import (
     CacheStorage,
     FreeSpaceStorage,
     JournaledStorage,
+    RequestJournal,
     SharedStorage,
     StampedStorage,
 )
@@ -137,6 +138,7 @@ class Scanner:
         self._shared = storage if isinstance(storage, SharedStorage) else None
         self._disk = storage if isinstance(storage, FreeSpaceStorage) else None
         self._journal = storage if isinstance(storage, JournaledStorage) else None
+        self._requests = storage if isinstance(storage, RequestJournal) else None
         self._bulk = storage if isinstance(storage, BulkMeasuringStorage) else None
         self._batch = storage if isinstance(storage, BulkMetadataStorage) else None
         self._adopting = storage if isinstance(storage, AdoptingStorage) else None
@@ -176,7 +178,10 @@ class Scanner:
         for key, result in self._update_all(group, updates, away=away):
             count, last = pending[key]
             if isinstance(result, FileNotFoundError):
-                continue  # evicted since: its accesses go with it
+                # Evicted since: its accesses go with it, but they were lookups all the same.
+                if self._requests is not None:
+                    self._requests.record_hits(key, count, last)
+                continue
             if isinstance(result, Exception):  # a failing backend must not lose the counts
                 group.error(result, "metadata")
                 self.coord.restore_pending(key, count, last)

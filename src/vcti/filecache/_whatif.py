@@ -6,7 +6,19 @@ configured policy and of a few others at multiples of the limit: the deployed mo
 ``filecache replay`` (:mod:`._simulate`), one request at a time, with the same policy
 objects and the same victim walk. The requests are only queued in the caller's thread (a
 hash of the key and, for a sampled key, an append); :meth:`WhatIfSimulations.update`
-replays them later, in the manager's thread.
+replays them later, in the manager's thread, in the order of their times.
+
+In the process that leads a local root, the requests of the other processes come too
+(:meth:`WhatIfSimulations.peer_requests`, from the journal, at each cycle): a miss when
+its fill publishes, with its lookup's time; hits when they are written behind, as a
+count with the time of the last one. Those hits are spread evenly over the ``interval``
+before the last one (not before the model's previous access; all at the last one's time
+where the record had none): their own times are not recorded. As they arrive late (a
+hit is written behind up to an interval after it came, and the leader reads it at its
+next cycle), the leader holds every request back by as long as the last batch's oldest
+one took to arrive (at most three intervals), then replays them together in time order:
+the gauges lag by as much. A request that comes later still is replayed as if it came
+then.
 
 Memory is bounded by fixed-size spatial sampling (SHARDS, Waldspurger et al., FAST 2015,
 section 4.3; the miniature simulations of USENIX ATC 2017): every key is sampled while the
@@ -20,10 +32,12 @@ that happens to be in (or out of) the sample from swaying the estimate with its 
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import TYPE_CHECKING
 
 from ._entry import CacheEntry
@@ -35,6 +49,7 @@ from ._victims import is_stateful, policy_name
 if TYPE_CHECKING:
     from ._config import CacheManagerConfig
     from .policies.base import EvictionPolicy
+    from .storage.base import PeerRequest
 
 __all__ = ["WhatIf", "WhatIfSimulations"]
 
@@ -69,6 +84,12 @@ class WhatIf:
                 raise ValueError(f"unknown policy {name!r} (choose from {', '.join(POLICY_NAMES)})")
         if self.max_keys < 1 or self.max_pending < 1:
             raise ValueError("max_keys and max_pending must be at least 1")
+
+
+#: The longest the requests are held back, in intervals: a hit is written behind up to an
+#: interval after it came (and spread up to one before the last), and the leader reads it
+#: at its next cycle.
+MAX_LAG = 3
 
 
 def size_label(factor: float) -> str:
@@ -171,6 +192,7 @@ class WhatIfSimulations:
         self.whatif = whatif
         self.limit = config.evict_above
         self._clock = clock or config.clock
+        self._interval = config.interval
         settings = ReplaySettings.from_config(config)  # min_free needs the disk: not modelled
         own = policy_name(config.policy)
         # A built-in policy by name gets the miniature's clock; another is used as given
@@ -200,11 +222,20 @@ class WhatIfSimulations:
         #: counted at once, misses when their fill publishes.
         self.requests = 0
         self._served = 0
+        #: Seconds the requests are held back before they are replayed: how late the
+        #: other processes' requests arrive (0 while none do).
+        self._lag = 0.0
+        self._held: list[_Request] = []  # requests newer than that, for the next update
 
     @property
     def rate(self) -> float:
         """The share of the keys sampled now."""
         return self.threshold / SPACE
+
+    @property
+    def simulated(self) -> tuple[tuple[str, float], ...]:
+        """(policy, size as a multiple of the limit) of each miniature cache."""
+        return tuple(self._miniatures)
 
     @property
     def sampled_keys(self) -> int:
@@ -260,6 +291,43 @@ class WhatIfSimulations:
                 now, digest, fill = waiting
                 self._enqueue((now, key, digest, size, fill))
 
+    @property
+    def held(self) -> int:
+        """Requests held back at the last update, to be replayed in time order with the
+        other processes' requests that will come later."""
+        return len(self._held)
+
+    def peer_requests(self, requests: Iterable[PeerRequest]) -> None:
+        """Requests other processes served: queued, replayed in time order at the update.
+
+        They arrive late (hits when they are written behind): from now on, every request
+        waits as long before it is replayed (at most :data:`MAX_LAG` intervals), so that
+        those that come later still find their place in time.
+        """
+        interval = self._interval
+        threshold = self.threshold
+        oldest = now = self._clock()
+        with self._lock:
+            for request in requests:
+                key, last, hits, since = request.key, request.time, request.hits, request.since
+                self._served += hits or 1
+                # Only the last hit's time is recorded: the others are spread over the
+                # interval before it (the writer's write-behind period), after the
+                # model's previous access; without one (the model was removed before
+                # they were written), all at the last one's time, never before its fill.
+                start = last if since is None else max(last - interval, min(since, last))
+                oldest = min(oldest, start)
+                digest = key_hash(key)
+                if digest >= threshold:
+                    continue
+                if not hits:
+                    self._enqueue((last, key, digest, request.size, request.fill))
+                    continue
+                step = (last - start) / hits
+                for n in range(hits - 1, -1, -1):
+                    self._enqueue((last - n * step, key, digest, None, None))
+            self._lag = min(now - oldest, MAX_LAG * interval)
+
     def scanned(self, entries: Sequence[CacheEntry]) -> None:
         """The cache's models as a scan saw them: the sizes of hits on models filled before."""
         self._scanned, self._sizes = entries, None
@@ -271,9 +339,19 @@ class WhatIfSimulations:
 
     def update(self) -> None:
         """Replay the queued requests through the miniature caches."""
+        now = self._clock()
         with self._lock:
             queue, self._queue = self._queue, []
-            self.requests = self._served
+            served, lag = self._served, self._lag
+        queue += self._held
+        queue.sort(key=itemgetter(0))  # misses queue when they publish; peers' come late
+        cut = bisect.bisect_right(queue, now - lag, key=itemgetter(0)) if lag else len(queue)
+        queue, self._held = queue[:cut], queue[cut:]
+        self._replay(queue)
+        # Those held back are not counted yet either (each stands for 1 / rate requests).
+        self.requests = max(0, served - round(len(self._held) / self.rate))
+
+    def _replay(self, queue: list[_Request]) -> None:
         sampled, miniatures = self._sampled, self._miniatures.values()
         weight = 1 / self.rate
         for now, key, digest, published, fill in queue:

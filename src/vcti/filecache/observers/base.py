@@ -6,9 +6,11 @@ import logging
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from .._config import CacheManagerConfig
     from .._entry import AdoptionReport, CacheSnapshot, EvictionResult
-    from ..storage.base import CacheStorage
+    from ..storage.base import CacheStorage, PeerRequest
 
 
 #: Every ``context`` the core passes to ``on_error``.
@@ -85,6 +87,17 @@ class CacheObserver:
 
     def on_cycle_complete(self, total_size: int, entry_count: int) -> None:
         """A background cycle (or ``run_once()``) ended in the process that leads the root."""
+
+    def on_peer_requests(self, requests: Sequence[PeerRequest]) -> None:
+        """Lookups other processes served, as the process that leads the root learnt of them.
+
+        Called in the leader's cycle, before ``on_cycle_complete``, with what the other
+        processes recorded since its last cycle, in the order they recorded it (a miss
+        when its fill published, hits when they were written behind, about an
+        ``interval`` after them). Only on storage that records them
+        (:class:`~vcti.filecache.storage.base.RequestJournal`: a local root), and only
+        for observers that override this hook.
+        """
 
     def on_adopt(self, report: AdoptionReport) -> None:
         """Models of a root written by vcti-file-cache 1.0 were adopted as the root opened."""

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 
     from .._config import CacheManagerConfig
     from .._entry import CacheSnapshot, EvictionResult
-    from ..storage.base import CacheStorage
+    from ..storage.base import CacheStorage, PeerRequest
 
 __all__ = ["PrometheusObserver", "start_metrics_server"]
 
@@ -136,11 +136,13 @@ class _Families:
             attr: Gauge(name, doc, ["cache"], registry=None, multiprocess_mode=mode)
             for attr, name, doc, mode in _GAUGES
         }
-        # Set by the leader only, at each cycle: "mostrecent" keeps the newest leader's.
+        # Set by the leader only, at each cycle, and removed when it stops leading:
+        # "mostrecent" keeps the newest leader's.
         self.whatif = Gauge(
             "filecache_whatif_miss_ratio",
             "Share of the lookups that would miss with this policy and this size (a multiple "
-            "of the limit), from miniature simulations of the lookups this process served.",
+            "of the limit), from the leader's miniature simulations of the lookups of every "
+            "process on the root (of its own process only, on storage without a journal).",
             ["cache", "policy", "size"],
             registry=None,
             multiprocess_mode="mostrecent",
@@ -300,9 +302,10 @@ class PrometheusObserver(CacheObserver):
             ``filecache_overage_bytes`` are then not exported for it, rather than a
             meaningless limit.
         whatif: the what-if simulations behind ``filecache_whatif_miss_ratio``: the miss
-            ratio of the cache's policy (and of ``WhatIf.policies``) at other sizes, from
-            the lookups this process serves, updated at each cycle of the process that
-            leads the root; None turns them off. Their memory is bounded by
+            ratio of the cache's policy (and of ``WhatIf.policies``) at other sizes, run
+            and exported only while this process leads the root, at each of its cycles,
+            from the lookups it serves and (on a local root) those the other processes
+            record in the journal; None turns them off. Their memory is bounded by
             ``WhatIf.max_keys`` (see :class:`~vcti.filecache.replay.WhatIf`).
     """
 
@@ -373,8 +376,16 @@ class PrometheusObserver(CacheObserver):
 
     def on_leader_change(self, is_leader: bool) -> None:
         self._leader = is_leader
-        if self._bound is not None:
-            self._bound.gauge("leader").set(1 if is_leader else 0)
+        bound = self._bound
+        if bound is None:
+            return
+        bound.gauge("leader").set(1 if is_leader else 0)
+        if not is_leader and self._simulations is not None and not _multiprocess():
+            # The what-if gauges are the leader's: a former leader stops exporting its
+            # own (its simulations no longer see every process's lookups). In
+            # multiprocess mode the newest value wins, the current leader's.
+            for policy, factor in self._simulations.simulated:
+                bound.families.whatif.remove(bound.cache, policy, size_label(factor))
 
     def on_access(self, key: str, hit: bool) -> None:
         bound = self._bound
@@ -454,15 +465,18 @@ class PrometheusObserver(CacheObserver):
             if changed is not None:
                 self._set_sizes(bound, changed)
 
+    def on_peer_requests(self, requests: Sequence[PeerRequest]) -> None:
+        if self._simulations is not None and self._leader:
+            self._simulations.peer_requests(requests)
+
     def on_cycle_complete(self, total_size: int, entry_count: int) -> None:
         bound, simulations = self._bound, self._simulations
         if bound is None or simulations is None:
             return
         simulations.update()  # the lookups since the last cycle, in the manager's thread
         for policy, factor, ratio in simulations.miss_ratios():
-            bound.families.whatif.labels(
-                cache=bound.cache, policy=policy, size=size_label(factor)
-            ).set(ratio)
+            size = size_label(factor)
+            bound.families.whatif.labels(cache=bound.cache, policy=policy, size=size).set(ratio)
 
     def on_error(self, error: Exception, context: str) -> None:
         bound = self._bound

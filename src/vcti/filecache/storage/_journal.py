@@ -4,10 +4,17 @@
 ``["p", KEY, SIZE, TAG]`` a publish of SIZE bytes, ``["r", KEY, TAG]`` a removal,
 ``["m", KEY, TAG]`` a metadata write (accesses written behind, a size recorded, a record
 rebuilt). TAG is unique to the line: the writing process's random tag and its count of
-lines written. A line is appended with one ``write`` on an ``O_APPEND`` descriptor, which
-a local filesystem does whole, so processes never interleave lines, and a process killed
-while writing leaves at worst an incomplete last line, which readers wait for and then
-skip as damaged.
+lines written (a helper process writing for another puts that one's tag and a ``/``
+first). A line may end with an object after its TAG, the lookups it stands for (readers
+that do not know it ignore it): a publish's ``{"at": T, "fill": S}``, its fill looked up
+at epoch T and taking S seconds; accesses written behind ``{"n": N, "last": T, "since":
+T0}``, N accesses, the last at T, after the record's previous last access T0 (the
+leader's what-if simulations replay the other processes' lookups from them).
+
+A line is appended with one ``write`` on an ``O_APPEND`` descriptor, which a local
+filesystem does whole, so processes never interleave lines, and a process killed while
+writing leaves at worst an incomplete last line, which readers wait for and then skip as
+damaged.
 
 A reader keeps a cursor (the file's inode, an offset, and the length and checksum of the
 last line before it) and reads only what was appended since, after checking that the
@@ -15,8 +22,8 @@ line before the offset is still the one it read: a file truncated in place (``: 
 journal``, logrotate's ``copytruncate``) and grown back past the cursor, or replaced by
 one that reuses the inode, fails that check (the line's TAG is never written twice). The
 leader starts a new file (an atomic rename) once the old one is large; a reader whose
-cursor names the old inode then knows nothing of what changed and walks every model
-once. A journal that is missing, damaged, truncated or not a regular file is reported
+cursor names the old inode then knows nothing of what changed before the new file and
+walks every model once (the new file's publishes it is told). A journal that is missing, damaged, truncated or not a regular file is reported
 and means the same: a full walk, until the next change recreates it.
 
 The leader also records, after each cycle, the total it left the root at and where it
@@ -30,13 +37,15 @@ import contextlib
 import errno
 import itertools
 import json
+import math
 import os
 import stat
 import zlib
 from collections.abc import Hashable
+from typing import TypeGuard
 
 from . import _fs
-from .base import Changes
+from .base import Changes, PeerRequest
 
 #: A new file once the journal is this large (about 20,000 changes).
 ROTATE_BYTES = 1 << 20
@@ -55,12 +64,23 @@ class _Tags:
         self.prefix = os.urandom(6).hex()
         self.count = itertools.count()
 
-    def next(self) -> str:
-        return f"{self.prefix}.{next(self.count)}"
+    def next(self, on_behalf: str | None = None) -> str:
+        tag = f"{self.prefix}.{next(self.count)}"
+        return tag if on_behalf is None else f"{on_behalf}/{tag}"
 
 
 _tags = _Tags()
 os.register_at_fork(after_in_child=_tags.renew)  # a forked child is another writer
+
+
+def writer() -> str:
+    """This process's tag in the journal (a helper working for it writes on its behalf)."""
+    return _tags.prefix
+
+
+def _writer_of(tag: str) -> str:
+    """The process a line's TAG stands for: the one a helper wrote for, or its writer."""
+    return tag.partition("/")[0].partition(".")[0]
 
 
 class Journal:
@@ -70,10 +90,28 @@ class Journal:
         self.path = path
         self._total_path = os.path.join(os.path.dirname(path), "total")
 
-    def record(self, kind: str, key: str, size: int | None = None) -> None:
-        """Append one change; a failure removes the file, so readers walk instead."""
-        tag = _tags.next()
+    def record(
+        self,
+        kind: str,
+        key: str,
+        size: int | None = None,
+        *,
+        lookups: dict[str, float | int] | None = None,
+        on_behalf: str | None = None,
+    ) -> None:
+        """Append one change; a failure removes the file, so readers walk instead.
+
+        Args:
+            kind: ``"p"``, ``"r"`` or ``"m"``.
+            key: the model.
+            size: a publish's bytes.
+            lookups: the lookups the change stands for (see the module's docstring).
+            on_behalf: the tag of the process this one (a helper) writes for.
+        """
+        tag = _tags.next(on_behalf)
         item: list[object] = [kind, key, tag] if size is None else [kind, key, size, tag]
+        if lookups:
+            item.append(lookups)
         line = (json.dumps(item, separators=(",", ":")) + "\n").encode()
         try:
             try:
@@ -135,8 +173,11 @@ class Journal:
             return None
         return total, tuple(cursor)
 
-    def read(self, cursor: object | None) -> Changes:
-        """What changed since ``cursor``; see :class:`~.base.Changes`."""
+    def read(self, cursor: object | None, *, peers: bool = False) -> Changes:
+        """What changed since ``cursor``; see :class:`~.base.Changes`.
+
+        ``peers``: also the lookups other processes recorded (``Changes.requests``).
+        """
         if self._unchanged(cursor):
             return Changes(cursor, frozenset())
         try:
@@ -152,12 +193,11 @@ class Journal:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 return self._lost(OSError(errno.EINVAL, "the journal is not a file", self.path))
+            if cursor is None:
+                return Changes(self._end(fd, st), None)  # the first read: nothing known
             inode, offset, tail_len, tail_sum = _unpack(cursor)
-            if inode is None and cursor is not None:
-                inode = st.st_ino  # no file at the last read: all of this one is new
-            if cursor is None or inode != st.st_ino:
-                # The first read, or a new file (rotated): what changed before is unknown.
-                return Changes(self._end(fd, st), None)
+            if inode not in (None, st.st_ino):  # (None: no file at the last read)
+                return self._rotated(fd, st, peers=peers)
             start = offset - tail_len
             if st.st_size < offset or start < 0:
                 return self._truncated(fd, st)
@@ -172,12 +212,24 @@ class Journal:
         if end <= tail_len:
             mtime = st.st_mtime_ns if end == len(data) else None
             return Changes((st.st_ino, offset, tail_len, tail_sum, mtime), frozenset())
-        keys, published, damaged = _parse(data[tail_len:end])
+        requests: list[PeerRequest] | None = [] if peers else None
+        keys, published, here, damaged = _parse(data[tail_len:end], requests)
         cursor = _cursor_at(st, start, data, aligned=True)
+        found = () if requests is None else tuple(requests)
         if damaged:
             error = OSError(errno.EINVAL, f"{damaged} damaged lines in the journal", self.path)
-            return Changes(cursor, None, published, error)
-        return Changes(cursor, frozenset(keys), published)
+            return Changes(cursor, None, published, error, found, here)
+        return Changes(cursor, frozenset(keys), published, requests=found, published_here=here)
+
+    def _rotated(self, fd: int, st: os.stat_result, *, peers: bool) -> Changes:
+        """A new file since the cursor: what changed before it is unknown; what was
+        published since, it says (it is small: the rotation was recent)."""
+        data = _read_all(fd, min(st.st_size, ROTATE_BYTES))
+        found: list[PeerRequest] | None = [] if peers else None
+        _, published, here, _ = _parse(data[: data.rfind(b"\n") + 1], found)
+        requests = () if found is None else tuple(found)
+        cursor = _cursor_at(st, 0, data, aligned=True)
+        return Changes(cursor, None, published, None, requests, here)
 
     def _unchanged(self, cursor: object) -> bool:
         """True if one stat shows the same file, no longer and no newer than at ``cursor``.
@@ -241,10 +293,17 @@ def _cursor_at(st: os.stat_result, start: int, data: bytes, *, aligned: bool) ->
     return (st.st_ino, start + end, len(tail), zlib.crc32(tail), mtime)
 
 
-def _parse(data: bytes) -> tuple[set[str], int, int]:
-    """The keys and published bytes of complete lines, and how many lines were damaged."""
+def _parse(
+    data: bytes, requests: list[PeerRequest] | None = None
+) -> tuple[set[str], int, int, int]:
+    """The keys and published bytes of complete lines, of them the bytes this process
+    published, and how many lines were damaged.
+
+    With ``requests``, the lookups other processes recorded are appended to it.
+    """
+    own = _tags.prefix
     keys: set[str] = set()
-    published = 0
+    published = here = 0
     damaged = 0
     for line in data.splitlines():
         try:
@@ -258,7 +317,34 @@ def _parse(data: bytes) -> tuple[set[str], int, int]:
         keys.add(key)
         if kind == "p" and len(item) > 2 and isinstance(item[2], int):
             published += item[2]
-    return keys, published, damaged
+            tag = item[-2] if isinstance(item[-1], dict) else item[-1]
+            if isinstance(tag, str) and _writer_of(tag) == own:
+                here += item[2]
+        if requests is not None and isinstance(item[-1], dict) and len(item) > 3:
+            request = _request(kind, key, item, own)
+            if request is not None:
+                requests.append(request)
+    return keys, published, here, damaged
+
+
+def _request(kind: str, key: str, item: list[object], own: str) -> PeerRequest | None:
+    """The lookups a line with an object after its TAG stands for (None: none, or ours)."""
+    tag, lookups = item[-2], item[-1]
+    assert isinstance(lookups, dict)
+    if not isinstance(tag, str) or _writer_of(tag) == own:
+        return None
+    if kind == "p" and isinstance(item[2], int) and _is_time(at := lookups.get("at")):
+        fill = lookups.get("fill")
+        return PeerRequest(key, at, size=item[2], fill=fill if _is_time(fill) else None)
+    if kind == "m" and _is_time(last := lookups.get("last")):
+        count, since = lookups.get("n"), lookups.get("since")
+        if isinstance(count, int) and not isinstance(count, bool) and count > 0:
+            return PeerRequest(key, last, hits=count, since=since if _is_time(since) else None)
+    return None
+
+
+def _is_time(value: object) -> TypeGuard[float]:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _read_all(fd: int, size: int) -> bytes:

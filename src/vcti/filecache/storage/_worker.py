@@ -47,6 +47,8 @@ import weakref
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from typing import Any
 
+from . import _journal
+
 #: Seconds without a request after which the process exits (restarted on demand): longer
 #: than the hourly full walk's period, so that a leader's process lives from one walk to
 #: the next; one that a process used once goes away.
@@ -127,7 +129,7 @@ class Worker:
             if not callable(item[1]):
                 raise TypeError(f"the update of {item[0]!r} is not callable: {item[1]!r}")
         try:
-            request = _dumps(("update", root, list(updates)))
+            request = _dumps(("update", root, list(updates), _journal.writer()))
         except (pickle.PicklingError, TypeError, AttributeError) as exc:
             raise TypeError(f"metadata updates must be picklable: {exc}") from None
         answers: list[Any] = []
@@ -445,11 +447,11 @@ def _serve_one(request: tuple[Any, ...]) -> Iterator[object]:
         storage = LocalStorage(root)
         yield [storage._stamped_record(key) for key in keys]
     elif request[0] == "update":
-        _, root, updates = request
+        _, root, updates, parent = request
         storage = LocalStorage(root)
         for key, update in updates:
             try:
-                yield storage._update_meta(key, update)
+                yield storage._update_meta(key, update, on_behalf=parent)
             except Exception as exc:
                 yield exc
     else:

@@ -21,6 +21,8 @@ docstring says what the manager does with it and without it:
   that a scan skips what did not change.
 - :class:`JournaledStorage`: a record of which models changed, so that a cycle touches
   only those, and the leader hears of other processes' publishes at once.
+- :class:`RequestJournal`: that record also tells the lookups each process served, so
+  that the leader's what-if simulations see the requests of every process.
 - :class:`BulkMeasuringStorage`: measures many models at once, away from this process,
   so that a full walk does not slow the hits of its other threads.
 - :class:`BulkMetadataStorage`: reads and writes many models' metadata, and walks the
@@ -61,7 +63,9 @@ __all__ = [
     "LeaseLock",
     "LeasedStorage",
     "Lock",
+    "PeerRequest",
     "PolicyStateStorage",
+    "RequestJournal",
     "SharedStorage",
     "StampedStorage",
 ]
@@ -378,6 +382,24 @@ class BulkMetadataStorage(CacheStorage, Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class PeerRequest:
+    """Lookups another process served, as it recorded them in the change record.
+
+    Either one miss: a fill of ``size`` bytes it published (``hits`` 0), looked up at
+    ``time`` and filled in ``fill`` seconds; or ``hits`` hits it wrote behind (``size``
+    None), the last at ``time`` and all after ``since`` (the model's last access before
+    them, when the record had one).
+    """
+
+    key: str
+    time: float
+    hits: int = 0
+    size: int | None = None
+    fill: float | None = None
+    since: float | None = None
+
+
 @dataclass(frozen=True)
 class Changes:
     """What changed in a root since a cursor (:meth:`JournaledStorage.read_changes`).
@@ -389,12 +411,18 @@ class Changes:
             every model may have changed.
         published: bytes published since the cursor (a publish records its size).
         error: why ``keys`` is None, when something was wrong with the journal.
+        requests: the lookups other processes served since the cursor, oldest recorded
+            first (:meth:`RequestJournal.read_peer_requests` only; empty otherwise).
+        published_here: of ``published``, the bytes this process published (0 where the
+            backend cannot tell).
     """
 
     cursor: object
     keys: frozenset[str] | None
     published: int = 0
     error: OSError | None = None
+    requests: tuple[PeerRequest, ...] = ()
+    published_here: int = 0
 
 
 class ChangeWatch(Protocol):
@@ -458,6 +486,34 @@ class JournaledStorage(CacheStorage, Protocol):
         Raises:
             OSError: the platform has watches but this one could not be set up (the
                 manager reports it and reads the record four times a second).
+        """
+        ...
+
+
+@runtime_checkable
+class RequestJournal(JournaledStorage, Protocol):
+    """A change record that also tells which lookups each process served.
+
+    A publish records when its fill was looked up and how long it took; a metadata write
+    that adds accesses records how many, and the last one's time. The leader reads what
+    the other processes recorded and passes it to the observers that simulate the cache
+    (``CacheObserver.on_peer_requests``): its own lookups they see directly.
+    """
+
+    def read_peer_requests(self, cursor: object | None) -> Changes:
+        """What changed since ``cursor``, with the lookups of other processes in ``requests``.
+
+        Lookups recorded by this process (and by helpers working for it) are left out. The
+        first read (``cursor`` None), and one after the record was rotated or lost, knows
+        nothing of what came before it: ``keys`` is None and ``requests`` empty.
+        """
+        ...
+
+    def record_hits(self, key: str, count: int, last: float) -> None:
+        """Record ``count`` hits on ``key`` (the last at ``last``) that no metadata took.
+
+        The model was removed before they were written behind: they are lookups all the
+        same. A failure is not raised (the record is removed, as for any change).
         """
         ...
 

@@ -70,6 +70,31 @@ def _recorded_size(meta: bytes) -> int | None:
         return None
 
 
+def _published(meta: bytes) -> tuple[int | None, dict[str, float | int] | None]:
+    """A publish's size and its fill's lookup (when it began, how long it took) for the journal."""
+    try:
+        record = Meta.decode(meta)
+    except MetadataError:
+        return None, None
+    if record.fill_seconds is None:
+        return record.size, None
+    return record.size, {"at": record.created - record.fill_seconds, "fill": record.fill_seconds}
+
+
+def _accesses(before: bytes | None, after: bytes) -> dict[str, float | int] | None:
+    """The accesses a metadata write added, for the journal (None: it added none)."""
+    if not before:
+        return None  # a new or rebuilt record: no count to go from
+    try:
+        old, new = Meta.decode(before), Meta.decode(after)
+    except MetadataError:
+        return None
+    added = new.access_count - old.access_count
+    if added <= 0:
+        return None
+    return {"n": added, "last": new.last_access, "since": old.last_access}
+
+
 def _rename_folder(source: str, dest: str) -> None:
     """Rename a folder to another parent, even a read-only one (as a fill may leave it).
 
@@ -210,6 +235,14 @@ class LocalStorage(LocalStorageV1Methods):
     def read_changes(self, cursor: object | None) -> Changes:
         """The models changed through the library since ``cursor`` (``ROOT/.filecache/journal``)."""
         return self._journal.read(cursor)
+
+    def read_peer_requests(self, cursor: object | None) -> Changes:
+        """``read_changes``, with the lookups other processes recorded in the journal."""
+        return self._journal.read(cursor, peers=True)
+
+    def record_hits(self, key: str, count: int, last: float) -> None:
+        """Record hits on a removed model in the journal (a metadata line for a gone key)."""
+        self._journal.record("m", key, lookups={"n": count, "last": last})
 
     def record_total(self, total: int, cursor: object) -> None:
         """Record the leader's total and its journal cursor (``ROOT/.filecache/total``)."""
@@ -612,9 +645,15 @@ class LocalStorage(LocalStorageV1Methods):
         self._update_meta(key, update)
 
     def _update_meta(
-        self, key: str, update: Callable[[bytes | None], bytes]
+        self,
+        key: str,
+        update: Callable[[bytes | None], bytes],
+        on_behalf: str | None = None,
     ) -> tuple[bytes | None, bytes]:
-        """``update_meta``, returning the record given to ``update`` and the one written."""
+        """``update_meta``, returning the record given to ``update`` and the one written.
+
+        ``on_behalf``: the journal tag of the process this one (its helper) works for.
+        """
         folder = self.path(key)
         internal = f"{folder}/{RESERVED}"
         lock = _fs.lock_dir(folder, exclusive=True, wait=True)
@@ -633,7 +672,7 @@ class LocalStorage(LocalStorageV1Methods):
             _fs.write_atomic(target, written)
         finally:
             lock.release()
-        self._journal.record("m", key)
+        self._journal.record("m", key, lookups=_accesses(current, written), on_behalf=on_behalf)
         return current, written
 
     # -- policy state -------------------------------------------------------------------
@@ -773,7 +812,8 @@ class LocalStorage(LocalStorageV1Methods):
                     ) from exc
                 raise
         self._release_staged(staged)
-        self._journal.record("p", key, _recorded_size(meta))
+        size, lookup = _published(meta)
+        self._journal.record("p", key, size, lookups=lookup)
 
     def _make_model_in_place(self, key: str, meta: bytes) -> bool:
         """Make the folder at ``key`` a model holding ``meta``, as 1.0's ``write_meta`` did.

@@ -7,7 +7,8 @@
 - :class:`StorageContract`: the shared test suite of the required storage protocol, and
   one suite per optional capability (:class:`SharedStorageContract`,
   :class:`LeasedStorageContract`, :class:`StampedStorageContract`,
-  :class:`JournaledStorageContract`, :class:`BulkMeasuringStorageContract`,
+  :class:`JournaledStorageContract`, :class:`RequestJournalContract`,
+  :class:`BulkMeasuringStorageContract`,
   :class:`BulkMetadataStorageContract`, :class:`FreeSpaceStorageContract`,
   :class:`PolicyStateStorageContract`, :class:`AdoptingStorageContract`), sharing the
   fixtures of :class:`StorageFixtures`. A new backend's test inherits the suites of the
@@ -38,6 +39,7 @@ from ._storage import (
     JournaledStorageContract,
     LeasedStorageContract,
     PolicyStateStorageContract,
+    RequestJournalContract,
     SharedStorageContract,
     StampedStorageContract,
     StorageContract,
@@ -56,6 +58,7 @@ __all__ = [
     "PolicyContract",
     "PolicyStateStorageContract",
     "RecordingObserver",
+    "RequestJournalContract",
     "SharedStorageContract",
     "StampedStorageContract",
     "StorageContract",

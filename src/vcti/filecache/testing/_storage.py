@@ -44,6 +44,7 @@ __all__ = [
     "JournaledStorageContract",
     "LeasedStorageContract",
     "PolicyStateStorageContract",
+    "RequestJournalContract",
     "SharedStorageContract",
     "StampedStorageContract",
     "StorageContract",
@@ -636,6 +637,51 @@ class FreeSpaceStorageContract(StorageFixtures):
         assert isinstance(total, int)
         assert 0 <= free <= total
         assert total > 0
+
+
+class RequestJournalContract(StorageFixtures):
+    """The behaviour of a :class:`~vcti.filecache.storage.base.RequestJournal`."""
+
+    capability = base.RequestJournal
+
+    @staticmethod
+    def _requests(storage: CacheStorage) -> base.RequestJournal:
+        assert isinstance(storage, base.RequestJournal)
+        return storage
+
+    def test_read_peer_requests(self, tmp_path: Path) -> None:
+        storage = self._opened(tmp_path)
+        journal = self._requests(storage)
+        first = journal.read_peer_requests(None)
+        assert first.keys is None  # the first read knows nothing
+        assert first.requests == ()
+        # This process's own lookups are not another's.
+        self._add(storage, "own", 3)
+        storage.update_meta("own", lambda raw: _meta(4, 1010.0))
+        journal.record_hits("gone", 2, 1020.0)
+        mine = journal.read_peer_requests(first.cursor)
+        assert mine.keys == frozenset({"own", "gone"})
+        assert mine.requests == ()
+
+        def lookups(other: CacheStorage) -> list[Lock]:
+            staged = other.stage("m")
+            self.write_file(other, staged, "data.bin", b"x" * 10)
+            # Looked up at 990, filled in 10 s, published at 1000.
+            other.publish("m", staged, Meta(1, 1000.0, 1000.0, 10.0, size=10).encode())
+            other.update_meta("m", lambda raw: Meta(4, 1030.0, 1000.0, 10.0, size=10).encode())
+            other.update_meta("m", lambda raw: Meta(4, 1030.0, 1000.0, 10.0, size=10).encode())
+            self._requests(other).record_hits("gone", 2, 1040.0)
+            return []
+
+        self._in_child(tmp_path, lookups).finish()
+        theirs = journal.read_peer_requests(mine.cursor)
+        assert theirs.keys == frozenset({"m", "gone"})
+        assert theirs.requests == (
+            base.PeerRequest("m", 990.0, size=10, fill=10.0),
+            base.PeerRequest("m", 1030.0, hits=3, since=1000.0),  # the second added none
+            base.PeerRequest("gone", 1040.0, hits=2),
+        )
+        assert journal.read_changes(mine.cursor).requests == ()
 
 
 class BulkMeasuringStorageContract(StorageFixtures):
