@@ -8,9 +8,9 @@ Measurements on the shared traces in ``../shared/traces`` next to the repository
   check drives it), for the policies it has.
 - **default grid**: ``filecache replay TRACE`` as an operator runs it (every policy, the
   default sizes, deployed mode, policies in parallel processes), timed on each trace.
-- **sampling**: whole miss-ratio curves (deployed mode, 12 sizes from 1% to 50%) from
-  spatially sampled traces (``--sample``) against the full replays: the worst error in
-  points, at 1/100 and 1/10 of the work.
+- **sampling**: whole miss-ratio curves (deployed and exact modes, 12 sizes from 1% to
+  50%) from spatially sampled traces (``--sample``, size-aware and uniform) against the
+  full replays: the worst error in points, at 1/100 and 1/10 of the work and ``auto``.
 - **grid**: both real traces x 1/5/10/25% of their unique bytes x lru, lfu, gdsf, sieve,
   largest, cost-aware, in exact mode, every lru/lfu/gdsf/sieve/largest result checked
   against the ``libcachesim`` package (same misses, same missed bytes).
@@ -88,6 +88,8 @@ CURVE = "1%..50%:12"
 SAMPLING_POLICIES = ("lru", "gdsf", "sieve", "cost-aware")
 #: Fixed rates, and "auto": the rate that keeps about 8,192 of the trace's keys.
 SAMPLE_RATES: tuple[float | str, ...] = (0.01, 0.1, "auto")
+#: The ways to sample: size-aware (the default) and uniform over keys (SHARDS).
+SAMPLE_BY = ("size", "keys")
 
 
 def _cut(trace: Trace, requests: int) -> Trace:
@@ -254,51 +256,62 @@ def _rate_text(asked: float | str, rate: float) -> str:
     return f"{asked:g}" if isinstance(asked, float) else f"{asked} ({rate:.3g})"
 
 
+def _errors(whole: dict[str, Any], sampled: dict[str, Any]) -> dict[str, float]:
+    """The worst error of each miss ratio over the results, in points."""
+    return {
+        field: max(
+            100 * abs(a[field] - b[field])
+            for a, b in zip(whole["results"], sampled["results"], strict=True)
+        )
+        for field in ("object_miss_ratio", "byte_miss_ratio")
+    }
+
+
 def _sampling(result: Result, paths: list[Path], quick: bool) -> None:
-    """Sampled curves against full ones: the worst error in points, per rate."""
+    """Sampled curves against full ones: the worst error in points, per rate and way."""
     policies = SAMPLING_POLICIES[:1] if quick else SAMPLING_POLICIES
+    modes = (False,) if quick else (False, True)
     rows: list[list[str]] = []
-    full: dict[Path, tuple[dict[str, Any], float]] = {}
-    for path in paths:
+    full: dict[tuple[Path, bool], tuple[dict[str, Any], float]] = {}
+    for path, exact in itertools.product(paths, modes):
         t0 = time.perf_counter()
-        (record,) = replay(path, policies=policies, limits=[CURVE])
-        full[path] = (record, time.perf_counter() - t0)
-    for rate in SAMPLE_RATES:
+        (record,) = replay(path, policies=policies, limits=[CURVE], exact=exact)
+        full[path, exact] = (record, time.perf_counter() - t0)
+    for rate, by in itertools.product(SAMPLE_RATES, SAMPLE_BY):
         label = f"{rate:g}" if isinstance(rate, float) else rate
         worst_all = 0.0
         for path in paths:
-            whole, full_seconds = full[path]
-            t0 = time.perf_counter()
-            (sampled,) = replay(path, policies=policies, limits=[CURVE], sample=rate)
-            sampled_seconds = time.perf_counter() - t0
-            errors = {
-                field: max(
-                    100 * abs(a[field] - b[field])
-                    for a, b in zip(whole["results"], sampled["results"], strict=True)
+            errors = dict.fromkeys(("object_miss_ratio", "byte_miss_ratio"), 0.0)
+            seconds = {"full": 0.0, "sampled": 0.0}
+            for exact in modes:
+                whole, full_seconds = full[path, exact]
+                t0 = time.perf_counter()
+                (sampled,) = replay(
+                    path, policies=policies, limits=[CURVE], exact=exact, sample=rate, sample_by=by
                 )
-                for field in ("object_miss_ratio", "byte_miss_ratio")
-            }
+                seconds["sampled"] += time.perf_counter() - t0
+                seconds["full"] += full_seconds
+                for field, error in _errors(whole, sampled).items():
+                    errors[field] = max(errors[field], error)
             worst = max(errors.values())
             worst_all = max(worst_all, worst)
-            work = (
-                sampled.get("sample", {"requests": whole["requests"]})["requests"]
-                / whole["requests"]
-            )
+            replayed = sampled.get("sample", {"requests": whole["requests"]})["requests"]
             rows.append(
                 [
                     path.name,
                     _rate_text(rate, sampled.get("sample", {}).get("rate", 1.0)),
-                    f"{100 * work:.2f}%",
+                    by,
+                    f"{replayed:,} ({100 * replayed / whole['requests']:.2f}%)",
                     f"{errors['object_miss_ratio']:.2f}",
                     f"{errors['byte_miss_ratio']:.2f}",
-                    f"{full_seconds:.2f} s",
-                    f"{sampled_seconds:.2f} s",
+                    f"{seconds['full']:.2f} s",
+                    f"{seconds['sampled']:.2f} s",
                 ]
             )
-            result.metrics[f"sampling_worst_points_{path.stem}_{label}"] = round(worst, 2)
+            result.metrics[f"sampling_worst_points_{path.stem}_{label}_{by}"] = round(worst, 2)
         result.targets.append(
             limit_target(
-                f"sampled curve at {label}: worst error (every size, trace, policy)",
+                f"sampled curve at {label} by {by}: worst error (every size, trace, policy)",
                 round(worst_all, 2),
                 unit="points",
                 limit=1.0,
@@ -306,13 +319,17 @@ def _sampling(result: Result, paths: list[Path], quick: bool) -> None:
                 note=f"{', '.join(policies)}; object and byte miss ratios; {CURVE}",
             )
         )
+    mode_text = "deployed mode" if quick else "deployed and exact modes"
     result.notes.append(
-        "Sampled curves (deployed mode, sizes "
+        f"Sampled curves ({mode_text}, sizes "
         + CURVE
-        + ") against full replays: the worst error over the sizes, the policies and the "
-        "object and byte miss ratios, in points; the time of each (reading the trace "
-        "included):\n\n"
-        + _table(["trace", "rate", "requests replayed", "object", "byte", "full", "sampled"], rows)
+        + ") against full replays: the worst error over the sizes, the policies, the modes "
+        "and the object and byte miss ratios, in points; the requests the sample replays, "
+        "and the time of each (reading the trace included, the modes added):\n\n"
+        + _table(
+            ["trace", "rate", "by", "requests replayed", "object", "byte", "full", "sampled"],
+            rows,
+        )
     )
 
 

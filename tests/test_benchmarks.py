@@ -82,3 +82,33 @@ def test_quick_run_reports_every_benchmark(tmp_path: Path) -> None:
     for name in BENCHMARKS:
         assert any(row.startswith(f"| {name}: ") for row in rows[1:]), name
     assert not list(tmp_path.glob("vcti-bench-*")), "the trees were not cleaned up"
+
+
+def test_the_trace_generator_writes_a_seeded_heavy_tailed_trace(tmp_path: Path) -> None:
+    from benchmarks.tracegen import main
+
+    from vcti.filecache.replay import read_trace
+
+    paths = [tmp_path / name for name in ("a.csv", "b.csv", "c.csv")]
+    for path, seed in zip(paths, ("1", "1", "2"), strict=True):
+        args = [str(path), "--requests", "20000", "--models", "2000", "--seconds", "100"]
+        assert main([*args, "--seed", seed]) == 0
+    assert paths[0].read_bytes() == paths[1].read_bytes()  # the same seed, the same file
+    assert paths[0].read_bytes() != paths[2].read_bytes()
+    trace = read_trace(paths[0])  # what filecache replay reads
+    assert trace.requests == 20_000
+    assert trace.has_costs
+    assert trace.times[0] == 0
+    assert trace.times[-1] < 100
+    counts: dict[str, int] = {}
+    sizes: dict[str, int] = {}
+    for key, size in zip(trace.keys, trace.sizes, strict=True):
+        counts[key] = counts.get(key, 0) + 1
+        assert sizes.setdefault(key, size) == size  # one size per model
+    assert 1000 < len(counts) <= 2000
+    # Zipf-like: the most requested model far above the median one.
+    ranked = sorted(counts.values(), reverse=True)
+    assert ranked[0] > 50 * ranked[len(ranked) // 2]
+    # Heavy-tailed sizes: the largest models hold much more than their share of bytes.
+    by_size = sorted(sizes.values(), reverse=True)
+    assert sum(by_size[: len(by_size) // 100]) > 0.1 * sum(by_size)

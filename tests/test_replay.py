@@ -13,6 +13,7 @@ import itertools
 import random
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -405,6 +406,118 @@ def test_sampled_replay_estimates_the_full_curve(tmp_path: Path) -> None:
         # Some 2,000 keys of 20,000: the record says the estimate is rough.
         assert any("keys (fewer than 5,000)" in text for text in ours["warnings"])
     assert not any("keys (fewer than" in text for r in full["results"] for text in r["warnings"])
+
+
+def _weighted(requests: list[tuple[str, int]], weights: dict[str, float]) -> Trace:
+    trace = Trace("weighted", weights=weights)
+    for i, (key, size) in enumerate(requests):
+        trace.times.append(float(i))
+        trace.keys.append(key)
+        trace.sizes.append(size)
+        trace.costs.append(None)
+    return trace.summarize()
+
+
+def test_a_weighted_key_counts_and_takes_room_as_the_keys_it_stands_for() -> None:
+    trace = _weighted([("a", 10), ("b", 10), ("a", 10), ("b", 10)], {"a": 2.0, "b": 3.0})
+    assert (trace.total_requests, trace.total_bytes) == (10, 100)
+    # Room for both (20 + 30): two misses, counted 2 and 3 times.
+    both = simulate(trace, "lru", 50, exact=True)
+    assert (both.misses, both.miss_bytes, both.object_miss_ratio) == (5, 50, 0.5)
+    # Room for one: each evicts the other, though their true sizes (20) would fit in 40.
+    one = simulate(trace, "lru", 40, exact=True)
+    assert (one.misses, one.object_miss_ratio, one.byte_miss_ratio) == (10, 1.0, 1.0)
+    assert simulate(trace, "lru", 40).object_miss_ratio == 1.0  # the deployed mode alike
+    # b's room (30) is more than the whole cache: never admitted, though its size fits;
+    # a stays, and hits.
+    assert simulate(trace, "lru", 25, exact=True).misses == 2 + 3 + 3
+
+
+def test_policies_see_the_true_sizes_of_weighted_keys() -> None:
+    seen: dict[str, int] = {}
+
+    class Recording:
+        name = "recording"
+
+        def order(self, entries: list[Any]) -> list[Any]:
+            seen.update((e.key, e.size) for e in entries)
+            return sorted(entries, key=lambda e: e.last_access)
+
+    requests = [("a", 10), ("b", 30), ("c", 10), ("a", 10), ("d", 10)]
+    trace = _weighted(requests, {"a": 4.0, "b": 1.0, "c": 4.0, "d": 4.0})
+    result = simulate(trace, Recording(), 80, exact=True)
+    assert seen == {"a": 10, "b": 30, "c": 10}
+    # Rooms 40, 30, 40, 40: b and c evict a (oldest first); a evicts b and c; d evicts a.
+    assert result.misses == 4 + 1 + 4 + 4 + 4
+    # A built-in policy (its own walk) agrees with the same order given as an object.
+    assert simulate(trace, "lru", 80, exact=True) == dataclasses.replace(result, policy="lru")
+
+
+def test_a_size_aware_sample_keeps_larger_keys_more_often_and_weights_them() -> None:
+    rng = random.Random(11)
+    trace = Trace("t")
+    sizes = {f"k{i}": int(1000 * rng.paretovariate(1.1)) for i in range(20_000)}
+    for i in range(60_000):
+        key = f"k{i % 20_000}"
+        trace.times.append(float(i))
+        trace.keys.append(key)
+        trace.sizes.append(sizes[key])
+        trace.costs.append(None)
+    trace.summarize()
+    mean = trace.unique_bytes / len(sizes)
+    sample = sample_trace(trace, 0.05, by="size")
+    kept = set(sample.keys)
+    assert sample.weights.keys() == kept
+    assert 0.9 * 1000 < len(kept) < 1.1 * 1000  # a twentieth of the keys, on average
+    # Chances grow with size, in proportion above the mean: p = min(1, λ max(1, s/mean)).
+    chance = {key: 1 / weight for key, weight in sample.weights.items()}
+    small = {round(p, 12) for key, p in chance.items() if sizes[key] <= mean}
+    assert len(small) == 1
+    (scale,) = small
+    for key, p in chance.items():
+        assert p == pytest.approx(min(1.0, scale * max(1.0, sizes[key] / mean)))
+    largest = sorted(sizes, key=sizes.__getitem__)[-20:]
+    assert all(chance.get(key, 0) == 1.0 or key not in kept for key in largest)
+    assert set(largest) <= kept  # the largest are kept for sure
+    # The weighted totals estimate the trace's (Horvitz-Thompson): within a few percent.
+    assert sample.total_requests == pytest.approx(trace.requests, rel=0.1)
+    assert sample.total_bytes == pytest.approx(trace.total_bytes, rel=0.1)
+    uniform = sample_trace(trace, 0.05, by="keys")
+    assert uniform.weights == {}
+    assert sample_trace(trace, 0.05, by="size").keys == sample.keys  # stable
+    with pytest.raises(ValueError, match="sample by 'size' or 'keys'"):
+        sample_trace(trace, 0.05, by="bytes")
+    assert sample_trace(Trace("empty").summarize(), 0.5, by="size").requests == 0
+
+
+def test_size_aware_sampling_estimates_the_byte_miss_ratio(tmp_path: Path) -> None:
+    # A few large objects hold much of the bytes (sizes Pareto, alpha 1.05): whether a
+    # uniform sample of 10% of the keys has them decides its byte miss ratio.
+    rng = random.Random(7)
+    sizes = [int(4096 * rng.paretovariate(1.05)) for _ in range(20_000)]
+    lines = ["time,key,size"]
+    for i in range(60_000):
+        key = int(20_000 * rng.random() ** 2.5)
+        lines.append(f"{i},{key},{sizes[key]}")
+    path = write(tmp_path / "heavy.csv", "\n".join(lines) + "\n")
+    curve = {"policies": ["lru", "gdsf"], "limits": ["2%..40%:5"], "exact": True}
+    with untraced():
+        (full,) = replay(path, **curve)  # type: ignore[arg-type]
+        (by_size,) = replay(path, **curve, sample=0.1)  # type: ignore[arg-type]
+        (by_keys,) = replay(path, **curve, sample=0.1, sample_by="keys")  # type: ignore[arg-type]
+    assert (by_size["sample"]["by"], by_keys["sample"]["by"]) == ("size", "keys")
+    assert 0.05 * 60_000 < by_size["sample"]["requests"] < 0.2 * 60_000
+    for ours, whole in zip(by_size["results"], full["results"], strict=True):
+        assert ours["limit_bytes"] == whole["limit_bytes"]
+        # Some 2,000 keys: SHARDS's own sampling error is of a few points.
+        assert ours["byte_miss_ratio"] == pytest.approx(whole["byte_miss_ratio"], abs=0.06)
+        assert ours["object_miss_ratio"] == pytest.approx(whole["object_miss_ratio"], abs=0.06)
+    # The uniform sample of as many keys is off by tens of points: the test can tell.
+    worst = max(
+        abs(ours["byte_miss_ratio"] - whole["byte_miss_ratio"])
+        for ours, whole in zip(by_keys["results"], full["results"], strict=True)
+    )
+    assert worst > 0.2
 
 
 def test_parallel_grid_equals_the_serial_one_and_reports_progress(tmp_path: Path) -> None:

@@ -424,6 +424,17 @@ def test_sizes_sample_and_deployed_settings(
     status, out, _ = run(capsys, trace, "--policy", "lru", "--sample", "0.5", "--json")
     assert status == 0
     assert json.loads(out)["sample"]["rate"] == 0.5
+    assert json.loads(out)["sample"]["by"] == "size"  # the default
+    for by in ("keys", "size"):
+        status, out, _ = run(
+            capsys, trace, "--policy", "lru", "--sample", "0.5", "--sample-by", by, "--json"
+        )
+        assert status == 0
+        (expected,) = replay([trace], policies=["lru"], sample=0.5, sample_by=by)
+        assert json.loads(out) == expected
+    status, out, _ = run(capsys, trace, "--policy", "lru", "--sample", "0.5")
+    assert status == 0
+    assert "; sampled at 0.5 by size (" in out.splitlines()[0]
     # auto: a trace of fewer than 8,192 keys is replayed whole.
     status, out, _ = run(capsys, trace, "--policy", "lru", "--sample", "auto", "--json")
     assert status == 0

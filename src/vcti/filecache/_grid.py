@@ -15,9 +15,7 @@ from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import asdict, replace
 from typing import Any
 
-from ._sample import sample_trace
 from ._simulate import ReplaySettings, Result, result_warnings, simulate
-from ._sizes import format_size
 from ._trace import Trace
 from .policies.base import EvictionPolicy
 
@@ -68,28 +66,39 @@ def run_grid(
     """Replay ``trace`` at each ``(policy, limit)`` cell; return the results as records.
 
     Args:
-        sample: replay the keys sampled at this rate through caches this much smaller,
-            and report the full trace's estimated figures (see :mod:`._sample`);
-            ``sampled`` is that sample if the caller has it.
+        sample, sampled: replay ``sampled``, the keys sampled from ``trace`` at the rate
+            ``sample`` (see :mod:`._sample`), and report the full trace's estimated
+            figures; a uniform sample through caches ``sample`` times smaller.
         jobs: worker processes for the built-in policies (1: all in this process).
         progress: told after each cell.
     """
-    replayed = sampled if sampled is not None else sample_trace(trace, sample)
-    scaled = [(policy, max(1, round(limit * sample)) if limit else 0) for policy, limit in cells]
+    replayed = sampled if sampled is not None and sample < 1 else trace
+    # A weighted sample's keys take the room of the keys they stand for: the cache keeps
+    # its size. A uniform sample's keys each stand for 1/sample keys: the cache shrinks.
+    shrink = 1.0 if replayed.weights else sample
+    scaled = [(policy, max(1, round(limit * shrink)) if limit else 0) for policy, limit in cells]
     results: list[Result | None] = [None] * len(cells)
     done = 0
     # Prompt eviction bounds the overshoot by one fill, whatever the sample; otherwise
     # it is the fills of a cycle's interval, of which the sample holds ``sample``.
-    overshoot = 1.0 if exact or (settings.prompt_eviction and not settings.prompt_delay) else sample
+    overshoot = 1.0 if exact or (settings.prompt_eviction and not settings.prompt_delay) else shrink
 
     sampled_keys = len(set(replayed.keys)) if sample < 1 else 0
+    # The room the sample's largest object takes, against which a cache is small.
+    weights = replayed.weights
+    sizes = zip(replayed.keys, replayed.sizes, strict=True)
+    largest_room = (
+        max((size * weights[key] for key, size in sizes), default=0)
+        if weights
+        else replayed.largest / sample
+    )
 
     def finish(index: int, result: Result) -> None:
         nonlocal done
         limit = cells[index][1]
         if sample < 1:
-            result = _rescale(result, trace, replayed, limit, sample, overshoot)
-            warned = _sample_warnings(sampled_keys, replayed.largest, limit, sample)
+            result = _rescale(result, trace, replayed, limit, shrink, overshoot)
+            warned = _sample_warnings(sampled_keys, largest_room, limit)
             result = replace(result, warnings=result.warnings + warned)
         results[index] = result
         done += 1
@@ -129,7 +138,7 @@ MIN_SAMPLED_KEYS = 5_000
 MIN_LARGEST_HELD = 10
 
 
-def _sample_warnings(keys: int, largest: int, limit: int, rate: float) -> tuple[str, ...]:
+def _sample_warnings(keys: int, largest_room: float, limit: int) -> tuple[str, ...]:
     """Why a sampled result may be far from the full replay's."""
     found: list[str] = []
     if keys < MIN_SAMPLED_KEYS:
@@ -137,11 +146,10 @@ def _sample_warnings(keys: int, largest: int, limit: int, rate: float) -> tuple[
             f"the sample holds {keys} keys (fewer than {MIN_SAMPLED_KEYS:,}): expect an error "
             "of several points; sample at a higher rate"
         )
-    miniature = limit * rate
-    if largest and miniature < MIN_LARGEST_HELD * largest:
+    if largest_room and limit < MIN_LARGEST_HELD * largest_room:
         found.append(
-            f"the miniature cache ({format_size(round(miniature))}) holds fewer than "
-            f"{MIN_LARGEST_HELD} of the largest objects: expect an error of several points"
+            f"the sampled cache holds fewer than {MIN_LARGEST_HELD} of the sample's largest "
+            "objects: expect an error of several points"
         )
     return tuple(found)
 

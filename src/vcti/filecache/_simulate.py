@@ -8,6 +8,7 @@ through the walk that the cache's eviction uses (:mod:`vcti.filecache._victims`)
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -360,15 +361,15 @@ def simulate(
     return Result(
         policy=policy_name(run.policy),
         limit_bytes=limit,
-        misses=run.misses,
-        miss_bytes=run.miss_bytes,
-        object_miss_ratio=run.misses / trace.requests if trace.requests else 0.0,
+        misses=round(run.misses),
+        miss_bytes=round(run.miss_bytes),
+        object_miss_ratio=run.misses / trace.total_requests if trace.total_requests else 0.0,
         byte_miss_ratio=run.miss_bytes / total_bytes if total_bytes else 0.0,
         cost_miss_ratio=(
             None if not trace.has_costs else (run.miss_cost / total_cost if total_cost else 0.0)
         ),
-        peak_overshoot_bytes=run.overshoot,
-        warnings=result_warnings(trace, limit, run.overshoot),
+        peak_overshoot_bytes=round(run.overshoot),
+        warnings=result_warnings(trace, limit, round(run.overshoot)),
     )
 
 
@@ -408,7 +409,12 @@ def trace_warnings(trace: Trace, settings: ReplaySettings, exact: bool) -> list[
 
 
 class _Run:
-    """One replay of a trace through a policy at a limit: the cache and its counters."""
+    """One replay of a trace through a policy at a limit: the cache and its counters.
+
+    A weighted sample's key (``trace.weights``) stands for ``w`` keys: its misses count
+    ``w`` times, and it takes ``w x`` its size of the cache's room, while the policy sees
+    its true size (see :mod:`._sample`).
+    """
 
     def __init__(self, trace: Trace, policy: EvictionPolicy | str, limit: int) -> None:
         self.clock = _Clock()
@@ -418,11 +424,15 @@ class _Run:
         self.trace = trace
         self.limit = limit
         self.cached: dict[str, CacheEntry] = {}
-        self.used = 0
-        self.misses = 0
-        self.miss_bytes = 0
+        #: The room the cached models take (their sizes, weighted in a weighted sample).
+        self.used: float = 0
+        self.misses: float = 0
+        self.miss_bytes: float = 0
         self.miss_cost = 0.0
-        self.overshoot = 0
+        self.overshoot: float = 0
+        self.weights = trace.weights
+        if self.weights:
+            self._miss = self._weighted_miss  # type: ignore[method-assign]
 
     def _miss(self, key: str, size: int, cost: float | None) -> float | None:
         """Count a miss; return the cost the policy sees (the request's, else the key's)."""
@@ -433,19 +443,58 @@ class _Run:
             self.miss_cost += known
         return known if cost is None else cost
 
-    def _evict(self, required: int, state: PolicyState | None) -> list[CacheEntry]:
+    def _weighted_miss(self, key: str, size: int, cost: float | None) -> float | None:
+        """:meth:`_miss` for a weighted sample's key: it counts as the keys it stands for."""
+        weight = self.weights[key]
+        self.misses += weight
+        self.miss_bytes += weight * size
+        known = self.trace.first_cost.get(key)
+        if known is not None:
+            self.miss_cost += weight * known
+        return known if cost is None else cost
+
+    def room(self, entry: CacheEntry) -> float:
+        """The room ``entry`` takes in the cache: its size, times its weight if weighted."""
+        return entry.size * self.weights[entry.key] if self.weights else entry.size
+
+    def _evict(self, required: float, state: PolicyState | None) -> list[CacheEntry]:
         """Walk the policy's candidates with the cache's own walk until ``required`` is freed."""
         cached = self.cached
         if state is not None and self.trusted:
             return self._drain(required, state)
-        outcome = evict_until(candidates(self.policy, cached, required, state), required, _remove)
+        if self.weights:
+            return self._weighted_walk(required, state)
+        outcome = evict_until(
+            candidates(self.policy, cached, int(required), state), int(required), _remove
+        )
         # Dropped after the walk, which must not see its mapping change.
         for entry in outcome.removed:
             del cached[entry.key]
-            self.used -= entry.size
+            self.used -= self.room(entry)
         return outcome.removed
 
-    def _drain(self, required: int, state: PolicyState) -> list[CacheEntry]:
+    def _weighted_walk(self, required: float, state: PolicyState | None) -> list[CacheEntry]:
+        """The walk of :meth:`_evict` counting each victim's room, not its size.
+
+        A key's room is at least its size (weights are at least 1), so the policy is asked
+        for ``required`` bytes, at least what it must offer.
+        """
+        cached = self.cached
+        stream = candidates(self.policy, cached, math.ceil(required), state)
+        removed: list[CacheEntry] = []
+        freed: float = 0
+        for entry in stream:
+            stream.removed(entry, True)
+            removed.append(entry)
+            freed += self.room(entry)
+            if freed >= required:
+                break
+        for entry in removed:
+            del cached[entry.key]
+        self.used -= freed
+        return removed
+
+    def _drain(self, required: float, state: PolicyState) -> list[CacheEntry]:
         """The walk for a built-in policy's state, which tracks exactly the cached models.
 
         The cache's walk guards against a policy that names unknown or repeated models,
@@ -454,15 +503,16 @@ class _Run:
         """
         cached = self.cached
         removed: list[CacheEntry] = []
-        freed = 0
+        freed: float = 0
         victims = state.victims()
         evicted = state.evicted
+        weights = self.weights
         try:
             for key in victims:
                 entry = cached.pop(key)
                 evicted(key)
                 removed.append(entry)
-                freed += entry.size
+                freed += entry.size * weights[key] if weights else entry.size
                 if freed >= required:
                     break
         finally:
@@ -478,6 +528,7 @@ class _Run:
         state = policy.new_state() if is_stateful(policy) else None  # type: ignore[attr-defined]
         insert_first = policy_name(policy) in _INSERT_FIRST
         trace = self.trace
+        weights = self.weights
         for i, (key, size, cost) in enumerate(
             zip(trace.keys, trace.sizes, trace.costs, strict=True)
         ):
@@ -492,14 +543,15 @@ class _Run:
                     state.access(entry, 1)
                 continue
             fill = self._miss(key, size, cost)
-            if size > limit:
+            room = size * weights[key] if weights else size
+            if room > limit:
                 continue  # never admitted: it cannot fit even in an empty cache
             entry = make_entry(key, size, 1, now, now, fill)
             if insert_first:
                 cached[key] = entry
                 if state is not None:
                     state.insert(entry)
-            required = self.used + size - limit
+            required = self.used + room - limit
             if required > 0:
                 self.clock.now = now
                 self._evict(required, state)
@@ -507,7 +559,7 @@ class _Run:
                 cached[key] = entry
                 if state is not None:
                     state.insert(entry)
-            self.used += size
+            self.used += room
 
     def deployed(self, settings: ReplaySettings) -> None:
         """The cache as it runs: fill every miss; evict at cycles and, if prompt, at once."""
@@ -521,10 +573,11 @@ class _Run:
         prompt, interval, delay = settings.prompt_eviction, settings.interval, settings.prompt_delay
         trigger = cycle.trigger
         trace = self.trace
+        weights = self.weights
         next_cycle: float | None = None
         due = _NEVER  # when the cycle that a fill over the limit called for runs
         now = 0.0
-        overshoot = 0
+        overshoot: float = 0
         for t, key, size, cost in zip(
             trace.times, trace.keys, trace.sizes, trace.costs, strict=True
         ):
@@ -556,7 +609,7 @@ class _Run:
                 state.insert(entry)
             if recency is not None:
                 recency[key] = now
-            self.used += size
+            self.used += size * weights[key] if weights else size
             overshoot = max(overshoot, self.used - limit)
             if prompt and self.used > trigger and due == _NEVER:
                 if delay:
@@ -599,7 +652,7 @@ class _Cycle:
                 if now - last <= self.max_age:
                     break
                 del recency[key]
-                run.used -= cached.pop(key).size
+                run.used -= run.room(cached.pop(key))
                 if state is not None:
                     state.forget(key)
         if run.used <= self.trigger:

@@ -33,6 +33,9 @@ class Trace:
         costs: the ``cost`` recorded on each request, None where empty or absent.
         first_cost: each key's first known cost (keys without one are missing).
         unique_bytes: the sum of each key's first size.
+        weights: a weighted sample's keys (see :mod:`._sample`), each with the number of
+            keys it stands for (``1/p``, kept with probability ``p``); empty for a trace
+            read from files, whose requests count once each.
     """
 
     name: str
@@ -42,10 +45,13 @@ class Trace:
     costs: list[float | None] = field(default_factory=list)
     first_cost: dict[str, float] = field(default_factory=dict)
     unique_bytes: int = 0
-    #: The size of the largest request, and the sums over all requests of the bytes and of
-    #: each key's first known cost (the denominators of the miss ratios).
+    weights: dict[str, float] = field(default_factory=dict)
+    #: The size of the largest request, and the sums over all requests of the requests
+    #: themselves, of the bytes and of each key's first known cost (the denominators of
+    #: the miss ratios), each request counted with its key's weight in a weighted sample.
     largest: int = 0
-    total_bytes: int = 0
+    total_requests: float = 0.0
+    total_bytes: float = 0
     total_cost: float = 0.0
 
     @property
@@ -65,9 +71,16 @@ class Trace:
             first_size.setdefault(key, size)
         self.unique_bytes = sum(first_size.values())
         self.largest = max(self.sizes, default=0)
-        self.total_bytes = sum(self.sizes)
         first_cost = self.first_cost
-        self.total_cost = sum(first_cost.get(key, 0.0) for key in self.keys) if first_cost else 0.0
+        weights = self.weights
+        if not weights:
+            self.total_requests = len(self.keys)
+            self.total_bytes = sum(self.sizes)
+            self.total_cost = sum(first_cost.get(k, 0.0) for k in self.keys) if first_cost else 0.0
+            return self
+        self.total_requests = sum(weights[key] for key in self.keys)
+        self.total_bytes = sum(weights[k] * s for k, s in zip(self.keys, self.sizes, strict=True))
+        self.total_cost = sum(weights[k] * first_cost.get(k, 0.0) for k in self.keys)
         return self
 
 

@@ -35,6 +35,7 @@ from typing import Any
 
 from . import _grid
 from ._grid import Progress, default_jobs
+from ._sample import SAMPLE_BY as _SAMPLE_BY
 from ._sample import auto_rate as _auto_rate
 from ._sample import sample_trace
 from ._simulate import (
@@ -96,6 +97,7 @@ def replay(
     settings: ReplaySettings | None = None,
     concat: bool = False,
     sample: float | str = 1.0,
+    sample_by: str = "size",
     jobs: int = 1,
     progress: Progress | None = None,
 ) -> list[dict[str, Any]]:
@@ -116,10 +118,13 @@ def replay(
             :meth:`ReplaySettings.from_config` takes them from a :class:`CacheManagerConfig`).
         concat: replay the files as one trace, in the order given (a rotated trace).
         sample: replay only the keys sampled at this rate (SHARDS: a stable hash of each
-            key), through caches this much smaller: an estimate of the whole curve at
-            ``sample`` of the work; the record's ``sample`` says the rate and requests.
+            key), in miniature caches: an estimate of the whole curve at ``sample`` of the
+            work; the record's ``sample`` says the rate, the way and the requests.
             ``"auto"``: the rate that keeps about 8,192 of each trace's keys (all of them
             in a smaller trace), the sample size of SHARDS's fixed-size variant.
+        sample_by: ``"size"``: a key the more likely kept the larger it is, its requests
+            weighted (the better estimate of the byte miss ratio); ``"keys"``: every key
+            alike, as SHARDS samples (see :func:`sample_trace`).
         jobs: worker processes for the built-in policies (1: all in this process).
         progress: called with (trace name, cells done, cells) after each cell.
 
@@ -132,7 +137,8 @@ def replay(
     Raises:
         TraceError: a trace cannot be read (the message names the file and line).
         ValueError: an unknown policy, a bad limit, ``interval <= 0``, ``evict_to``
-            outside ``[0, 1]``, ``sample`` neither ``"auto"`` nor in ``(0, 1]``,
+            outside ``[0, 1]``, ``sample`` neither ``"auto"`` nor in ``(0, 1]``, ``sample_by``
+            neither ``"size"`` nor ``"keys"``,
             ``jobs < 1``.
     """
     paths = [traces] if isinstance(traces, (str, os.PathLike)) else list(traces)
@@ -142,6 +148,8 @@ def replay(
         _check_limit(limit)  # a bad limit is an error before any trace is read
     if sample != "auto" and not (isinstance(sample, (int, float)) and 0 < sample <= 1):
         raise ValueError(f"sample must be 'auto' or in (0, 1]: {sample}")
+    if sample_by not in _SAMPLE_BY:
+        raise ValueError(f"sample_by must be 'size' or 'keys': {sample_by!r}")
     if jobs < 1:
         raise ValueError(f"jobs must be at least 1: {jobs}")
     settings = settings or ReplaySettings()
@@ -159,7 +167,7 @@ def replay(
             size for limit in wanted for size in expand_limit(limit, trace.unique_bytes)
         )
         rate = _auto_rate(trace) if sample == "auto" else float(sample)
-        sampled = sample_trace(trace, rate)
+        sampled = sample_trace(trace, rate, sample_by)
         results = _grid.run_grid(
             trace,
             [(policy, size) for size in sizes for policy in chosen],
@@ -176,7 +184,11 @@ def replay(
                 "requests": trace.requests,
                 "unique_bytes": trace.unique_bytes,
                 "warnings": _trace_warnings(trace, settings, exact),
-                **({"sample": {"rate": rate, "requests": sampled.requests}} if rate < 1 else {}),
+                **(
+                    {"sample": {"rate": rate, "by": sample_by, "requests": sampled.requests}}
+                    if rate < 1
+                    else {}
+                ),
                 "results": results,
             }
         )

@@ -15,8 +15,8 @@ Run it as ``filecache`` (the console script) or ``python -m vcti.filecache``::
     filecache replay TRACE... [--policy NAME,...] [--limit LIMIT,... | --sizes LOW..HIGH:N]
                      [--exact] [--interval SECONDS] [--evict-to FRACTION]
                      [--no-prompt-eviction] [--prompt-delay SECONDS] [--max-age SECONDS]
-                     [--min-free SIZE --disk SIZE] [--sample RATE|auto] [--target M=RATIO]
-                     [--jobs N] [--quiet] [--concat] [--json] [--plot FILE]
+                     [--min-free SIZE --disk SIZE] [--sample RATE|auto [--sample-by size|keys]]
+                     [--target M=RATIO] [--jobs N] [--quiet] [--concat] [--json] [--plot FILE]
 
 Only ``evict``, ``rm``, ``clear`` and ``exporter --evict`` delete models, and each only
 when told what: an explicit ``--evict-above``, explicit keys, a confirmation. ``stats``,

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from .._sample import SAMPLE_BY
 from .._simulate import check_limit
 from .._sizes import format_size, parse_size
 from ..exceptions import TraceError
@@ -121,9 +122,17 @@ def register(subparsers: Subparsers) -> None:
     parser.add_argument(
         "--sample",
         metavar="RATE",
-        help="replay only the keys sampled at RATE (0.01: one key in 100; SHARDS) through "
-        "caches RATE times smaller: the whole curve at RATE of the work, an estimate; "
+        help="replay only the keys sampled at RATE (0.01: one key in 100; SHARDS) in "
+        "miniature caches: the whole curve at RATE of the work, an estimate; "
         "'auto': the rate that keeps about 8,192 keys",
+    )
+    parser.add_argument(
+        "--sample-by",
+        choices=SAMPLE_BY,
+        default=SAMPLE_BY[0],
+        help="with --sample: 'size' (default) keeps a larger key more likely and weights "
+        "its requests, the better estimate of the byte miss ratio; 'keys' keeps every key "
+        "alike, as SHARDS does",
     )
     parser.add_argument(
         "--jobs",
@@ -192,6 +201,7 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
         "settings": settings,
         "concat": args.concat,
         "sample": sample,
+        "sample_by": args.sample_by,
         "jobs": default_jobs() if args.jobs is None else args.jobs,
     }
 
@@ -324,9 +334,15 @@ def table(record: dict[str, Any], exact: bool) -> list[str]:
     costs = any(r["cost_miss_ratio"] is not None for r in results)
     ratios = [(field, title) for field, title in _RATIOS if costs or field != "cost_miss_ratio"]
     mode = "exact (libCacheSim's conventions)" if exact else "deployed"
+    sample = record.get("sample")
+    sampled = (
+        f"; sampled at {sample['rate']:.3g} by {sample['by']} ({sample['requests']} requests)"
+        if sample
+        else ""
+    )
     lines = [
         f"{record['trace']}: {record['requests']} requests, unique bytes "
-        f"{format_size(record['unique_bytes'])}; {mode} mode"
+        f"{format_size(record['unique_bytes'])}; {mode} mode{sampled}"
     ]
     header = ["limit", "policy", "requests", "misses", *(title for _, title in ratios)]
     if not exact:
