@@ -56,7 +56,8 @@ _WATCH_COALESCE = 0.1
 #: limit waits for the eviction it calls for before it returns (back-pressure).
 PRESSURE_MARGIN = 0.05
 #: Seconds such a publish waits at most; it also stops waiting once two cycles have ended
-#: without bringing the total down (what eviction could do, it did: the rest is open).
+#: without bringing the total under the limit (what eviction could do, it did: the rest
+#: is open).
 PRESSURE_WAIT = 5.0
 #: Seconds between two looks at the total while a publish waits.
 _PRESSURE_POLL = 0.02
@@ -124,6 +125,7 @@ class Runtime:
         self._watch_failed = False
         self._estimate: int | None = None  # the total after the last cycle, plus publishes
         self._ahead = 0  # bytes of fills let through here and not yet published (or failed)
+        self._left = 0  # the total the last cycle led here left the root at
         self._orphan: threading.Thread | None = None  # a thread close() stopped waiting for
         self._ended: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
         self._cycled = threading.Condition()  # notified at the end of each leader's cycle
@@ -367,6 +369,14 @@ class Runtime:
 
     def _crossed(self, config: CacheManagerConfig) -> bool:
         """True if publishes recorded since the last look call for a cycle now."""
+        with self._cycled:
+            return self._catch_up() and self._over(config)
+
+    def _catch_up(self) -> bool:
+        """Count the other processes' publishes recorded since the last look (with
+        ``_cycled`` held): True if there were any. The leader's thread looks between its
+        cycles, and a publish of its process looks before it is let through, so that a
+        long cycle (a measuring process starting) does not leave the estimate behind."""
         assert self._journal is not None
         changes = self._journal.read_changes(self._watched)
         self._watched = changes.cursor
@@ -374,7 +384,7 @@ class Runtime:
         if elsewhere <= 0 or self._estimate is None:
             return False
         self._estimate += elsewhere
-        return self._over(config)
+        return True
 
     def _over(self, config: CacheManagerConfig) -> bool:
         """True if the estimated total is above the limit, or the free space low."""
@@ -407,7 +417,8 @@ class Runtime:
         if not config.prompt_eviction or self._journal is None or self._shared is None:
             return False
         try:
-            probe = self._pressure()
+            with self._cycled:
+                probe = self._pressure()
         except OSError:
             return False
         return probe is not None and probe[0] > config.evict_above
@@ -497,10 +508,12 @@ class Runtime:
             # Publishes since the scan read the journal are not in the snapshot: counted
             # now, and from here on by the watch.
             since = self._journal.read_changes(self.scanner.cursor)
-            self._watched = since.cursor
             estimate += since.published
         with self._cycled:
+            if self._journal is not None:
+                self._watched = since.cursor
             self._estimate = estimate
+            self._left = snapshot.total_size
         if self._journal is not None:
             try:  # for the publishes of the other processes (back-pressure)
                 self._journal.record_total(snapshot.total_size, self.scanner.cursor)
@@ -512,17 +525,17 @@ class Runtime:
     def make_room(self, config: CacheManagerConfig, size: int | None) -> int:
         """Before a fill of ``size`` bytes publishes: wait until the root has room for it.
 
-        A publish into a root that is over ``evict_above`` and that it would leave more
-        than :data:`PRESSURE_MARGIN` over first waits, up to :data:`PRESSURE_WAIT`
-        seconds (or two cycles that free nothing), for the eviction (the leader's cycle,
-        in this process or another), so that however many threads and processes fill,
+        A publish into a root that is over ``evict_above`` and that it would leave more than
+        :data:`PRESSURE_MARGIN` over first waits, up to :data:`PRESSURE_WAIT` seconds (or
+        two cycles that leave the root over its limit), for the eviction (the leader's
+        cycle, in this process or another), so that however many threads and processes fill,
         the total cannot run away from the limit while the manager's thread waits for the
         interpreter lock (back-pressure). A leader's cycle that finds publishes of its
         process waiting evicts a margin below its target (see :meth:`_led_cycle`). In the
         leader's process the check and the counting of the fill are one step, so threads
         that publish at once cannot all pass it; other processes go by the total the leader
-        recorded and what was published since, and wake their own manager's thread now
-        and then, which takes the lead if the leader has gone.
+        recorded and what was published since, and wake their own manager's thread now and
+        then, which takes the lead if the leader has gone.
 
         Returns the bytes counted ahead for this fill, which :meth:`note_publish` (or
         :meth:`unreserve`, if the publish fails) takes back.
@@ -536,7 +549,6 @@ class Runtime:
         allowed = config.evict_above + int(config.evict_above * PRESSURE_MARGIN)
         deadline = time.monotonic() + PRESSURE_WAIT
         marker: object = None
-        before = 0
         turns = 0
         knock = 0.0
         while True:
@@ -548,11 +560,11 @@ class Runtime:
                     self._ahead += size
                     return size
                 if marker is None:
-                    marker, before = probe[1], probe[0]
+                    marker = probe[1]
                 elif probe[1] != marker:  # a cycle ended and the root is still full
-                    if probe[0] >= before:
-                        turns += 1  # it freed nothing: what is left is open
-                    marker, before = probe[1], probe[0]
+                    if probe[2] > config.evict_above:
+                        turns += 1  # it could not evict down to the limit: the rest is open
+                    marker = probe[1]
                 if turns >= 2 or time.monotonic() >= deadline:
                     self._ahead += size
                     return size
@@ -591,11 +603,13 @@ class Runtime:
         ):
             self._wake.set()
 
-    def _pressure(self) -> tuple[int, object] | None:
-        """The root's estimated total, and what changes when a cycle ends (None: unknown)."""
-        estimate = self._estimate
-        if self._leader is not None and estimate is not None:
-            return estimate + self._ahead, self._cycles_led
+    def _pressure(self) -> tuple[int, object, int] | None:
+        """The root's estimated total, what changes when a cycle ends, and the total the last
+        cycle left (None: unknown)."""
+        if self._leader is not None and self._estimate is not None:
+            if self._journal is not None:
+                self._catch_up()
+            return self._estimate + self._ahead, self._cycles_led, self._left
         if self._journal is None:
             return None
         # A process that does not lead, or has just taken the lead and not yet cycled:
@@ -607,7 +621,7 @@ class Runtime:
         changes = self._journal.read_changes(cursor)
         if changes.keys is None and changes.error is not None:
             return None  # the journal was lost or damaged since: no telling
-        return total + changes.published, recorded  # (rotated: published since)
+        return total + changes.published, recorded, total  # (rotated: published since)
 
     def _sweep(self, group: ObserverGroup) -> None:
         if self._shared is None:
