@@ -492,16 +492,13 @@ class Runtime:
         self.evictor.sync(config.policy, snapshot.entries, group)
         with self._cycled:
             waiting = self._waiting
-        if waiting:
-            # Fills come faster than cycles. The publishes that wait are counted already
-            # (a scan counts the fills being staged); evict the margin's worth more, so
-            # that the fills that follow them do not each wait for a cycle of their own.
-            target = max(0, config.target - int(config.evict_above * PRESSURE_MARGIN))
-            _, snapshot = self.evictor.evict(
-                group, config, config.policy, trigger, snapshot, target=target
-            )
-        else:
-            _, snapshot = self.evictor.evict(group, config, config.policy, trigger, snapshot)
+        # Publishes waiting: fills come faster than cycles. Those publishes are counted
+        # already (a scan counts the fills being staged); evict the margin's worth more,
+        # so that the fills that follow them do not each wait for a cycle of their own.
+        target = max(0, config.target - int(config.evict_above * PRESSURE_MARGIN))
+        _, snapshot = self.evictor.evict(
+            group, config, config.policy, trigger, snapshot, target=target if waiting else None
+        )
         self.evictor.save(group)
         estimate = snapshot.total_size
         if self._journal is not None:

@@ -84,6 +84,13 @@ def _writer_of(tag: str) -> str:
     return tag.partition("/")[0].partition(".")[0]
 
 
+def _writer(item: list[object]) -> str | None:
+    """The process a line stands for, by its TAG (the last item, or the one before the
+    lookups); None for a line without a tag."""
+    tag = item[-2] if isinstance(item[-1], dict) and len(item) > 3 else item[-1]
+    return _writer_of(tag) if isinstance(tag, str) else None
+
+
 class Journal:
     """Appends changes to, and reads them from, one journal file."""
 
@@ -318,8 +325,7 @@ def _parse(
         keys.add(key)
         if kind == "p" and len(item) > 2 and isinstance(item[2], int):
             published += item[2]
-            tag = item[-2] if isinstance(item[-1], dict) else item[-1]
-            if isinstance(tag, str) and _writer_of(tag) == own:
+            if _writer(item) == own:
                 here += item[2]
         if requests is not None and isinstance(item[-1], dict) and len(item) > 3:
             request = _request(kind, key, item, own)
@@ -330,9 +336,9 @@ def _parse(
 
 def _request(kind: str, key: str, item: list[object], own: str) -> PeerRequest | None:
     """The lookups a line with an object after its TAG stands for (None: none, or ours)."""
-    tag, lookups = item[-2], item[-1]
+    lookups = item[-1]
     assert isinstance(lookups, dict)
-    if not isinstance(tag, str) or _writer_of(tag) == own:
+    if _writer(item) in (None, own):
         return None
     if kind == "p" and isinstance(item[2], int) and _is_time(at := lookups.get("at")):
         fill = lookups.get("fill")
