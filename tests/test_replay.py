@@ -557,3 +557,5 @@ def test_auto_sampling_keeps_about_8192_keys(tmp_path: Path) -> None:
     for bad in ("some", 0, 1.5):
         with pytest.raises(ValueError, match="sample must be 'auto' or in"):
             replay(small, sample=bad)
+    with pytest.raises(ValueError, match="sample_by must be 'size' or 'keys': 'bytes'"):
+        replay(small, sample=0.5, sample_by="bytes")

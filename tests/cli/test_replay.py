@@ -370,6 +370,7 @@ BAD_OPTIONS = [
     (["--sample", "0"], "--sample must be 'auto' or in (0, 1]"),
     (["--sample", "1.5"], "--sample must be 'auto' or in (0, 1]"),
     (["--sample", "half"], "--sample must be 'auto' or in (0, 1]: half"),
+    (["--sample", "0.5", "--sample-by", "bytes"], "argument --sample-by: invalid choice"),
     (["--jobs", "0"], "--jobs must be at least 1"),
     (["--min-free", "10G"], "--min-free and --disk go together"),
     (["--min-free", "0.1", "--disk", "big"], "--disk: "),
