@@ -73,7 +73,9 @@ class CacheManagerConfig:
             whatever the total.
         prompt_eviction: run a cycle as soon as a publish pushes the total above
             ``evict_above`` (or the free space below ``min_free``), instead of waiting
-            for the next one (default True).
+            for the next one; and hold back a publish into a root over its limit that
+            would leave it more than 5% over, up to 5 s, until eviction makes room
+            (default True).
 
     Raises:
         TypeError: a value has the wrong type.
