@@ -85,7 +85,9 @@ def test_hot_threads_cannot_run_the_root_away_from_its_limit(
         wait_for(lambda: disk_total(tmp_path / "cache") <= LIMIT, timeout=30)
     # Each filling thread may stand one model over the margin, while its publish waits.
     assert sampler() <= LIMIT * (1 + PRESSURE_MARGIN) + 3 * MODEL
-    assert sampler() > LIMIT  # the load did reach the limit
+    # The load did reach the limit: eviction ran (the 20 ms samples may all fall between
+    # a publish over the limit and its prompt eviction).
+    assert recorder.calls("on_evict")
     assert recorder.errors() == []
 
 
